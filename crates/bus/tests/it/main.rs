@@ -1,0 +1,5 @@
+//! The bus test suite: one conformance suite, instantiated for every backend.
+
+mod conformance;
+mod embedded;
+mod nats;

@@ -1,0 +1,1 @@
+//! Agora event contracts (being written).

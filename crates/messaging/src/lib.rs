@@ -1,0 +1,1 @@
+//! Agora messaging (being written).
