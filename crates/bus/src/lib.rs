@@ -62,7 +62,11 @@ pub struct OutgoingMessage {
 }
 
 impl OutgoingMessage {
-    pub fn new(id: impl Into<String>, subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        subject: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> Self {
         Self {
             id: id.into(),
             subject: subject.into(),
@@ -91,14 +95,10 @@ impl OutgoingMessage {
         }
         validate_subject(&self.subject)?;
         for (name, value) in &self.headers {
-            let bad_name = name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b':');
+            let bad_name =
+                name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
             if bad_name || value.contains(['\r', '\n']) {
-                return Err(BusError::InvalidMessage(format!(
-                    "invalid header {name:?}"
-                )));
+                return Err(BusError::InvalidMessage(format!("invalid header {name:?}")));
             }
         }
         Ok(())
@@ -125,7 +125,10 @@ pub struct StreamConfig {
 }
 
 impl StreamConfig {
-    pub fn new(name: impl Into<String>, subjects: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        subjects: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         Self {
             name: name.into(),
             subjects: subjects.into_iter().map(Into::into).collect(),
@@ -204,10 +207,14 @@ impl ConsumerConfig {
             validate_subject_pattern(filter)?;
         }
         if self.max_deliver == 0 {
-            return Err(BusError::InvalidConfig("max_deliver must be at least 1".into()));
+            return Err(BusError::InvalidConfig(
+                "max_deliver must be at least 1".into(),
+            ));
         }
         if self.ack_wait < Duration::from_millis(10) {
-            return Err(BusError::InvalidConfig("ack_wait must be at least 10 ms".into()));
+            return Err(BusError::InvalidConfig(
+                "ack_wait must be at least 10 ms".into(),
+            ));
         }
         Ok(())
     }

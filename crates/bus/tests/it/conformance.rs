@@ -72,14 +72,20 @@ fn msg(id: impl Into<String>, body: impl Into<String>) -> OutgoingMessage {
 }
 
 async fn publish_n(bus: &SharedBus, n: usize) {
-    let messages: Vec<_> = (0..n).map(|i| msg(format!("m{i}"), format!("{i}"))).collect();
+    let messages: Vec<_> = (0..n)
+        .map(|i| msg(format!("m{i}"), format!("{i}")))
+        .collect();
     for chunk in messages.chunks(1000) {
         bus.publish_batch(chunk.to_vec()).await.expect("publish");
     }
 }
 
 /// Fetches until `n` deliveries arrived or `within` passed.
-async fn fetch_n(consumer: &Arc<dyn agora_bus::Consumer>, n: usize, within: Duration) -> Vec<Delivery> {
+async fn fetch_n(
+    consumer: &Arc<dyn agora_bus::Consumer>,
+    n: usize,
+    within: Duration,
+) -> Vec<Delivery> {
     let deadline = Instant::now() + within;
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < deadline {
@@ -115,7 +121,10 @@ pub async fn publish_then_consume(mut h: impl Harness) {
     assert_eq!(ack.stream, STREAM);
     assert_eq!(ack.sequence, 1);
     assert!(!ack.duplicate);
-    let consumer = bus.consumer(&ConsumerConfig::new(STREAM, "reader")).await.unwrap();
+    let consumer = bus
+        .consumer(&ConsumerConfig::new(STREAM, "reader"))
+        .await
+        .unwrap();
     let got = fetch_n(&consumer, 1, WAIT).await;
     assert_eq!(got.len(), 1);
     let d = &got[0];
@@ -134,7 +143,10 @@ pub async fn same_id_twice_is_delivered_once(mut h: impl Harness) {
     let first = bus.publish(msg("dup", "one")).await.unwrap();
     let second = bus.publish(msg("dup", "one")).await.unwrap();
     assert!(!first.duplicate);
-    assert!(second.duplicate, "the second publish must be reported as a duplicate");
+    assert!(
+        second.duplicate,
+        "the second publish must be reported as a duplicate"
+    );
     assert_eq!(first.sequence, second.sequence);
     // Also inside one batch.
     let acks = bus
@@ -142,7 +154,10 @@ pub async fn same_id_twice_is_delivered_once(mut h: impl Harness) {
         .await
         .unwrap();
     assert_eq!(acks.iter().filter(|a| a.duplicate).count(), 1);
-    let consumer = bus.consumer(&ConsumerConfig::new(STREAM, "reader")).await.unwrap();
+    let consumer = bus
+        .consumer(&ConsumerConfig::new(STREAM, "reader"))
+        .await
+        .unwrap();
     let got = fetch_n(&consumer, 3, WAIT).await;
     let ids: Vec<_> = got.iter().map(|d| d.message_id.as_str()).collect();
     assert_eq!(ids, ["dup", "b1", "b2"]);
@@ -165,7 +180,10 @@ pub async fn consumer_group_of_three_shares_ten_thousand(mut h: impl Harness) {
             let mut seen = Vec::new();
             let mut idle = 0;
             while idle < 3 {
-                let batch = consumer.fetch(100, Duration::from_millis(300)).await.unwrap();
+                let batch = consumer
+                    .fetch(100, Duration::from_millis(300))
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     idle += 1;
                     continue;
@@ -198,15 +216,24 @@ pub async fn consumer_group_of_three_shares_ten_thousand(mut h: impl Harness) {
 pub async fn nak_with_delay_redelivers_after_the_delay(mut h: impl Harness) {
     let bus = setup(&mut h).await;
     bus.publish(msg("n", "retry me")).await.unwrap();
-    let consumer = bus.consumer(&ConsumerConfig::new(STREAM, "reader")).await.unwrap();
-    let first = fetch_n(&consumer, 1, WAIT).await.pop().expect("first delivery");
+    let consumer = bus
+        .consumer(&ConsumerConfig::new(STREAM, "reader"))
+        .await
+        .unwrap();
+    let first = fetch_n(&consumer, 1, WAIT)
+        .await
+        .pop()
+        .expect("first delivery");
     assert_eq!(first.deliveries, 1);
     let naked_at = Instant::now();
     first.nak(Duration::from_millis(700), "busy").await.unwrap();
     assert_nothing_for(&consumer, Duration::from_millis(400)).await;
     let second = fetch_n(&consumer, 1, WAIT).await.pop().expect("redelivery");
     let waited = naked_at.elapsed();
-    assert!(waited >= Duration::from_millis(650), "redelivered after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(650),
+        "redelivered after {waited:?}"
+    );
     assert_eq!(second.message_id, "n");
     assert_eq!(second.deliveries, 2);
     second.ack().await.unwrap();
@@ -218,10 +245,16 @@ pub async fn unacked_delivery_comes_back_after_ack_wait(mut h: impl Harness) {
     bus.publish(msg("lost", "worker died")).await.unwrap();
     let config = ConsumerConfig::new(STREAM, "reader").ack_wait(Duration::from_millis(500));
     let consumer = bus.consumer(&config).await.unwrap();
-    let first = fetch_n(&consumer, 1, WAIT).await.pop().expect("first delivery");
+    let first = fetch_n(&consumer, 1, WAIT)
+        .await
+        .pop()
+        .expect("first delivery");
     let delivered_at = Instant::now();
     drop(first); // the worker "dies": no ack, no nak
-    let again = fetch_n(&consumer, 1, WAIT).await.pop().expect("redelivery after ack wait");
+    let again = fetch_n(&consumer, 1, WAIT)
+        .await
+        .pop()
+        .expect("redelivery after ack wait");
     assert!(delivered_at.elapsed() >= Duration::from_millis(450));
     assert_eq!(again.message_id, "lost");
     assert_eq!(again.deliveries, 2);
@@ -242,11 +275,17 @@ pub async fn max_deliveries_dead_letter_then_redrive(mut h: impl Harness) {
     let mut poison_deliveries = Vec::new();
     let deadline = Instant::now() + WAIT;
     while (poison_deliveries.len() < 3 || good_seen < 1) && Instant::now() < deadline {
-        for d in consumer.fetch(10, Duration::from_millis(200)).await.unwrap() {
+        for d in consumer
+            .fetch(10, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
             if d.message_id == "poison" {
                 poison_deliveries.push(d.deliveries);
                 assert_eq!(d.is_last_attempt(), d.deliveries == 3);
-                d.nak(Duration::from_millis(10), "cannot handle").await.unwrap();
+                d.nak(Duration::from_millis(10), "cannot handle")
+                    .await
+                    .unwrap();
             } else {
                 good_seen += 1;
                 d.ack().await.unwrap();
@@ -274,22 +313,34 @@ pub async fn max_deliveries_dead_letter_then_redrive(mut h: impl Harness) {
     bus.redrive(dl.id).await.unwrap();
     assert!(bus.dead_letters().await.unwrap().is_empty());
     assert_eq!(consumer.info().await.unwrap().dead_letters, 0);
-    let again = fetch_n(&consumer, 1, WAIT).await.pop().expect("redriven delivery");
+    let again = fetch_n(&consumer, 1, WAIT)
+        .await
+        .pop()
+        .expect("redriven delivery");
     assert_eq!(&again.payload[..], b"bad");
     assert_eq!(again.deliveries, 1);
-    assert_eq!(again.headers.get(header::ORIGINAL_ID).map(String::as_str), Some("poison"));
+    assert_eq!(
+        again.headers.get(header::ORIGINAL_ID).map(String::as_str),
+        Some("poison")
+    );
     assert_eq!(
         again.headers.get(header::REDRIVEN_FROM).map(String::as_str),
         Some(dl.id.to_string().as_str())
     );
     again.ack().await.unwrap();
-    assert!(matches!(bus.redrive(dl.id).await, Err(BusError::DeadLetterNotFound(_))));
+    assert!(matches!(
+        bus.redrive(dl.id).await,
+        Err(BusError::DeadLetterNotFound(_))
+    ));
 }
 
 pub async fn term_dead_letters_at_once(mut h: impl Harness) {
     let bus = setup(&mut h).await;
     bus.publish(msg("garbage", "\u{0}\u{1}")).await.unwrap();
-    let consumer = bus.consumer(&ConsumerConfig::new(STREAM, "strict")).await.unwrap();
+    let consumer = bus
+        .consumer(&ConsumerConfig::new(STREAM, "strict"))
+        .await
+        .unwrap();
     let d = fetch_n(&consumer, 1, WAIT).await.pop().expect("delivery");
     d.term("undecodable").await.unwrap();
     assert_nothing_for(&consumer, Duration::from_millis(300)).await;
@@ -304,12 +355,18 @@ pub async fn replay_from_start_and_from_sequence(mut h: impl Harness) {
     publish_n(&bus, 10).await;
     assert_eq!(bus.last_sequence(STREAM).await.unwrap(), 10);
     // A consumer that already read everything...
-    let live = bus.consumer(&ConsumerConfig::new(STREAM, "live")).await.unwrap();
+    let live = bus
+        .consumer(&ConsumerConfig::new(STREAM, "live"))
+        .await
+        .unwrap();
     for d in fetch_n(&live, 10, WAIT).await {
         d.ack().await.unwrap();
     }
     // ...and a new one rebuilding from the start sees the whole history, in order.
-    let rebuild = bus.consumer(&ConsumerConfig::new(STREAM, "rebuild")).await.unwrap();
+    let rebuild = bus
+        .consumer(&ConsumerConfig::new(STREAM, "rebuild"))
+        .await
+        .unwrap();
     let got = fetch_n(&rebuild, 10, WAIT).await;
     let seqs: Vec<u64> = got.iter().map(|d| d.stream_sequence).collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
@@ -385,7 +442,11 @@ pub async fn durable_across_restart(mut h: impl Harness) {
     let consumer = bus.consumer(&config).await.unwrap();
     let got = fetch_n(&consumer, 60, Duration::from_secs(10)).await;
     let seqs: HashSet<u64> = got.iter().map(|d| d.stream_sequence).collect();
-    assert_eq!(seqs, (41..=100).collect::<HashSet<_>>(), "nothing lost, acked not redelivered");
+    assert_eq!(
+        seqs,
+        (41..=100).collect::<HashSet<_>>(),
+        "nothing lost, acked not redelivered"
+    );
     for d in got {
         d.ack().await.unwrap();
     }
@@ -394,8 +455,12 @@ pub async fn durable_across_restart(mut h: impl Harness) {
 
 pub async fn filter_subject_selects_messages(mut h: impl Harness) {
     let bus = setup(&mut h).await;
-    bus.publish(OutgoingMessage::new("p", "orders.placed", "p")).await.unwrap();
-    bus.publish(OutgoingMessage::new("s", "orders.shipped", "s")).await.unwrap();
+    bus.publish(OutgoingMessage::new("p", "orders.placed", "p"))
+        .await
+        .unwrap();
+    bus.publish(OutgoingMessage::new("s", "orders.shipped", "s"))
+        .await
+        .unwrap();
     let consumer = bus
         .consumer(&ConsumerConfig::new(STREAM, "shipped-only").filter("orders.shipped"))
         .await
@@ -404,7 +469,8 @@ pub async fn filter_subject_selects_messages(mut h: impl Harness) {
     let ids: Vec<_> = got.iter().map(|d| d.message_id.as_str()).collect();
     assert_eq!(ids, ["s"]);
     assert!(matches!(
-        bus.publish(OutgoingMessage::new("x", "payments.made", "x")).await,
+        bus.publish(OutgoingMessage::new("x", "payments.made", "x"))
+            .await,
         Err(BusError::NoStream(_))
     ));
 }
@@ -412,9 +478,15 @@ pub async fn filter_subject_selects_messages(mut h: impl Harness) {
 pub async fn consumer_info_counts(mut h: impl Harness) {
     let bus = setup(&mut h).await;
     publish_n(&bus, 5).await;
-    let consumer = bus.consumer(&ConsumerConfig::new(STREAM, "counted")).await.unwrap();
+    let consumer = bus
+        .consumer(&ConsumerConfig::new(STREAM, "counted"))
+        .await
+        .unwrap();
     let info = consumer.info().await.unwrap();
-    assert_eq!((info.pending, info.ack_pending, info.redelivered), (5, 0, 0));
+    assert_eq!(
+        (info.pending, info.ack_pending, info.redelivered),
+        (5, 0, 0)
+    );
     let got = fetch_n(&consumer, 2, WAIT).await;
     let info = consumer.info().await.unwrap();
     assert_eq!((info.pending, info.ack_pending), (3, 2));
@@ -439,22 +511,44 @@ pub async fn consumer_info_counts(mut h: impl Harness) {
 pub async fn oversized_payload_is_refused(mut h: impl Harness) {
     let bus = setup(&mut h).await;
     let big = vec![b'x'; agora_bus::MAX_PAYLOAD_BYTES + 1];
-    let err = bus.publish(msg("big", String::from_utf8(big).unwrap())).await.unwrap_err();
+    let err = bus
+        .publish(msg("big", String::from_utf8(big).unwrap()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, BusError::PayloadTooLarge { .. }), "{err}");
     assert!(err.to_string().contains("larger than"));
     let exact = vec![b'x'; agora_bus::MAX_PAYLOAD_BYTES - 1024];
-    bus.publish(msg("fits", String::from_utf8(exact).unwrap())).await.unwrap();
+    bus.publish(msg("fits", String::from_utf8(exact).unwrap()))
+        .await
+        .unwrap();
     assert_eq!(bus.last_sequence(STREAM).await.unwrap(), 1);
 }
 
 pub async fn invalid_input_is_refused(mut h: impl Harness) {
     let bus = setup(&mut h).await;
-    assert!(bus.publish(OutgoingMessage::new("", "orders.placed", "x")).await.is_err());
-    assert!(bus.publish(OutgoingMessage::new("a", "orders.*", "x")).await.is_err());
-    assert!(bus.consumer(&ConsumerConfig::new(STREAM, "bad name")).await.is_err());
-    assert!(bus.consumer(&ConsumerConfig::new("NOPE", "reader")).await.is_err());
-    assert!(bus
-        .ensure_stream(&StreamConfig::new("bad.name", ["x.>"]))
-        .await
-        .is_err());
+    assert!(
+        bus.publish(OutgoingMessage::new("", "orders.placed", "x"))
+            .await
+            .is_err()
+    );
+    assert!(
+        bus.publish(OutgoingMessage::new("a", "orders.*", "x"))
+            .await
+            .is_err()
+    );
+    assert!(
+        bus.consumer(&ConsumerConfig::new(STREAM, "bad name"))
+            .await
+            .is_err()
+    );
+    assert!(
+        bus.consumer(&ConsumerConfig::new("NOPE", "reader"))
+            .await
+            .is_err()
+    );
+    assert!(
+        bus.ensure_stream(&StreamConfig::new("bad.name", ["x.>"]))
+            .await
+            .is_err()
+    );
 }
