@@ -1,1 +1,86 @@
-//! Agora messaging (being written).
+//! Messaging for Agora's services: the event envelope, the transactional outbox and its
+//! relay, the inbox, and the subscriber runtime — effectively-exactly-once effects on
+//! an at-least-once bus, without distributed transactions.
+//!
+//! - [`Db`]: a service's own store (SQLite or PostgreSQL, one code path) and its
+//!   migrations.
+//! - [`Envelope`]: a CloudEvents-shaped envelope around any [`agora_contracts::Event`];
+//!   its id is the bus message id.
+//! - [`Outbox`] and [`Relay`]: an event is appended in the transaction of the business
+//!   change it describes; the relay publishes committed rows in order, at least once.
+//! - [`Subscriber`] and [`Inbox`]: each delivery is handled in one transaction with the
+//!   record "event processed by this consumer", so a redelivery is a no-op.
+//! - [`FaultPlan`]: crash injection between any two of those steps, for tests.
+//!
+//! This crate must never publish an event that is not committed, mark an event
+//! published before the bus acknowledged it, ack a delivery before its effects are
+//! committed, or log a payload.
+
+#![forbid(unsafe_code)]
+
+mod db;
+mod envelope;
+mod fault;
+mod outbox;
+mod schema;
+mod subscriber;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use db::{Backend, Db, DbConfig, Migration};
+pub use envelope::{Context, Envelope, JSON, SPEC_VERSION, header, stream_config};
+pub use fault::{CrashPoint, FaultPlan};
+pub use outbox::{Outbox, Relay, RelayConfig, RelayHandle};
+pub use subscriber::{
+    Handler, HandlerError, Inbox, Subscriber, SubscriberConfig, SubscriberHandle,
+};
+
+/// Why a messaging operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("bus: {0}")]
+    Bus(#[from] agora_bus::BusError),
+    #[error("unsupported database URL scheme {0:?}: use sqlite:// or postgres://")]
+    UnsupportedUrl(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot encode the event: {0}")]
+    Encode(String),
+    #[error("cannot decode the envelope or its data: {0}")]
+    Decode(String),
+    #[error("expected a {expected} event, the envelope holds {found}")]
+    WrongEventType { expected: String, found: String },
+}
+
+/// Exponential backoff: `initial`, doubled each attempt, at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self { initial, max }
+    }
+
+    /// The delay before attempt `attempt + 1`, after `attempt` (≥ 1) failures.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        self.initial.saturating_mul(1u32 << doublings).min(self.max)
+    }
+}
+
+/// Milliseconds since the Unix epoch: how timestamps are stored, the same on both
+/// backends.
+pub(crate) fn now_ms() -> i64 {
+    system_time_ms(SystemTime::now())
+}
+
+pub(crate) fn system_time_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,445 @@
+//! The inbox and the subscriber runtime: each delivery is handled in one transaction
+//! that also records "event processed by this consumer", so a redelivery — after a
+//! crash, an ack lost, or an ack wait that ran out — changes nothing.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use agora_bus::{ConsumerConfig, DeliverPolicy, Delivery, SharedBus};
+use async_trait::async_trait;
+use sqlx::{Any, Transaction};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::db::Db;
+use crate::envelope::Envelope;
+use crate::fault::{CrashPoint, FaultPlan};
+use crate::{Backoff, Error};
+
+/// The longest reason a nak or a dead letter carries; handler errors can be long.
+const MAX_REASON_BYTES: usize = 512;
+
+/// Business logic for one consumer.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `envelope` inside `tx`, which commits only if this returns `Ok` (and the
+    /// event was not processed before). Events to emit in response go through
+    /// [`Outbox::append`](crate::Outbox::append) in the same `tx`, with
+    /// [`Envelope::context_for_effects`].
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError>;
+}
+
+/// Why a handler failed. A transient error (the default) is retried with backoff until
+/// the consumer's max deliveries; a permanent one dead-letters the message at once.
+#[derive(Debug)]
+pub struct HandlerError {
+    reason: String,
+    permanent: bool,
+}
+
+impl HandlerError {
+    /// Worth retrying: a database or downstream hiccup.
+    pub fn transient(reason: impl fmt::Display) -> Self {
+        Self {
+            reason: reason.to_string(),
+            permanent: false,
+        }
+    }
+
+    /// Retrying cannot help (e.g. the data does not fit the contract): dead-letter now.
+    pub fn permanent(reason: impl fmt::Display) -> Self {
+        Self {
+            reason: reason.to_string(),
+            permanent: true,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        HandlerError::transient(format!("database: {error}"))
+    }
+}
+
+impl From<Error> for HandlerError {
+    fn from(error: Error) -> Self {
+        match error {
+            // The event does not fit the contract this consumer knows: retrying the same
+            // bytes gives the same answer.
+            Error::Decode(_) | Error::WrongEventType { .. } | Error::Encode(_) => {
+                HandlerError::permanent(error)
+            }
+            _ => HandlerError::transient(error),
+        }
+    }
+}
+
+/// The record of which events each consumer has processed.
+#[derive(Debug)]
+pub struct Inbox;
+
+impl Inbox {
+    /// Records that `consumer` processes `event_id`, in `tx`. `false`: it was processed
+    /// before, and the caller must not apply it again.
+    pub async fn record(
+        tx: &mut Transaction<'_, Any>,
+        consumer: &str,
+        event_id: Uuid,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "INSERT INTO messaging_inbox (consumer, event_id, processed_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event_id.to_string())
+        .bind(crate::now_ms())
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn contains(db: &Db, consumer: &str, event_id: Uuid) -> Result<bool, Error> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT processed_at_ms FROM messaging_inbox WHERE consumer = $1 AND event_id = $2",
+        )
+        .bind(consumer)
+        .bind(event_id.to_string())
+        .fetch_optional(db.pool())
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Forgets events processed before `before`; returns how many. Keep them longer
+    /// than any redelivery can take (ack wait × max deliveries, plus redrives from the
+    /// dead letters): an event forgotten too early would be applied twice.
+    pub async fn prune(db: &Db, before: SystemTime) -> Result<u64, Error> {
+        let done = sqlx::query("DELETE FROM messaging_inbox WHERE processed_at_ms < $1")
+            .bind(crate::system_time_ms(before))
+            .execute(db.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// How a [`Subscriber`] consumes.
+#[derive(Clone, Debug)]
+pub struct SubscriberConfig {
+    /// The durable consumer name; also the inbox key. Every process running the same
+    /// consumer shares its messages.
+    pub consumer: String,
+    pub stream: String,
+    /// Only subjects matching this pattern; every subject of the stream when `None`.
+    pub filter: Option<String>,
+    /// Where a new consumer starts.
+    pub deliver: DeliverPolicy,
+    /// Tasks fetching and handling concurrently.
+    pub workers: usize,
+    /// Deliveries fetched at once by a worker, then handled one by one.
+    pub batch_size: usize,
+    /// How long a fetch waits for messages; also bounds how long a clean shutdown takes.
+    pub fetch_wait: Duration,
+    /// A delivery not settled within this time is delivered again: it must cover a
+    /// whole fetched batch.
+    pub ack_wait: Duration,
+    /// Deliveries after which a failing message goes to the dead letters.
+    pub max_deliver: u32,
+    /// The delay of the n-th redelivery after a failure.
+    pub backoff: Backoff,
+    pub faults: FaultPlan,
+}
+
+impl SubscriberConfig {
+    /// Defaults: 2 workers, batches of 32, 30 s ack wait, 5 deliveries, backoff from
+    /// 100 ms to 30 s.
+    pub fn new(consumer: impl Into<String>, stream: impl Into<String>) -> Self {
+        Self {
+            consumer: consumer.into(),
+            stream: stream.into(),
+            filter: None,
+            deliver: DeliverPolicy::All,
+            workers: 2,
+            batch_size: 32,
+            fetch_wait: Duration::from_millis(500),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
+            faults: FaultPlan::none(),
+        }
+    }
+
+    pub fn filter(mut self, subject_pattern: impl Into<String>) -> Self {
+        self.filter = Some(subject_pattern.into());
+        self
+    }
+
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    pub fn max_deliver(mut self, max_deliver: u32) -> Self {
+        self.max_deliver = max_deliver;
+        self
+    }
+
+    pub fn faults(mut self, faults: FaultPlan) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    fn consumer_config(&self) -> ConsumerConfig {
+        let mut config = ConsumerConfig::new(&self.stream, &self.consumer)
+            .deliver(self.deliver)
+            .ack_wait(self.ack_wait)
+            .max_deliver(self.max_deliver);
+        if let Some(filter) = &self.filter {
+            config = config.filter(filter);
+        }
+        config
+    }
+}
+
+/// Runs a [`Handler`] on a durable consumer. See [`Subscriber::spawn`].
+#[derive(Debug)]
+pub struct Subscriber;
+
+/// The running workers. Dropping it aborts them; prefer [`SubscriberHandle::shutdown`].
+#[derive(Debug)]
+pub struct SubscriberHandle {
+    stop: watch::Sender<bool>,
+    workers: JoinSet<()>,
+}
+
+impl SubscriberHandle {
+    /// Lets every worker finish the delivery it is handling, then stops them. Fetched
+    /// deliveries not handled yet are released for redelivery at once.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.workers.join_next().await.is_some() {}
+    }
+
+    /// Kills the workers wherever they are, like a crash would, and waits until they
+    /// are gone.
+    pub async fn abort(mut self) {
+        self.workers.abort_all();
+        while self.workers.join_next().await.is_some() {}
+    }
+}
+
+struct Worker {
+    db: Db,
+    handler: Arc<dyn Handler>,
+    config: SubscriberConfig,
+}
+
+impl Subscriber {
+    /// Opens (or creates) the durable consumer and starts `config.workers` tasks on it.
+    /// The stream must exist; the store must have the messaging tables
+    /// ([`Db::migrate_messaging`]).
+    pub async fn spawn(
+        db: &Db,
+        bus: &SharedBus,
+        config: SubscriberConfig,
+        handler: impl Handler,
+    ) -> Result<SubscriberHandle, Error> {
+        if config.workers == 0 || config.batch_size == 0 {
+            return Err(Error::Config(
+                "a subscriber needs at least one worker and a batch size of at least 1".into(),
+            ));
+        }
+        let consumer = bus.consumer(&config.consumer_config()).await?;
+        let (stop, stopped) = watch::channel(false);
+        let worker = Arc::new(Worker {
+            db: db.clone(),
+            handler: Arc::new(handler),
+            config,
+        });
+        let mut workers = JoinSet::new();
+        for index in 0..worker.config.workers {
+            let span = tracing::info_span!(
+                "subscriber",
+                consumer = %worker.config.consumer,
+                worker = index
+            );
+            workers.spawn(
+                worker_loop(worker.clone(), consumer.clone(), stopped.clone()).instrument(span),
+            );
+        }
+        Ok(SubscriberHandle { stop, workers })
+    }
+}
+
+async fn worker_loop(
+    worker: Arc<Worker>,
+    consumer: Arc<dyn agora_bus::Consumer>,
+    stopped: watch::Receiver<bool>,
+) {
+    let config = &worker.config;
+    let mut failures: u32 = 0;
+    // A fetch is never cancelled half-way (the messages it takes would wait a whole ack
+    // wait before redelivery): shutdown is checked between fetches instead.
+    while !*stopped.borrow() {
+        let batch = match consumer.fetch(config.batch_size, config.fetch_wait).await {
+            Ok(batch) => {
+                failures = 0;
+                batch
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay = config.backoff.delay(failures);
+                tracing::warn!(%error, ?delay, "fetch failed; retrying");
+                let mut stopped = stopped.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.wait_for(|stop| *stop) => {}
+                }
+                continue;
+            }
+        };
+        let mut deliveries = batch.into_iter();
+        for delivery in deliveries.by_ref() {
+            worker.process(delivery).await;
+            if *stopped.borrow() {
+                break;
+            }
+        }
+        for unhandled in deliveries {
+            // Not a failure: hand it back at once without a reason worth recording. On
+            // the last attempt a nak would dead-letter it, so leave it to the ack wait.
+            if !unhandled.is_last_attempt() {
+                let _ = unhandled
+                    .nak(Duration::ZERO, "subscriber shutting down")
+                    .await;
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Applied,
+    Duplicate,
+}
+
+impl Worker {
+    async fn process(&self, delivery: Delivery) {
+        let span = tracing::info_span!(
+            "handle",
+            message_id = %delivery.message_id,
+            subject = %delivery.subject,
+            deliveries = delivery.deliveries,
+            event_type = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+        );
+        self.process_in(delivery).instrument(span).await;
+    }
+
+    async fn process_in(&self, delivery: Delivery) {
+        let config = &self.config;
+        let envelope = match Envelope::from_json(&delivery.payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                // Never crash on bad bytes: retry like any failure (a newer build of this
+                // consumer may read them), then the bus dead-letters them.
+                tracing::warn!(%error, "undecodable delivery");
+                let delay = config.backoff.delay(delivery.deliveries);
+                if let Err(error) = delivery.nak(delay, "undecodable").await {
+                    tracing::warn!(%error, "nak failed; the message returns after the ack wait");
+                }
+                return;
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("event_type", envelope.event_type.as_str());
+        span.record("correlation_id", envelope.correlation_id.as_str());
+
+        config.faults.checkpoint(CrashPoint::BeforeHandle).await;
+        let settled = match self.apply(&envelope).await {
+            Ok(outcome) => {
+                if matches!(outcome, Outcome::Duplicate) {
+                    tracing::debug!("already processed; acking the redelivery");
+                }
+                config.faults.checkpoint(CrashPoint::CommitBeforeAck).await;
+                delivery.ack().await
+            }
+            Err(error) => {
+                let reason = truncate(error.reason(), MAX_REASON_BYTES);
+                if error.is_permanent() {
+                    tracing::warn!(reason, "handler failed permanently; dead-lettering");
+                    delivery.term(reason).await
+                } else {
+                    let delay = config.backoff.delay(delivery.deliveries);
+                    tracing::warn!(reason, ?delay, "handler failed; will retry");
+                    delivery.nak(delay, reason).await
+                }
+            }
+        };
+        if let Err(error) = settled {
+            // Effects are committed (or rolled back) already; the message comes back
+            // after the ack wait and the inbox makes it a no-op.
+            tracing::warn!(%error, "settling the delivery failed");
+        }
+    }
+
+    /// The transaction: inbox record, handler, commit. Dropping the transaction on any
+    /// error rolls it back.
+    async fn apply(&self, envelope: &Envelope) -> Result<Outcome, HandlerError> {
+        let mut tx = self.db.begin().await?;
+        if !Inbox::record(&mut tx, &self.config.consumer, envelope.id).await? {
+            tx.rollback().await?;
+            return Ok(Outcome::Duplicate);
+        }
+        self.handler.handle(&mut tx, envelope).await?;
+        self.config
+            .faults
+            .checkpoint(CrashPoint::HandlerBeforeCommit)
+            .await;
+        tx.commit().await?;
+        // The handler may have appended events to the outbox.
+        self.db.wake_relay();
+        Ok(Outcome::Applied)
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -1,0 +1,148 @@
+//! The outbox and its relay, against a recording bus double.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use agora_messaging::{Backoff, Outbox, Relay, RelayConfig};
+
+use crate::support::{RecordingBus, TestStore, assert_unique, commit_events, credited, eventually};
+
+crate::on_both_backends!(
+    relay_publishes_committed_events_in_order,
+    rolled_back_transactions_publish_nothing,
+    relay_retries_a_failing_bus_without_loss_or_reordering,
+    commits_without_a_wake_up_are_found_by_the_poll,
+    published_rows_can_be_pruned,
+);
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config() -> RelayConfig {
+    RelayConfig {
+        batch_size: 4,
+        // Long: these tests must be woken by commits, not by the poll.
+        poll_interval: Duration::from_secs(3600),
+        backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(20)),
+        ..RelayConfig::default()
+    }
+}
+
+async fn relay_publishes_committed_events_in_order(store: TestStore) {
+    let bus = RecordingBus::failing(0);
+    let relay = Relay::spawn(&store.db, bus.shared(), config());
+    let envelopes: Vec<_> = (0..23).map(credited).collect();
+    for chunk in envelopes.chunks(5) {
+        commit_events(&store.db, chunk).await;
+    }
+    eventually(WAIT, "23 published", || async {
+        bus.published().len() == 23
+    })
+    .await;
+
+    let published = bus.published();
+    let ids: Vec<String> = published.iter().map(|m| m.id.clone()).collect();
+    let expected: Vec<String> = envelopes.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, expected, "in commit order, message id = event id");
+    assert_eq!(published[0], envelopes[0].to_message().unwrap());
+    let outbox = Outbox::new(&store.db);
+    eventually(WAIT, "all marked published", || async {
+        outbox.unpublished().await.unwrap() == 0
+    })
+    .await;
+    relay.shutdown().await;
+}
+
+async fn rolled_back_transactions_publish_nothing(store: TestStore) {
+    let bus = RecordingBus::failing(0);
+    let relay = Relay::spawn(&store.db, bus.shared(), config());
+    let outbox = Outbox::new(&store.db);
+
+    let mut tx = store.db.begin().await.unwrap();
+    Outbox::append(&mut tx, &credited(1)).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    let mut tx = store.db.begin().await.unwrap();
+    Outbox::append(&mut tx, &credited(2)).await.unwrap();
+    drop(tx); // an error path that never reaches commit
+    outbox.wake();
+
+    let committed = credited(3);
+    commit_events(&store.db, std::slice::from_ref(&committed)).await;
+    eventually(WAIT, "the committed event", || async {
+        !bus.published().is_empty()
+    })
+    .await;
+    relay.shutdown().await;
+
+    let ids: Vec<String> = bus.published().into_iter().map(|m| m.id).collect();
+    assert_eq!(ids, [committed.id.to_string()]);
+    assert_eq!(outbox.unpublished().await.unwrap(), 0);
+}
+
+async fn relay_retries_a_failing_bus_without_loss_or_reordering(store: TestStore) {
+    let bus = RecordingBus::failing(3);
+    let envelopes: Vec<_> = (0..10).map(credited).collect();
+    commit_events(&store.db, &envelopes).await;
+    let relay = Relay::spawn(&store.db, bus.shared(), config());
+    eventually(WAIT, "10 published", || async {
+        bus.published().len() == 10
+    })
+    .await;
+    relay.shutdown().await;
+
+    assert!(
+        bus.publish_calls.load(Ordering::SeqCst) >= 3 + 3,
+        "3 failures, then 3 batches"
+    );
+    let ids: Vec<String> = bus.published().into_iter().map(|m| m.id).collect();
+    assert_unique(&ids);
+    let expected: Vec<String> = envelopes.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(Outbox::new(&store.db).unpublished().await.unwrap(), 0);
+}
+
+async fn commits_without_a_wake_up_are_found_by_the_poll(store: TestStore) {
+    let bus = RecordingBus::failing(0);
+    let relay = Relay::spawn(
+        &store.db,
+        bus.shared(),
+        RelayConfig {
+            poll_interval: Duration::from_millis(50),
+            ..config()
+        },
+    );
+    // Another process's commit: plain `commit`, nobody wakes this relay.
+    let mut tx = store.db.begin().await.unwrap();
+    Outbox::append(&mut tx, &credited(1)).await.unwrap();
+    tx.commit().await.unwrap();
+    eventually(WAIT, "published by the poll", || async {
+        bus.published().len() == 1
+    })
+    .await;
+    relay.shutdown().await;
+}
+
+async fn published_rows_can_be_pruned(store: TestStore) {
+    let bus = RecordingBus::failing(0);
+    commit_events(&store.db, &[credited(1), credited(2)]).await;
+    let published = Relay::publish_pending(&store.db, &bus.shared(), 1)
+        .await
+        .unwrap();
+    assert_eq!(published, 1);
+    let outbox = Outbox::new(&store.db);
+    assert_eq!(outbox.unpublished().await.unwrap(), 1);
+    let future = std::time::SystemTime::now() + Duration::from_secs(60);
+    assert_eq!(outbox.prune_published(future).await.unwrap(), 1);
+    assert_eq!(
+        outbox.unpublished().await.unwrap(),
+        1,
+        "unpublished rows stay"
+    );
+    assert_eq!(
+        Relay::publish_pending(&store.db, &bus.shared(), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(bus.published().len(), 2);
+}

@@ -1,0 +1,1 @@
+//! subscriber tests (next)
