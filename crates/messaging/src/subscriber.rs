@@ -220,7 +220,8 @@ impl SubscriberConfig {
         self
     }
 
-    fn consumer_config(&self) -> ConsumerConfig {
+    /// The bus consumer this subscriber opens.
+    pub fn consumer_config(&self) -> ConsumerConfig {
         let mut config = ConsumerConfig::new(&self.stream, &self.consumer)
             .deliver(self.deliver)
             .ack_wait(self.ack_wait)

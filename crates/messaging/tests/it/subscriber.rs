@@ -1,1 +1,299 @@
-//! subscriber tests (next)
+//! The inbox and the subscriber runtime, on the embedded bus.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use agora_bus::{OutgoingMessage, SharedBus};
+use agora_contracts::Event;
+use agora_messaging::{
+    Backoff, Context, Envelope, Handler, HandlerError, Inbox, Outbox, Relay, RelayConfig,
+    Subscriber, SubscriberConfig,
+};
+use async_trait::async_trait;
+use sqlx::{Any, Transaction};
+
+use crate::support::{
+    CountingHandler, Credited, STREAM, TestStore, applied, commit_events, credited, embedded_bus,
+    eventually,
+};
+
+crate::on_both_backends!(
+    the_same_event_delivered_twice_is_applied_once,
+    a_failing_handler_is_retried_until_it_succeeds,
+    a_permanent_failure_dead_letters_at_once,
+    garbage_is_dead_lettered_as_undecodable_and_the_worker_keeps_serving,
+    events_flow_from_outbox_to_handler_and_effects_flow_on,
+    shutdown_is_prompt_and_clean,
+);
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn config(consumer: &str) -> SubscriberConfig {
+    SubscriberConfig::new(consumer, STREAM)
+        .workers(2)
+        .backoff(Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+        ))
+}
+
+async fn settled(bus: &SharedBus, config: &SubscriberConfig) -> bool {
+    let info = bus
+        .consumer(&config.consumer_config())
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap();
+    info.pending == 0 && info.ack_pending == 0
+}
+
+async fn the_same_event_delivered_twice_is_applied_once(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let envelope = credited(1);
+    let message = envelope.to_message().unwrap();
+    // The bus deduplicates a message id; a second id for the same event is what a
+    // redrive or a producer that lost its outbox row's state would send.
+    bus.publish(message.clone()).await.unwrap();
+    bus.publish(message.clone()).await.unwrap();
+    bus.publish(OutgoingMessage {
+        id: format!("{}-again", message.id),
+        ..message
+    })
+    .await
+    .unwrap();
+
+    let handler = CountingHandler::new("ledger-view");
+    let calls = handler.calls.clone();
+    let config = config("ledger-view");
+    let subscriber = Subscriber::spawn(&store.db, &bus, config.clone(), handler)
+        .await
+        .unwrap();
+    eventually(WAIT, "both deliveries settled", || settled(&bus, &config)).await;
+    subscriber.shutdown().await;
+
+    assert_eq!(
+        applied(&store.db, "ledger-view").await,
+        [(envelope.id.to_string(), 1)]
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the inbox stops the duplicate"
+    );
+    assert!(
+        Inbox::contains(&store.db, "ledger-view", envelope.id)
+            .await
+            .unwrap()
+    );
+    assert!(bus.dead_letters().await.unwrap().is_empty());
+}
+
+async fn a_failing_handler_is_retried_until_it_succeeds(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let envelope = credited(1);
+    bus.publish(envelope.to_message().unwrap()).await.unwrap();
+
+    let handler = CountingHandler::new("ledger-view");
+    handler.failures_left.store(2, Ordering::SeqCst);
+    let calls = handler.calls.clone();
+    let config = config("ledger-view").max_deliver(5);
+    let subscriber = Subscriber::spawn(&store.db, &bus, config.clone(), handler)
+        .await
+        .unwrap();
+    eventually(WAIT, "applied", || async {
+        !applied(&store.db, "ledger-view").await.is_empty()
+    })
+    .await;
+    eventually(WAIT, "settled", || settled(&bus, &config)).await;
+    subscriber.shutdown().await;
+
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "two failures, one success");
+    assert_eq!(
+        applied(&store.db, "ledger-view").await,
+        [(envelope.id.to_string(), 1)],
+        "failed attempts were rolled back"
+    );
+    assert!(bus.dead_letters().await.unwrap().is_empty());
+}
+
+/// Not a `Credited`: the counting handler's decode fails, which retrying cannot fix.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Debited {
+    account_id: String,
+    version: u64,
+}
+
+impl Event for Debited {
+    const TYPE: &'static str = "Debited";
+    const SOURCE: &'static str = "ledger";
+    fn subject(&self) -> String {
+        self.account_id.clone()
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+async fn a_permanent_failure_dead_letters_at_once(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let debited = Envelope::new(
+        &Debited {
+            account_id: "a".into(),
+            version: 1,
+        },
+        &Context::new("c"),
+    )
+    .unwrap();
+    bus.publish(debited.to_message().unwrap()).await.unwrap();
+
+    let config = config("ledger-view").max_deliver(5);
+    let subscriber =
+        Subscriber::spawn(&store.db, &bus, config, CountingHandler::new("ledger-view"))
+            .await
+            .unwrap();
+    eventually(WAIT, "a dead letter", || async {
+        !bus.dead_letters().await.unwrap().is_empty()
+    })
+    .await;
+    subscriber.shutdown().await;
+
+    let dead = bus.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].deliveries, 1, "no retries");
+    assert!(dead[0].reason.contains("Credited"), "{}", dead[0].reason);
+    assert!(
+        !Inbox::contains(&store.db, "ledger-view", debited.id)
+            .await
+            .unwrap(),
+        "the inbox record was rolled back with the handler"
+    );
+}
+
+async fn garbage_is_dead_lettered_as_undecodable_and_the_worker_keeps_serving(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    bus.publish(OutgoingMessage::new(
+        "garbage-1",
+        "ledger.Credited",
+        &b"\xff\xfe not an envelope"[..],
+    ))
+    .await
+    .unwrap();
+    let good: Vec<_> = (1..=5).map(credited).collect();
+    for envelope in &good {
+        bus.publish(envelope.to_message().unwrap()).await.unwrap();
+    }
+
+    // One worker: if bad bytes stopped it, nothing else would be served.
+    let config = config("ledger-view").workers(1).max_deliver(3);
+    let subscriber = Subscriber::spawn(
+        &store.db,
+        &bus,
+        config.clone(),
+        CountingHandler::new("ledger-view"),
+    )
+    .await
+    .unwrap();
+    eventually(
+        WAIT,
+        "good events applied and garbage dead-lettered",
+        || async {
+            applied(&store.db, "ledger-view").await.len() == 5
+                && !bus.dead_letters().await.unwrap().is_empty()
+        },
+    )
+    .await;
+    subscriber.shutdown().await;
+
+    let dead = bus.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, "garbage-1");
+    assert_eq!(dead[0].reason, "undecodable");
+    assert_eq!(dead[0].deliveries, 3);
+    assert!(
+        applied(&store.db, "ledger-view")
+            .await
+            .iter()
+            .all(|(_, count)| *count == 1)
+    );
+}
+
+/// Applies a credit and, in the same transaction, emits a `Debited` effect.
+struct EffectHandler;
+
+#[async_trait]
+impl Handler for EffectHandler {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        if !envelope.is::<Credited>() {
+            return Ok(()); // its own effects come back on the same stream
+        }
+        let credit: Credited = envelope.decode()?;
+        let effect = Debited {
+            account_id: credit.account_id,
+            version: credit.version,
+        };
+        let effect = Envelope::new(&effect, &envelope.context_for_effects())?;
+        Outbox::append(tx, &effect).await?;
+        Ok(())
+    }
+}
+
+async fn events_flow_from_outbox_to_handler_and_effects_flow_on(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let relay = Relay::spawn(&store.db, bus.clone(), RelayConfig::default());
+    let subscriber = Subscriber::spawn(&store.db, &bus, config("effects"), EffectHandler)
+        .await
+        .unwrap();
+    let causes: Vec<_> = (1..=3).map(credited).collect();
+    commit_events(&store.db, &causes).await;
+
+    let watcher = config("watcher");
+    let watch = bus.consumer(&watcher.consumer_config()).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < 6 {
+        assert!(Instant::now() < deadline, "saw only {} events", seen.len());
+        for delivery in watch.fetch(10, Duration::from_millis(200)).await.unwrap() {
+            seen.push(Envelope::from_json(&delivery.payload).unwrap());
+            delivery.ack().await.unwrap();
+        }
+    }
+    subscriber.shutdown().await;
+    relay.shutdown().await;
+
+    for cause in &causes {
+        let effect = seen
+            .iter()
+            .find(|e| e.causation_id.as_deref() == Some(&cause.id.to_string()))
+            .expect("an effect of every cause");
+        assert!(effect.is::<Debited>());
+        assert_eq!(effect.correlation_id, cause.correlation_id);
+        assert_eq!(effect.subject, cause.subject);
+    }
+}
+
+async fn shutdown_is_prompt_and_clean(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let subscriber = Subscriber::spawn(
+        &store.db,
+        &bus,
+        config("ledger-view").workers(3),
+        CountingHandler::new("ledger-view"),
+    )
+    .await
+    .unwrap();
+    let relay = Relay::spawn(&store.db, bus.clone(), RelayConfig::default());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    subscriber.shutdown().await;
+    relay.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -314,3 +314,14 @@ pub fn assert_unique(ids: &[String]) {
     let set: HashSet<&String> = ids.iter().collect();
     assert_eq!(set.len(), ids.len(), "duplicate message ids: {ids:?}");
 }
+
+/// An embedded bus in the test's directory, with the ledger stream.
+pub async fn embedded_bus(dir: &std::path::Path) -> Arc<agora_bus::embedded::EmbeddedBus> {
+    let bus = agora_bus::embedded::EmbeddedBus::open(dir.join("bus.db"))
+        .await
+        .expect("open the embedded bus");
+    bus.ensure_stream(&agora_messaging::stream_config(Credited::SOURCE))
+        .await
+        .expect("create the stream");
+    Arc::new(bus)
+}
