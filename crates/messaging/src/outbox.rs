@@ -183,13 +183,18 @@ impl Relay {
     }
 
     /// One pass by hand (for tools and tests): publishes up to `batch_size` rows and
-    /// returns how many. Does not take the in-process relay lock.
+    /// returns how many. Publishes nothing (returns 0) while a relay of this process
+    /// runs on `db`: that relay owns the outbox.
     pub async fn publish_pending(
         db: &Db,
         bus: &SharedBus,
         batch_size: usize,
     ) -> Result<usize, Error> {
-        match pass(db, bus, batch_size, &FaultPlan::none()).await? {
+        let slot = db.relay_slot();
+        let Ok(_turn) = slot.try_lock() else {
+            return Ok(0);
+        };
+        match pass(db, bus, batch_size.max(1), &FaultPlan::none()).await? {
             Pass::Published(n) => Ok(n),
             Pass::Busy => Ok(0),
         }

@@ -3,11 +3,13 @@
 //! crash, an ack lost, or an ack wait that ran out — changes nothing.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use agora_bus::{ConsumerConfig, DeliverPolicy, Delivery, SharedBus};
+use agora_bus::{ConsumerConfig, DeliverPolicy, Delivery, SharedBus, StreamConfig};
 use async_trait::async_trait;
+use futures::FutureExt;
 use sqlx::{Any, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -29,6 +31,10 @@ pub trait Handler: Send + Sync + 'static {
     /// event was not processed before). Events to emit in response go through
     /// [`Outbox::append`](crate::Outbox::append) in the same `tx`, with
     /// [`Envelope::context_for_effects`].
+    ///
+    /// Use `tx` for every read and write: the store is not to be touched through
+    /// another connection meanwhile (on SQLite the pool has one connection, which `tx`
+    /// holds, so a second one would wait for the pool's acquire timeout).
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Any>,
@@ -151,6 +157,9 @@ pub struct SubscriberConfig {
     /// consumer shares its messages.
     pub consumer: String,
     pub stream: String,
+    /// Created (or updated) before the consumer is opened, so that a consumer may start
+    /// before the producer has published anything. See [`SubscriberConfig::on_source`].
+    pub create_stream: Option<StreamConfig>,
     /// Only subjects matching this pattern; every subject of the stream when `None`.
     pub filter: Option<String>,
     /// Where a new consumer starts.
@@ -178,6 +187,7 @@ impl SubscriberConfig {
         Self {
             consumer: consumer.into(),
             stream: stream.into(),
+            create_stream: None,
             filter: None,
             deliver: DeliverPolicy::All,
             workers: 2,
@@ -188,6 +198,15 @@ impl SubscriberConfig {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
             faults: FaultPlan::none(),
         }
+    }
+
+    /// A consumer of the events of the service `source`, on its stream
+    /// ([`stream_config`](crate::stream_config)), which it creates if needed.
+    pub fn on_source(consumer: impl Into<String>, source: &str) -> Self {
+        let stream = crate::stream_config(source);
+        let mut config = Self::new(consumer, stream.name.clone());
+        config.create_stream = Some(stream);
+        config
     }
 
     pub fn filter(mut self, subject_pattern: impl Into<String>) -> Self {
@@ -280,6 +299,9 @@ impl Subscriber {
             return Err(Error::Config(
                 "a subscriber needs at least one worker and a batch size of at least 1".into(),
             ));
+        }
+        if let Some(stream) = &config.create_stream {
+            bus.ensure_stream(stream).await?;
         }
         let consumer = bus.consumer(&config.consumer_config()).await?;
         let (stop, stopped) = watch::channel(false);
@@ -387,7 +409,13 @@ impl Worker {
         span.record("correlation_id", envelope.correlation_id.as_str());
 
         config.faults.checkpoint(CrashPoint::BeforeHandle).await;
-        let settled = match self.apply(&envelope).await {
+        // A panicking handler must not take its worker down with it: the panic is a
+        // failure like any other (the transaction is rolled back as it unwinds).
+        let applied = AssertUnwindSafe(self.apply(&envelope))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(HandlerError::transient("the handler panicked")));
+        let settled = match applied {
             Ok(outcome) => {
                 if matches!(outcome, Outcome::Duplicate) {
                     tracing::debug!("already processed; acking the redelivery");

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use agora_messaging::{Backoff, Outbox, Relay, RelayConfig};
+use agora_messaging::{Backend, Backoff, Db, Outbox, Relay, RelayConfig};
 
 use crate::support::{RecordingBus, TestStore, assert_unique, commit_events, credited, eventually};
 
@@ -13,6 +13,7 @@ crate::on_both_backends!(
     relay_retries_a_failing_bus_without_loss_or_reordering,
     commits_without_a_wake_up_are_found_by_the_poll,
     published_rows_can_be_pruned,
+    two_relays_publish_every_row_once_in_order,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -145,4 +146,42 @@ async fn published_rows_can_be_pruned(store: TestStore) {
         1
     );
     assert_eq!(bus.published().len(), 2);
+}
+
+async fn two_relays_publish_every_row_once_in_order(store: TestStore) {
+    // On PostgreSQL a second handle on the database stands for a second process (the
+    // advisory lock keeps it out); on SQLite, whose store belongs to one process, the
+    // second relay runs on the same handle (the in-process lock keeps it out).
+    let second = match store.db.backend() {
+        Backend::Postgres => Db::connect(&store.url).await.unwrap(),
+        Backend::Sqlite => store.db.clone(),
+    };
+    let bus = RecordingBus::failing(0);
+    let fast = RelayConfig {
+        batch_size: 3,
+        poll_interval: Duration::from_millis(5),
+        ..config()
+    };
+    let first_relay = Relay::spawn(&store.db, bus.shared(), fast.clone());
+    let second_relay = Relay::spawn(&second, bus.shared(), fast);
+    let envelopes: Vec<_> = (0..40).map(credited).collect();
+    for chunk in envelopes.chunks(2) {
+        commit_events(&store.db, chunk).await;
+        commit_events(&second, &[]).await; // wakes the second relay too
+    }
+    eventually(WAIT, "40 published", || async {
+        bus.published().len() == 40
+    })
+    .await;
+    first_relay.shutdown().await;
+    second_relay.shutdown().await;
+
+    let ids: Vec<String> = bus.published().into_iter().map(|m| m.id).collect();
+    let expected: Vec<String> = envelopes.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        bus.duplicates.load(Ordering::SeqCst),
+        0,
+        "no row published twice"
+    );
 }

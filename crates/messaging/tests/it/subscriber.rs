@@ -24,6 +24,7 @@ crate::on_both_backends!(
     garbage_is_dead_lettered_as_undecodable_and_the_worker_keeps_serving,
     events_flow_from_outbox_to_handler_and_effects_flow_on,
     shutdown_is_prompt_and_clean,
+    a_panicking_handler_is_a_failure_not_a_dead_worker,
 );
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -245,7 +246,10 @@ impl Handler for EffectHandler {
 async fn events_flow_from_outbox_to_handler_and_effects_flow_on(store: TestStore) {
     let bus: SharedBus = embedded_bus(store.dir.path()).await;
     let relay = Relay::spawn(&store.db, bus.clone(), RelayConfig::default());
-    let subscriber = Subscriber::spawn(&store.db, &bus, config("effects"), EffectHandler)
+    // `on_source` creates the stream (it exists here already: that is idempotent).
+    let effects = SubscriberConfig::on_source("effects", Credited::SOURCE);
+    assert_eq!(effects.stream, STREAM);
+    let subscriber = Subscriber::spawn(&store.db, &bus, effects, EffectHandler)
         .await
         .unwrap();
     let causes: Vec<_> = (1..=3).map(credited).collect();
@@ -296,4 +300,47 @@ async fn shutdown_is_prompt_and_clean(store: TestStore) {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Panics on its first call, then counts like [`CountingHandler`].
+struct PanicsOnce {
+    panicked: std::sync::atomic::AtomicBool,
+    inner: CountingHandler,
+}
+
+#[async_trait]
+impl Handler for PanicsOnce {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        if !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("handler bug");
+        }
+        self.inner.handle(tx, envelope).await
+    }
+}
+
+async fn a_panicking_handler_is_a_failure_not_a_dead_worker(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let envelopes: Vec<_> = (1..=3).map(credited).collect();
+    for envelope in &envelopes {
+        bus.publish(envelope.to_message().unwrap()).await.unwrap();
+    }
+    let handler = PanicsOnce {
+        panicked: false.into(),
+        inner: CountingHandler::new("ledger-view"),
+    };
+    let config = config("ledger-view").workers(1);
+    let subscriber = Subscriber::spawn(&store.db, &bus, config.clone(), handler)
+        .await
+        .unwrap();
+    eventually(WAIT, "all applied", || async {
+        applied(&store.db, "ledger-view").await.len() == 3
+    })
+    .await;
+    eventually(WAIT, "settled", || settled(&bus, &config)).await;
+    subscriber.shutdown().await;
+    assert!(bus.dead_letters().await.unwrap().is_empty());
 }

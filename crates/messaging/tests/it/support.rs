@@ -217,6 +217,8 @@ pub struct RecordingBus {
     published: parking_lot::Mutex<Vec<OutgoingMessage>>,
     failures_left: AtomicU32,
     pub publish_calls: AtomicU32,
+    /// Messages published again (after the bus stored them once).
+    pub duplicates: AtomicU32,
 }
 
 impl RecordingBus {
@@ -240,7 +242,9 @@ impl RecordingBus {
             .iter()
             .map(|m| {
                 let duplicate = published.iter().any(|p| p.id == m.id);
-                if !duplicate {
+                if duplicate {
+                    self.duplicates.fetch_add(1, Ordering::SeqCst);
+                } else {
                     published.push(m.clone());
                 }
                 PublishAck {
