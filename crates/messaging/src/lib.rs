@@ -12,6 +12,36 @@
 //!   record "event processed by this consumer", so a redelivery is a no-op.
 //! - [`FaultPlan`]: crash injection between any two of those steps, for tests.
 //!
+//! A producing service, in short:
+//!
+//! ```no_run
+//! # async fn demo(
+//! #     bus: agora_bus::SharedBus,
+//! #     price: agora_contracts::PriceChanged,
+//! # ) -> Result<(), agora_messaging::Error> {
+//! use agora_messaging::{Context, Db, Envelope, Outbox, Relay, RelayConfig, stream_config};
+//!
+//! let db = Db::connect("sqlite://data/ordering.db").await?;
+//! db.migrate_messaging().await?;
+//! let relay = Relay::spawn(&db, bus, RelayConfig {
+//!     streams: vec![stream_config("ordering")],
+//!     ..RelayConfig::default()
+//! });
+//! let outbox = Outbox::new(&db);
+//!
+//! let mut tx = db.begin().await?;
+//! // ... the business change, in `tx` ...
+//! let context = Context::new(price.product_id.to_string());
+//! Outbox::append(&mut tx, &Envelope::new(&price, &context)?).await?;
+//! outbox.commit(tx).await?; // both or neither; wakes the relay
+//!
+//! relay.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A consuming one implements [`Handler`] and runs it with [`Subscriber::spawn`].
+//!
 //! This crate must never publish an event that is not committed, mark an event
 //! published before the bus acknowledged it, ack a delivery before its effects are
 //! committed, or log a payload.

@@ -164,7 +164,9 @@ pub struct SubscriberConfig {
     pub filter: Option<String>,
     /// Where a new consumer starts.
     pub deliver: DeliverPolicy,
-    /// Tasks fetching and handling concurrently.
+    /// Tasks fetching and handling concurrently. Deliveries are not handled in stream
+    /// order across workers: handlers rely on the aggregate `version` in the data, as
+    /// replicas must anyway (redeliveries reorder too).
     pub workers: usize,
     /// Deliveries fetched at once by a worker, then handled one by one.
     pub batch_size: usize,
