@@ -107,7 +107,14 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let child = Command::new(&self.binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -198,8 +205,8 @@ impl Drop for PgDatabase {
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                     )))
-                        .execute(&mut admin)
-                        .await;
+                    .execute(&mut admin)
+                    .await;
                     let _ = admin.close().await;
                 }
             });

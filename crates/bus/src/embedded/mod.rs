@@ -334,11 +334,9 @@ impl Bus for EmbeddedBus {
         let stream = self.shared.stream(&config.stream)?;
         let key = (config.stream.clone(), config.name.clone());
         let mut consumers = self.consumers.lock().await;
-        if let Some(existing) = consumers.get(&key) {
-            if !existing.is_closed() {
-                *existing.config.lock() = config.clone();
-                return Ok(Arc::new(ConsumerHandle(existing.clone())));
-            }
+        if let Some(existing) = consumers.get(&key).filter(|c| !c.is_closed()) {
+            *existing.config.lock() = config.clone();
+            return Ok(Arc::new(ConsumerHandle(existing.clone())));
         }
         let initial_floor = match config.deliver {
             DeliverPolicy::All => 0,

@@ -1,0 +1,529 @@
+//! `agora bench bus`: what the bus does on this machine, beside what the machine can do.
+//!
+//! For each Agora backend (embedded, NATS) and each baseline (raw JetStream through
+//! plain async-nats calls, raw NATS core pub/sub, raw SQLite commits) it measures, in
+//! one run:
+//! - throughput: N messages published (pipelined) and consumed (and acked), from the
+//!   first publish to the last message consumed;
+//! - latency at a steady rate: messages published on a fixed schedule (open loop: a
+//!   slow publish does not delay the next one), each carrying the instant its publish
+//!   began; the consumer records `received - publish began`, so the figure includes
+//!   the durable commit (fsync) and the delivery.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_bus::embedded::EmbeddedBus;
+use agora_bus::nats::NatsBus;
+use agora_bus::{ConsumerConfig, DeliverPolicy, OutgoingMessage, SharedBus, StreamConfig};
+use anyhow::{Context, bail};
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Args;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct BusBenchArgs {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// A NATS server with JetStream to measure against; without it a private
+    /// `nats-server -js` is started on a free port with a temporary store.
+    #[arg(long, env = "AGORA_NATS_URL")]
+    nats_url: Option<String>,
+    /// Messages in each throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    messages: usize,
+    /// Messages per second in the latency runs.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Seconds each latency run lasts.
+    #[arg(long, default_value_t = 5)]
+    latency_secs: u64,
+    /// Payload size of every message.
+    #[arg(long, default_value_t = 128)]
+    payload_bytes: usize,
+    /// Where the embedded bus and the SQLite baseline write (default: a temporary
+    /// directory under the current one, so that it is on a real disk).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Skip the NATS backend and the NATS baselines.
+    #[arg(long)]
+    no_nats: bool,
+}
+
+/// One backend's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// Messages per second, publish→consume.
+    pub throughput_msgs: f64,
+    /// Publish→consume latency at the steady rate.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Messages measured in the latency run.
+    pub latency_samples: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    embedded: Figures,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats: Option<Figures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jetstream_baseline: Option<Figures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_core_baseline: Option<Figures>,
+    sqlite_baseline: SqliteBaseline,
+    /// nats.throughput / jetstream_baseline.throughput
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_vs_jetstream_throughput: Option<f64>,
+    config: Config,
+}
+
+#[derive(Debug, Serialize)]
+struct Config {
+    messages: usize,
+    rate: u64,
+    latency_secs: u64,
+    payload_bytes: usize,
+    cores: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct SqliteBaseline {
+    /// fsync'd single-row commits per second.
+    single_row_commits_per_s: f64,
+    /// Rows per second, fsync'd, in transactions of 100 rows.
+    rows_per_s_batches_of_100: f64,
+}
+
+pub async fn run(args: BusBenchArgs) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dir = match &args.dir {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir_in("."),
+    }
+    .context("create a directory for the embedded bus")?;
+
+    say(&args, "measuring: raw SQLite commits (baseline)");
+    let sqlite_baseline = sqlite_baseline(dir.path().join("baseline.db"))?;
+
+    say(&args, "measuring: embedded bus");
+    let embedded = {
+        let bus: SharedBus = Arc::new(EmbeddedBus::open(dir.path().join("bus.db")).await?);
+        bus_figures(&bus, &args).await?
+    };
+
+    let (mut nats, mut jetstream_baseline, mut nats_core_baseline) = (None, None, None);
+    if !args.no_nats {
+        let server;
+        let url = match &args.nats_url {
+            Some(url) => url.clone(),
+            None => {
+                server = agora_testkit::NatsServer::start().context(
+                    "nats-server is not installed: install it, pass --nats-url, or pass --no-nats",
+                )?;
+                server.url()
+            }
+        };
+        say(&args, "measuring: NATS JetStream backend");
+        let bus: SharedBus = Arc::new(NatsBus::connect(&url).await?);
+        nats = Some(bus_figures(&bus, &args).await?);
+        say(&args, "measuring: raw JetStream (baseline)");
+        jetstream_baseline = Some(jetstream_figures(&url, &args).await?);
+        say(&args, "measuring: raw NATS core pub/sub (baseline)");
+        nats_core_baseline = Some(nats_core_figures(&url, &args).await?);
+    }
+
+    let report = Report {
+        nats_vs_jetstream_throughput: match (&nats, &jetstream_baseline) {
+            (Some(n), Some(j)) => Some(n.throughput_msgs / j.throughput_msgs),
+            _ => None,
+        },
+        embedded,
+        nats,
+        jetstream_baseline,
+        nats_core_baseline,
+        sqlite_baseline,
+        config: Config {
+            messages: args.messages,
+            rate: args.rate,
+            latency_secs: args.latency_secs,
+            payload_bytes: args.payload_bytes,
+            cores,
+        },
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn say(args: &BusBenchArgs, what: &str) {
+    if !args.json {
+        eprintln!("{what}…");
+    }
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "agora bench bus — {} messages of {} B, latency at {} msg/s for {} s, {} cores",
+        r.config.messages,
+        r.config.payload_bytes,
+        r.config.rate,
+        r.config.latency_secs,
+        r.config.cores
+    );
+    println!();
+    println!(
+        "{:<22} {:>14} {:>10} {:>10} {:>10}",
+        "", "msg/s", "p50 ms", "p99 ms", "max ms"
+    );
+    let rows = [
+        ("embedded (SQLite)", Some(&r.embedded)),
+        ("nats (JetStream)", r.nats.as_ref()),
+        ("raw JetStream", r.jetstream_baseline.as_ref()),
+        ("raw NATS core", r.nats_core_baseline.as_ref()),
+    ];
+    for (name, figures) in rows {
+        if let Some(f) = figures {
+            println!(
+                "{:<22} {:>14.0} {:>10.3} {:>10.3} {:>10.3}",
+                name, f.throughput_msgs, f.p50_ms, f.p99_ms, f.max_ms
+            );
+        }
+    }
+    println!();
+    println!(
+        "raw SQLite (WAL, synchronous=FULL): {:.0} single-row commits/s, {:.0} rows/s in batches of 100",
+        r.sqlite_baseline.single_row_commits_per_s, r.sqlite_baseline.rows_per_s_batches_of_100
+    );
+    if let Some(ratio) = r.nats_vs_jetstream_throughput {
+        println!("nats backend / raw JetStream throughput: {ratio:.2}");
+    }
+    println!(
+        "embedded throughput / raw SQLite batched rows: {:.2}",
+        r.embedded.throughput_msgs / r.sqlite_baseline.rows_per_s_batches_of_100
+    );
+}
+
+/// A payload that starts with the nanoseconds since `epoch` at which its publish began.
+fn stamped(epoch: Instant, size: usize) -> Bytes {
+    let mut buf = BytesMut::with_capacity(size.max(8));
+    buf.put_u64(epoch.elapsed().as_nanos() as u64);
+    buf.resize(size.max(8), b'x');
+    buf.freeze()
+}
+
+fn latency_of(epoch: Instant, payload: &[u8]) -> u64 {
+    let sent = u64::from_be_bytes(payload[..8].try_into().expect("8-byte stamp"));
+    (epoch.elapsed().as_nanos() as u64).saturating_sub(sent)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+fn figures(throughput_msgs: f64, h: &Histogram<u64>) -> Figures {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    Figures {
+        throughput_msgs,
+        p50_ms: ms(h.value_at_quantile(0.50)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        max_ms: ms(h.max()),
+        latency_samples: h.len(),
+    }
+}
+
+/// Through the `Bus` trait, as Agora's services use it.
+async fn bus_figures(bus: &SharedBus, args: &BusBenchArgs) -> anyhow::Result<Figures> {
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let stream = format!("BENCH_{run}");
+    bus.ensure_stream(&StreamConfig::new(&stream, [format!("bench{run}.>")]))
+        .await?;
+    let subject = format!("bench{run}.msg");
+
+    // Throughput.
+    let consumer = bus
+        .consumer(&ConsumerConfig::new(&stream, "throughput"))
+        .await?;
+    let n = args.messages;
+    let consume = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            let batch = consumer.fetch(1000, Duration::from_secs(5)).await?;
+            if batch.is_empty() {
+                bail!("throughput run stalled at {got} of {n} messages");
+            }
+            got += batch.len();
+            futures::future::try_join_all(batch.into_iter().map(|d| d.ack())).await?;
+        }
+        Ok(())
+    });
+    let payload = Bytes::from(vec![b'x'; args.payload_bytes]);
+    let started = Instant::now();
+    let publishers = 4;
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let bus = bus.clone();
+        let (subject, payload, run) = (subject.clone(), payload.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            let mine: Vec<usize> = (p..n).step_by(publishers).collect();
+            for chunk in mine.chunks(256) {
+                let batch = chunk
+                    .iter()
+                    .map(|i| {
+                        OutgoingMessage::new(
+                            format!("{run}-t{i}"),
+                            subject.clone(),
+                            payload.clone(),
+                        )
+                    })
+                    .collect();
+                bus.publish_batch(batch).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    consume.await??;
+    let throughput = n as f64 / started.elapsed().as_secs_f64();
+
+    // Latency at a steady rate.
+    let consumer = bus
+        .consumer(&ConsumerConfig::new(&stream, "latency").deliver(DeliverPolicy::New))
+        .await?;
+    let epoch = Instant::now();
+    let total = (args.rate * args.latency_secs) as usize;
+    let warmup = (args.rate as usize / 5).min(total / 10);
+    let consume = tokio::spawn(async move {
+        let mut h = histogram();
+        let mut got = 0;
+        while got < total {
+            let batch = consumer.fetch(1000, Duration::from_secs(5)).await?;
+            if batch.is_empty() {
+                bail!("latency run stalled at {got} of {total} messages");
+            }
+            for d in batch {
+                if got >= warmup {
+                    h.record(latency_of(epoch, &d.payload).max(1_000))?;
+                }
+                got += 1;
+                d.ack().await?;
+            }
+        }
+        Ok(h)
+    });
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / args.rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut inflight = Vec::with_capacity(total);
+    for i in 0..total {
+        ticker.tick().await;
+        let bus = bus.clone();
+        let message = OutgoingMessage::new(
+            format!("{run}-l{i}"),
+            subject.clone(),
+            stamped(epoch, args.payload_bytes),
+        );
+        inflight.push(tokio::spawn(async move { bus.publish(message).await }));
+    }
+    for p in inflight {
+        p.await??;
+    }
+    let h = consume.await??;
+    Ok(figures(throughput, &h))
+}
+
+/// Plain async-nats JetStream calls: pipelined publishes, a pull consumer, plain acks.
+async fn jetstream_figures(url: &str, args: &BusBenchArgs) -> anyhow::Result<Figures> {
+    use async_nats::jetstream::{self, consumer::pull, stream};
+    let client = async_nats::connect(url).await?;
+    let js = jetstream::new(client);
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let subject = format!("raw{run}.msg");
+    let stream = js
+        .create_stream(stream::Config {
+            name: format!("RAW_{run}"),
+            subjects: vec![format!("raw{run}.>")],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+
+    let n = args.messages;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("throughput".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let consume = tokio::spawn(async move {
+        let mut messages = consumer.messages().await?;
+        let mut got = 0;
+        while got < n {
+            let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .context("raw JetStream throughput run stalled")?
+                .context("message stream ended")?
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            got += 1;
+        }
+        anyhow::Ok(())
+    });
+    let payload = Bytes::from(vec![b'x'; args.payload_bytes]);
+    let started = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    for _ in 0..n {
+        acks.push_back(js.publish(subject.clone(), payload.clone()).await?);
+        if acks.len() >= 256 {
+            acks.pop_front().expect("non-empty").await?;
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    consume.await??;
+    let throughput = n as f64 / started.elapsed().as_secs_f64();
+
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("latency".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await?;
+    let epoch = Instant::now();
+    let total = (args.rate * args.latency_secs) as usize;
+    let warmup = (args.rate as usize / 5).min(total / 10);
+    let consume = tokio::spawn(async move {
+        let mut messages = consumer.messages().await?;
+        let mut h = histogram();
+        for got in 0..total {
+            let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .context("raw JetStream latency run stalled")?
+                .context("message stream ended")?
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if got >= warmup {
+                h.record(latency_of(epoch, &m.payload).max(1_000))?;
+            }
+            m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        anyhow::Ok(h)
+    });
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / args.rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pending = Vec::with_capacity(total);
+    for _ in 0..total {
+        ticker.tick().await;
+        pending.push(
+            js.publish(subject.clone(), stamped(epoch, args.payload_bytes))
+                .await?,
+        );
+    }
+    for ack in pending {
+        ack.await?;
+    }
+    let h = consume.await??;
+    Ok(figures(throughput, &h))
+}
+
+/// Plain NATS core pub/sub: no persistence, no acks — the ceiling of the transport.
+async fn nats_core_figures(url: &str, args: &BusBenchArgs) -> anyhow::Result<Figures> {
+    let publisher = async_nats::connect(url).await?;
+    let subscriber_client = async_nats::connect(url).await?;
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let subject = format!("core{run}");
+
+    let n = args.messages;
+    let mut subscriber = subscriber_client.subscribe(subject.clone()).await?;
+    subscriber_client.flush().await?;
+    let consume = tokio::spawn(async move {
+        for _ in 0..n {
+            tokio::time::timeout(Duration::from_secs(5), subscriber.next())
+                .await
+                .context("NATS core throughput run stalled (slow consumer?)")?
+                .context("subscription ended")?;
+        }
+        anyhow::Ok(subscriber)
+    });
+    let payload = Bytes::from(vec![b'x'; args.payload_bytes]);
+    let started = Instant::now();
+    for _ in 0..n {
+        publisher.publish(subject.clone(), payload.clone()).await?;
+    }
+    publisher.flush().await?;
+    let mut subscriber = consume.await??;
+    let throughput = n as f64 / started.elapsed().as_secs_f64();
+
+    let epoch = Instant::now();
+    let total = (args.rate * args.latency_secs) as usize;
+    let warmup = (args.rate as usize / 5).min(total / 10);
+    let consume = tokio::spawn(async move {
+        let mut h = histogram();
+        for got in 0..total {
+            let m = tokio::time::timeout(Duration::from_secs(5), subscriber.next())
+                .await
+                .context("NATS core latency run stalled")?
+                .context("subscription ended")?;
+            if got >= warmup {
+                h.record(latency_of(epoch, &m.payload).max(1_000))?;
+            }
+        }
+        anyhow::Ok(h)
+    });
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / args.rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for _ in 0..total {
+        ticker.tick().await;
+        publisher
+            .publish(subject.clone(), stamped(epoch, args.payload_bytes))
+            .await?;
+        publisher.flush().await?;
+    }
+    let h = consume.await??;
+    Ok(figures(throughput, &h))
+}
+
+/// What SQLite itself does here, with the settings the embedded bus uses.
+fn sqlite_baseline(path: PathBuf) -> anyhow::Result<SqliteBaseline> {
+    let conn = rusqlite::Connection::open(&path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+    )?;
+    let body = vec![b'x'; 128];
+    let single = 2_000;
+    let started = Instant::now();
+    for _ in 0..single {
+        conn.execute("INSERT INTO t (body) VALUES (?1)", [&body])?;
+    }
+    let single_row_commits_per_s = single as f64 / started.elapsed().as_secs_f64();
+    let batches = 2_000;
+    let started = Instant::now();
+    for _ in 0..batches {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO t (body) VALUES (?1)")?;
+            for _ in 0..100 {
+                insert.execute([&body])?;
+            }
+        }
+        tx.commit()?;
+    }
+    let rows_per_s_batches_of_100 = (batches * 100) as f64 / started.elapsed().as_secs_f64();
+    Ok(SqliteBaseline {
+        single_row_commits_per_s,
+        rows_per_s_batches_of_100,
+    })
+}

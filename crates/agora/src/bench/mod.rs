@@ -1,0 +1,3 @@
+//! `agora bench`: measurements against the design brief's targets.
+
+pub mod bus;

@@ -1,0 +1,120 @@
+//! The `agora` binary seen from outside: started, stopped, benchmarked.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn agora() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_agora"))
+}
+
+/// Kills the child if a test fails before it is reaped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Lines of the child's stdout, read on a thread so that waiting has a deadline.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line containing {needle:?}: {e}"),
+        }
+    }
+}
+
+fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[test]
+fn up_runs_until_ctrl_c_and_stops_cleanly_twice_on_the_same_data() {
+    let data = tempfile::tempdir().unwrap();
+    for round in 0..2 {
+        let mut child = Reaped(
+            agora()
+                .args(["up", "--data-dir"])
+                .arg(data.path())
+                .args(["--port", "0"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start agora up"),
+        );
+        let lines = lines_of(&mut child.0);
+        wait_for_line(&lines, "agora: ready");
+        assert!(
+            data.path().join("bus.db").is_file(),
+            "round {round}: the bus lives in the data dir"
+        );
+        interrupt(&child.0);
+        wait_for_line(&lines, "stopped cleanly");
+        let status = child.0.wait().unwrap();
+        assert!(status.success(), "round {round}: exit status {status}");
+    }
+}
+
+#[test]
+fn bench_bus_prints_figures_as_json() {
+    let out = agora()
+        .args([
+            "bench",
+            "bus",
+            "--json",
+            "--no-nats",
+            "--messages",
+            "3000",
+            "--rate",
+            "500",
+            "--latency-secs",
+            "1",
+        ])
+        .current_dir(tempfile::tempdir().unwrap().path())
+        .output()
+        .expect("run agora bench bus");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let embedded = &report["embedded"];
+    assert!(embedded["throughput_msgs"].as_f64().unwrap() > 0.0);
+    let (p50, p99) = (
+        embedded["p50_ms"].as_f64().unwrap(),
+        embedded["p99_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99, "{embedded}");
+    assert!(embedded["latency_samples"].as_u64().unwrap() >= 400);
+    assert!(
+        report["sqlite_baseline"]["single_row_commits_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(report.get("nats").is_none());
+}
