@@ -97,6 +97,18 @@ impl NatsServer {
         self.spawn();
     }
 
+    /// Stops the server the gentle way (SIGTERM, then waits for it to exit, which lets
+    /// it write its state) and starts it again on the same port and store.
+    pub fn restart_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
     /// Stops the server (SIGKILL); [`restart`](Self::restart) brings it back.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

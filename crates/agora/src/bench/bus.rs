@@ -65,6 +65,9 @@ pub struct Figures {
     pub max_ms: f64,
     /// Messages measured in the latency run.
     pub latency_samples: u64,
+    /// Publish call → durable acknowledgement, at the steady rate (Agora backends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -96,6 +99,9 @@ struct Config {
 struct SqliteBaseline {
     /// fsync'd single-row commits per second.
     single_row_commits_per_s: f64,
+    /// Latency of one fsync'd single-row commit: the floor under any durable publish.
+    commit_p50_ms: f64,
+    commit_p99_ms: f64,
     /// Rows per second, fsync'd, in transactions of 100 rows.
     rows_per_s_batches_of_100: f64,
 }
@@ -192,16 +198,21 @@ fn print_table(r: &Report) {
     ];
     for (name, figures) in rows {
         if let Some(f) = figures {
+            let publish = f.publish_p99_ms.map_or("-".into(), |p| format!("{p:.3}"));
             println!(
-                "{:<22} {:>14.0} {:>10.3} {:>10.3} {:>10.3}",
-                name, f.throughput_msgs, f.p50_ms, f.p99_ms, f.max_ms
+                "{:<22} {:>14.0} {:>10.3} {:>10.3} {:>10.3} {:>16}",
+                name, f.throughput_msgs, f.p50_ms, f.p99_ms, f.max_ms, publish
             );
         }
     }
     println!();
+    let sq = &r.sqlite_baseline;
     println!(
-        "raw SQLite (WAL, synchronous=FULL): {:.0} single-row commits/s, {:.0} rows/s in batches of 100",
-        r.sqlite_baseline.single_row_commits_per_s, r.sqlite_baseline.rows_per_s_batches_of_100
+        "raw SQLite (WAL, synchronous=FULL): {:.0} single-row commits/s (p50 {:.3} ms, p99 {:.3} ms), {:.0} rows/s in batches of 100",
+        sq.single_row_commits_per_s,
+        sq.commit_p50_ms,
+        sq.commit_p99_ms,
+        sq.rows_per_s_batches_of_100
     );
     if let Some(ratio) = r.nats_vs_jetstream_throughput {
         println!("nats backend / raw JetStream throughput: {ratio:.2}");
@@ -237,6 +248,7 @@ fn figures(throughput_msgs: f64, h: &Histogram<u64>) -> Figures {
         p99_ms: ms(h.value_at_quantile(0.99)),
         max_ms: ms(h.max()),
         latency_samples: h.len(),
+        publish_p99_ms: None,
     }
 }
 
@@ -332,13 +344,23 @@ async fn bus_figures(bus: &SharedBus, args: &BusBenchArgs) -> anyhow::Result<Fig
             subject.clone(),
             stamped(epoch, args.payload_bytes),
         );
-        inflight.push(tokio::spawn(async move { bus.publish(message).await }));
+        inflight.push(tokio::spawn(async move {
+            let began = Instant::now();
+            bus.publish(message).await?;
+            anyhow::Ok(began.elapsed())
+        }));
     }
-    for p in inflight {
-        p.await??;
+    let mut publish = histogram();
+    for (i, p) in inflight.into_iter().enumerate() {
+        let took = p.await??;
+        if i >= warmup {
+            publish.record((took.as_nanos() as u64).max(1_000))?;
+        }
     }
     let h = consume.await??;
-    Ok(figures(throughput, &h))
+    let mut f = figures(throughput, &h);
+    f.publish_p99_ms = Some(publish.value_at_quantile(0.99) as f64 / 1e6);
+    Ok(f)
 }
 
 /// Plain async-nats JetStream calls: pipelined publishes, a pull consumer, plain acks.
@@ -504,9 +526,12 @@ fn sqlite_baseline(path: PathBuf) -> anyhow::Result<SqliteBaseline> {
     )?;
     let body = vec![b'x'; 128];
     let single = 2_000;
+    let mut commits = histogram();
     let started = Instant::now();
     for _ in 0..single {
+        let one = Instant::now();
         conn.execute("INSERT INTO t (body) VALUES (?1)", [&body])?;
+        commits.record((one.elapsed().as_nanos() as u64).max(1_000))?;
     }
     let single_row_commits_per_s = single as f64 / started.elapsed().as_secs_f64();
     let batches = 2_000;
@@ -524,6 +549,8 @@ fn sqlite_baseline(path: PathBuf) -> anyhow::Result<SqliteBaseline> {
     let rows_per_s_batches_of_100 = (batches * 100) as f64 / started.elapsed().as_secs_f64();
     Ok(SqliteBaseline {
         single_row_commits_per_s,
+        commit_p50_ms: commits.value_at_quantile(0.5) as f64 / 1e6,
+        commit_p99_ms: commits.value_at_quantile(0.99) as f64 / 1e6,
         rows_per_s_batches_of_100,
     })
 }

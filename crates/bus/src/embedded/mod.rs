@@ -23,7 +23,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
-use self::store::{AckUpdate, NewDeadLetter, Op, Reader, StoredMessage};
+use self::store::{AckUpdate, NewDeadLetter, Op, PositionSlot, Reader, StoredMessage};
 use crate::{
     Acker, Bus, BusError, Consumer, ConsumerConfig, ConsumerInfo, DeadLetter, DeliverPolicy,
     Delivery, DeliveryParts, OutgoingMessage, PublishAck, StreamConfig, header, redrive_message_id,
@@ -186,10 +186,11 @@ impl EmbeddedBus {
         let streams = Arc::new(RwLock::new(streams));
         let (ops, rx) = mpsc::unbounded_channel();
         let committed_streams = streams.clone();
+        let writer_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("agora-bus-writer".into())
             .spawn(move || {
-                store::run_writer(conn, &snapshot, rx, move |committed| {
+                store::run_writer(conn, &writer_path, &snapshot, rx, move |committed| {
                     publish_to_tails(&committed_streams, committed);
                 });
             })
@@ -211,6 +212,20 @@ impl EmbeddedBus {
     /// file. Every handle on this bus answers [`BusError::Closed`] afterwards.
     pub async fn close(&self) {
         let _ = self.shared.ops.send(Op::Shutdown);
+        self.shared.closed.store(true, Ordering::Release);
+        for stream in self.shared.streams.read().iter() {
+            stream.notify.notify_waiters();
+        }
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+
+    /// Stops the bus the way a crash would: what is queued (acks included) is not
+    /// written, and every handle answers [`BusError::Closed`]. For crash tests.
+    pub async fn abandon(&self) {
+        let _ = self.shared.ops.send(Op::Abandon);
         self.shared.closed.store(true, Ordering::Release);
         for stream in self.shared.streams.read().iter() {
             stream.notify.notify_waiters();
@@ -369,6 +384,10 @@ impl Bus for EmbeddedBus {
             })
             .await?;
         let consumer = Arc::new(ConsumerCore {
+            slot: Arc::new(PositionSlot::new(
+                config.stream.clone(),
+                config.name.clone(),
+            )),
             shared: self.shared.clone(),
             stream,
             name: config.name.clone(),
@@ -446,6 +465,7 @@ impl Bus for EmbeddedBus {
 
 /// One durable consumer, shared by all its workers in this process.
 struct ConsumerCore {
+    slot: Arc<PositionSlot>,
     shared: Arc<Shared>,
     stream: Arc<StreamState>,
     name: String,
@@ -503,7 +523,7 @@ impl ConsumerCore {
             stream: self.stream.name.clone(),
             consumer: self.name.clone(),
             floor,
-            above_floor: (settled > floor).then_some(settled),
+            above_floor: (settled > floor).then_some(settled).into_iter().collect(),
         }
     }
 
@@ -755,8 +775,10 @@ impl Acker for EmbeddedAcker {
         if state.settle(self.seq).is_none() {
             return Ok(());
         }
-        let position = c.position(&state, self.seq);
-        c.shared.send(Op::Ack(position))
+        if c.slot.record(state.floor(), self.seq) {
+            c.shared.send(Op::SavePosition(c.slot.clone()))?;
+        }
+        Ok(())
     }
 
     async fn nak(&self, delay: Duration, reason: &str) -> Result<(), BusError> {

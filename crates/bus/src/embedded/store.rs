@@ -32,16 +32,65 @@ pub(super) struct StoredMessage {
     pub time: SystemTime,
 }
 
-/// A change of a consumer's durable position, applied lazily (acks need not be durable
-/// before they return: a lost ack means one redelivery, which the inbox absorbs).
+/// Where a consumer's acks wait for the next commit. Acks need not be durable before
+/// they return (a lost ack means one redelivery, which the inbox absorbs), so every ack
+/// between two commits is folded into one slot and written once.
+#[derive(Debug)]
+pub(super) struct PositionSlot {
+    pub stream: String,
+    pub consumer: String,
+    unsaved: parking_lot::Mutex<Unsaved>,
+}
+
+#[derive(Debug, Default)]
+struct Unsaved {
+    floor: u64,
+    above_floor: Vec<u64>,
+    /// Whether the slot is already in the writer's queue.
+    queued: bool,
+}
+
+impl PositionSlot {
+    pub fn new(stream: String, consumer: String) -> Self {
+        Self {
+            stream,
+            consumer,
+            unsaved: parking_lot::Mutex::new(Unsaved::default()),
+        }
+    }
+
+    /// Records that `settled` is settled and that everything up to `floor` is. Returns
+    /// true when the caller must queue the slot for the writer.
+    pub fn record(&self, floor: u64, settled: u64) -> bool {
+        let mut u = self.unsaved.lock();
+        u.floor = u.floor.max(floor);
+        if settled > floor {
+            u.above_floor.push(settled);
+        }
+        !std::mem::replace(&mut u.queued, true)
+    }
+
+    fn take(&self) -> AckUpdate {
+        let mut u = self.unsaved.lock();
+        u.queued = false;
+        AckUpdate {
+            stream: self.stream.clone(),
+            consumer: self.consumer.clone(),
+            floor: u.floor,
+            above_floor: std::mem::take(&mut u.above_floor),
+        }
+    }
+}
+
+/// A change of a consumer's durable position.
 #[derive(Debug)]
 pub(super) struct AckUpdate {
     pub stream: String,
     pub consumer: String,
     /// Every sequence up to here is settled.
     pub floor: u64,
-    /// A sequence settled out of order, above the floor.
-    pub above_floor: Option<u64>,
+    /// Sequences settled out of order, above the floor.
+    pub above_floor: Vec<u64>,
 }
 
 pub(super) struct NewDeadLetter {
@@ -75,7 +124,8 @@ pub(super) enum Op {
         name: String,
         reply: oneshot::Sender<Result<(), BusError>>,
     },
-    Ack(AckUpdate),
+    /// Write the consumer's unsaved acks with the next commit.
+    SavePosition(Arc<PositionSlot>),
     DeadLetter {
         letter: NewDeadLetter,
         position: AckUpdate,
@@ -89,6 +139,8 @@ pub(super) enum Op {
     Flush(oneshot::Sender<()>),
     /// Commits what is queued, then stops the writer.
     Shutdown,
+    /// Stops the writer the way a crash would: what is queued is not written.
+    Abandon,
 }
 
 /// What the writer reports after each commit, so that the in-memory state can follow:
@@ -147,7 +199,8 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, BusError> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA busy_timeout = 5000;",
+         PRAGMA busy_timeout = 5000;
+         PRAGMA wal_autocheckpoint = 0;",
     )
     .map_err(storage)?;
     Ok(conn)
@@ -213,10 +266,13 @@ pub(super) fn migrate(conn: &Connection) -> Result<Snapshot, BusError> {
 /// Runs the writer loop until every sender is gone or the channel is closed.
 pub(super) fn run_writer(
     mut conn: Connection,
+    path: &Path,
     snapshot: &Snapshot,
     mut ops: mpsc::UnboundedReceiver<Op>,
     on_commit: impl Fn(Committed),
 ) {
+    let (checkpoints, checkpointer) = spawn_checkpointer(path);
+    let mut unchecked_bytes = 0;
     let mut last_seqs: HashMap<String, u64> = snapshot
         .streams
         .iter()
@@ -235,11 +291,52 @@ pub(super) fn run_writer(
                 Err(_) => break,
             }
         }
+        if batch.iter().any(|op| matches!(op, Op::Abandon)) {
+            // Dropping the replies' senders tells every waiter the bus is gone.
+            batch.clear();
+            return;
+        }
         stop = batch.iter().any(|op| matches!(op, Op::Shutdown));
-        apply_batch(&mut conn, &mut last_seqs, &mut batch, &on_commit);
+        let written = apply_batch(&mut conn, &mut last_seqs, &mut batch, &on_commit);
+        unchecked_bytes += written;
+        if unchecked_bytes >= CHECKPOINT_AFTER_BYTES {
+            // A full channel means a checkpoint is already due: nothing to add.
+            let _ = checkpoints.try_send(());
+            unchecked_bytes = 0;
+        }
     }
+    drop(checkpoints);
+    let _ = checkpointer.join();
     // Leave a tidy file behind: fold the WAL back into the database.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+}
+
+/// WAL bytes (estimated) after which the checkpointer is asked to fold the WAL back
+/// into the database: about SQLite's own default of 1000 pages.
+const CHECKPOINT_AFTER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Checkpoints on a thread and a connection of their own, so that the writer never
+/// stalls on copying the WAL into the database (SQLite's automatic checkpoint runs
+/// inside the committing connection, on the hot path).
+fn spawn_checkpointer(
+    path: &Path,
+) -> (std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let path = path.to_path_buf();
+    let handle = std::thread::Builder::new()
+        .name("agora-bus-checkpoint".into())
+        .spawn(move || {
+            let Ok(conn) = open_connection(&path) else {
+                return;
+            };
+            while rx.recv().is_ok() {
+                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::warn!(error = %e, "bus checkpoint failed; the WAL keeps growing until the next one");
+                }
+            }
+        })
+        .expect("start the checkpoint thread");
+    (tx, handle)
 }
 
 /// Replies that wait for the commit.
@@ -260,23 +357,27 @@ enum Reply {
     Flushed(oneshot::Sender<()>),
 }
 
+/// Applies a batch in one transaction; returns an estimate of the bytes it wrote.
 fn apply_batch(
     conn: &mut Connection,
     last_seqs: &mut HashMap<String, u64>,
     batch: &mut Vec<Op>,
     on_commit: &impl Fn(Committed),
-) {
+) -> usize {
     let mut replies = Vec::with_capacity(batch.len());
     let mut committed = Vec::new();
     // Sequences handed out in a transaction that then fails must be handed out again.
     let seqs_before = last_seqs.clone();
-    let tx = match conn.transaction() {
+    // IMMEDIATE: take the write lock up front, so a commit never fails half-way on a
+    // lock held by a reader or a checkpoint.
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             fail_all(batch.drain(..), &storage(e));
-            return;
+            return 0;
         }
     };
+    let mut written = 0;
     let mut positions: HashMap<(String, String), (u64, Vec<u64>)> = HashMap::new();
     let mut poisoned: Option<BusError> = None;
     for op in batch.drain(..) {
@@ -332,7 +433,7 @@ fn apply_batch(
                     .map_err(storage);
                 replies.push(Reply::Unit(reply, result));
             }
-            Op::Ack(update) => merge_position(&mut positions, update),
+            Op::SavePosition(slot) => merge_position(&mut positions, slot.take()),
             Op::DeadLetter {
                 letter,
                 position,
@@ -352,7 +453,7 @@ fn apply_batch(
                 replies.push(Reply::Removed(reply, result));
             }
             Op::Flush(reply) => replies.push(Reply::Flushed(reply)),
-            Op::Shutdown => {}
+            Op::Shutdown | Op::Abandon => {}
         }
     }
     let commit = match poisoned {
@@ -361,6 +462,11 @@ fn apply_batch(
     };
     match commit {
         Ok(()) => {
+            written += committed
+                .iter()
+                .map(|(_, m)| m.payload.len() + m.id.len() + m.subject.len() + 64)
+                .sum::<usize>()
+                + 4096;
             on_commit(committed);
             for reply in replies {
                 send(reply, None);
@@ -373,6 +479,7 @@ fn apply_batch(
             }
         }
     }
+    written
 }
 
 fn send(reply: Reply, failure: Option<&BusError>) {
@@ -418,7 +525,7 @@ fn fail_all(ops: impl Iterator<Item = Op>, e: &BusError) {
             Op::Flush(reply) => {
                 let _ = reply.send(());
             }
-            Op::Ack(_) | Op::Shutdown => {}
+            Op::SavePosition(_) | Op::Shutdown | Op::Abandon => {}
         }
     }
 }
@@ -466,16 +573,13 @@ fn insert_messages(
     let now = SystemTime::now();
     let now_ns = to_nanos(now);
     for (stream, m) in messages {
-        let table = table(&stream);
+        let (insert_sql, select_sql) = statements(&stream);
         let last = last_seqs
             .get_mut(&stream)
             .ok_or_else(|| BusError::StreamNotFound(stream.clone()))?;
         let seq = *last + 1;
         let inserted = tx
-            .prepare_cached(&format!(
-                "INSERT INTO {table} (seq, msg_id, subject, headers, payload, time_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (msg_id) DO NOTHING"
-            ))
+            .prepare_cached(&insert_sql)
             .and_then(|mut insert| {
                 insert.execute(params![
                     seq as i64,
@@ -507,7 +611,7 @@ fn insert_messages(
             ));
         } else {
             let existing: i64 = tx
-                .prepare_cached(&format!("SELECT seq FROM {table} WHERE msg_id = ?1"))
+                .prepare_cached(&select_sql)
                 .and_then(|mut s| s.query_row(params![m.id], |r| r.get(0)))
                 .map_err(storage)?;
             acks.push(PublishAck {
@@ -519,6 +623,35 @@ fn insert_messages(
     }
     committed.extend(stored);
     Ok(acks)
+}
+
+/// A stream's insert and duplicate look-up statements.
+type StreamSql = (std::rc::Rc<str>, std::rc::Rc<str>);
+
+/// The insert and the duplicate look-up of a stream's table, built once per stream and
+/// thread: the writer runs them for every message.
+fn statements(stream: &str) -> StreamSql {
+    use std::cell::RefCell;
+    thread_local! {
+        static SQL: RefCell<HashMap<String, StreamSql>> = RefCell::new(HashMap::new());
+    }
+    SQL.with(|sql| {
+        let mut sql = sql.borrow_mut();
+        if let Some(s) = sql.get(stream) {
+            return s.clone();
+        }
+        let table = table(stream);
+        let s: StreamSql = (
+            format!(
+                "INSERT INTO {table} (seq, msg_id, subject, headers, payload, time_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (msg_id) DO NOTHING"
+            )
+            .into(),
+            format!("SELECT seq FROM {table} WHERE msg_id = ?1").into(),
+        );
+        sql.insert(stream.to_owned(), s.clone());
+        s
+    })
 }
 
 fn ensure_consumer(

@@ -36,8 +36,14 @@ impl Harness for NatsHarness {
         self.bus.clone().unwrap()
     }
 
-    /// A crash of the server (SIGKILL) and a restart on the same file store.
+    /// SIGTERM, and a restart on the same file store.
     async fn restart(&mut self) {
+        self.bus = None;
+        self.server.restart_gracefully();
+    }
+
+    /// SIGKILL, and a restart on the same file store.
+    async fn crash(&mut self) {
         self.bus = None;
         self.server.restart();
     }
