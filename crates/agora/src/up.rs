@@ -25,7 +25,10 @@ pub struct UpArgs {
 pub fn service_streams() -> Vec<StreamConfig> {
     let mut sources: Vec<&str> = agora_contracts::ALL_TYPES.iter().map(|(s, _)| *s).collect();
     sources.dedup();
-    sources.into_iter().map(agora_messaging::stream_config).collect()
+    sources
+        .into_iter()
+        .map(agora_messaging::stream_config)
+        .collect()
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
