@@ -1,0 +1,54 @@
+//! The payload of an access token.
+
+use std::time::Duration;
+
+use agora_contracts::Role;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The `iss` of every access token: identity signs them all.
+pub const ISSUER: &str = "agora-identity";
+
+/// The `aud` of every access token: any Agora service may accept them.
+pub const AUDIENCE: &str = "agora";
+
+/// The longest life a token may have (`exp - iat`).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// The claims of an Agora access token (RFC 7519 names; times in Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer: [`ISSUER`].
+    pub iss: String,
+    /// Audience: [`AUDIENCE`].
+    pub aud: String,
+    /// The user the token was issued to.
+    pub sub: Uuid,
+    pub roles: Vec<Role>,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Expires at; at most [`MAX_TOKEN_TTL`] after `iat`.
+    pub exp: i64,
+    /// The token's id, as carried by `UserSignedIn::token_id`.
+    pub jti: Uuid,
+}
+
+impl Claims {
+    /// Claims for `sub` with `roles`, issued at `now` (Unix seconds) and valid for `ttl`
+    /// (capped at [`MAX_TOKEN_TTL`]), with a fresh `jti`.
+    pub fn new(sub: Uuid, roles: Vec<Role>, now: i64, ttl: Duration) -> Self {
+        let ttl = ttl.min(MAX_TOKEN_TTL).as_secs() as i64;
+        Self {
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            sub,
+            roles,
+            iat: now,
+            nbf: now,
+            exp: now + ttl,
+            jti: Uuid::now_v7(),
+        }
+    }
+}
