@@ -43,6 +43,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for stream in service_streams() {
         bus.ensure_stream(&stream).await?;
     }
+    // Listening before saying "ready": a signal that arrives right after must find
+    // its handler in place, not the default action that kills the process.
+    let shutdown = shutdown_signal()?;
     tracing::info!(
         data_dir = %args.data_dir.display(),
         port = args.port,
@@ -51,31 +54,31 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("agora: ready (data in {})", args.data_dir.display());
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     bus.close().await;
     println!("agora: stopped cleanly");
     Ok(())
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Installs the handlers now; the future resolves on Ctrl-C (SIGINT) or SIGTERM.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    })
+}
+
+/// Installs the handler now; the future resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
