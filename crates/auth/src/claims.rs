@@ -39,7 +39,7 @@ impl Claims {
     /// Claims for `sub` with `roles`, issued at `now` (Unix seconds) and valid for `ttl`
     /// (capped at [`MAX_TOKEN_TTL`]), with a fresh `jti`.
     pub fn new(sub: Uuid, roles: Vec<Role>, now: i64, ttl: Duration) -> Self {
-        let ttl = ttl.min(MAX_TOKEN_TTL).as_secs() as i64;
+        let ttl = i64::try_from(ttl.min(MAX_TOKEN_TTL).as_secs()).unwrap_or(0);
         Self {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
@@ -50,5 +50,28 @@ impl Claims {
             exp: now + ttl,
             jti: Uuid::now_v7(),
         }
+    }
+}
+
+impl Claims {
+    /// When the token was issued, in Unix milliseconds, as precisely as the claims say.
+    ///
+    /// `iat` has whole seconds only; a UUIDv7 `jti` (as [`Claims::new`] makes) carries
+    /// the issuing millisecond, and is trusted when it falls within `iat`'s second.
+    /// Otherwise the answer is the start of `iat`'s second, the earliest the token can
+    /// have been issued, so that a revocation within that second still refuses it.
+    pub fn issued_at_ms(&self) -> i64 {
+        let second = self.iat.saturating_mul(1000);
+        if let Some(ts) = self.jti.get_timestamp() {
+            let (secs, nanos) = ts.to_unix();
+            let ms = i64::try_from(secs)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000)
+                .saturating_add(i64::from(nanos / 1_000_000));
+            if (second..second + 1000).contains(&ms) {
+                return ms;
+            }
+        }
+        second
     }
 }

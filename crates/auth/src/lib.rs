@@ -1,17 +1,45 @@
 //! Agora's access tokens, as every service sees them: the [`Claims`] that identity
-//! signs, and (in the modules that follow) their local verification against a cached
-//! JWKS, revocation on `PasswordChanged`, and the axum `Caller` extractor.
+//! signs, their local verification by a [`Verifier`] against a cached JWKS, revocation
+//! on `PasswordChanged` ([`Revocations`], [`PasswordChangedHandler`]), and the axum
+//! extractor [`Caller`] that gives handlers the verified user and roles.
 //!
 //! Tokens are JWTs signed with Ed25519 (`alg: EdDSA`) and carry a `kid` header naming
-//! the key in identity's JWKS.
+//! the key in identity's JWKS (`GET /api/identity/jwks`, see [`HttpKeySource`]).
+//!
+//! A service wires it up once:
+//!
+//! ```no_run
+//! # async fn demo(db: agora_messaging::Db) -> Result<(), agora_auth::Error> {
+//! use agora_auth::{HttpKeySource, PasswordChangedHandler, Revocations, Verifier};
+//!
+//! let revocations = Revocations::load(&db).await?;
+//! let source = HttpKeySource::new("http://127.0.0.1:8081")?;
+//! let verifier = Verifier::start(source, revocations.clone(), Default::default()).await;
+//! let handler = PasswordChangedHandler::new(revocations); // run with a Subscriber
+//! // ... put `verifier` in the router state (FromRef) and extract `Caller` ...
+//! # let _ = (verifier, handler);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! This crate must never call identity per request (keys are cached and refetched only
-//! for an unknown `kid`), accept any algorithm but EdDSA, or log a token.
+//! for an unknown `kid`, at most about once a second), accept any algorithm but EdDSA,
+//! or log or echo a token.
 
 #![forbid(unsafe_code)]
 
+mod caller;
 mod claims;
+mod error;
 mod jwks;
+mod keys;
+mod revocation;
+mod verifier;
 
+pub use caller::Caller;
 pub use claims::{AUDIENCE, Claims, ISSUER, MAX_TOKEN_TTL};
+pub use error::Error;
 pub use jwks::{Jwk, Jwks};
+pub use keys::{HttpKeySource, JWKS_FETCH_TIMEOUT, KeySource, MemoryKeySource};
+pub use revocation::{MIGRATION_COMPONENT, MIGRATIONS, PasswordChangedHandler, Revocations};
+pub use verifier::{Verifier, VerifierConfig};

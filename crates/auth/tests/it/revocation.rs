@@ -1,0 +1,190 @@
+//! Given a PasswordChanged event, when it is handled, then the user's older tokens are
+//! refused, by every verifier sharing the revocations, and after a restart.
+
+use std::time::Duration;
+
+use agora_auth::{Claims, Error, PasswordChangedHandler, Revocations};
+use agora_contracts::{PasswordChanged, Role, UserSignedOut};
+use agora_messaging::{Context, Db, Envelope, Handler};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::support::{TestKey, now, verifier_with};
+
+async fn handle(db: &Db, handler: &PasswordChangedHandler, envelope: &Envelope) {
+    let mut tx = db.begin().await.expect("tx");
+    handler.handle(&mut tx, envelope).await.expect("handled");
+    tx.commit().await.expect("commit");
+}
+
+fn password_changed(user_id: Uuid, changed_at: OffsetDateTime) -> Envelope {
+    let event = PasswordChanged {
+        user_id,
+        changed_at,
+        version: 2,
+    };
+    Envelope::new(&event, &Context::new(user_id.to_string())).expect("envelope")
+}
+
+async fn database() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("service.db").display());
+    let db = Db::connect(&url).await.expect("db");
+    (dir, db)
+}
+
+#[tokio::test]
+async fn a_token_issued_before_a_password_change_is_refused_after_the_event() {
+    let key = TestKey::generate("k1");
+    let (_dir, db) = database().await;
+    let revocations = Revocations::load(&db).await.expect("loaded");
+    let (verifier, _) = verifier_with(&[&key], revocations.clone()).await;
+    let handler = PasswordChangedHandler::new(revocations);
+    let user = Uuid::now_v7();
+    let before = key.sign(&Claims::new(
+        user,
+        vec![Role::Customer],
+        now(),
+        Duration::from_secs(300),
+    ));
+    verifier
+        .verify(&before)
+        .await
+        .expect("accepted before the change");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    handle(
+        &db,
+        &handler,
+        &password_changed(user, OffsetDateTime::now_utc()),
+    )
+    .await;
+
+    assert_eq!(verifier.verify(&before).await, Err(Error::Revoked));
+
+    // A token issued after the change (the user signed in again) is accepted...
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let after = key.sign(&Claims::new(
+        user,
+        vec![Role::Customer],
+        now(),
+        Duration::from_secs(300),
+    ));
+    verifier
+        .verify(&after)
+        .await
+        .expect("accepted after the change");
+
+    // ...and so are other users' tokens.
+    let other = key.sign(&Claims::new(
+        Uuid::now_v7(),
+        vec![Role::Customer],
+        now(),
+        Duration::from_secs(300),
+    ));
+    verifier.verify(&other).await.expect("another user");
+}
+
+#[tokio::test]
+async fn revocations_survive_a_restart() {
+    let key = TestKey::generate("k1");
+    let (_dir, db) = database().await;
+    let handler = PasswordChangedHandler::new(Revocations::load(&db).await.expect("loaded"));
+    let user = Uuid::now_v7();
+    let token = key.sign(&Claims::new(
+        user,
+        vec![Role::Customer],
+        now(),
+        Duration::from_secs(300),
+    ));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    handle(
+        &db,
+        &handler,
+        &password_changed(user, OffsetDateTime::now_utc()),
+    )
+    .await;
+
+    // The service restarts: a fresh Revocations, loaded from the store.
+    let reloaded = Revocations::load(&db).await.expect("reloaded");
+    let (verifier, _) = verifier_with(&[&key], reloaded).await;
+
+    assert_eq!(verifier.verify(&token).await, Err(Error::Revoked));
+}
+
+#[tokio::test]
+async fn a_redelivered_or_older_event_does_not_move_the_revocation_back() {
+    let (_dir, db) = database().await;
+    let revocations = Revocations::load(&db).await.expect("loaded");
+    let handler = PasswordChangedHandler::new(revocations.clone());
+    let user = Uuid::now_v7();
+    let later = OffsetDateTime::now_utc();
+    let earlier = later - time::Duration::minutes(1);
+
+    handle(&db, &handler, &password_changed(user, later)).await;
+    handle(&db, &handler, &password_changed(user, later)).await;
+    handle(&db, &handler, &password_changed(user, earlier)).await;
+
+    let expected = i64::try_from(later.unix_timestamp_nanos() / 1_000_000).expect("fits");
+    assert_eq!(revocations.revoked_before_ms(user), Some(expected));
+    let reloaded = Revocations::load(&db).await.expect("reloaded");
+    assert_eq!(reloaded.revoked_before_ms(user), Some(expected));
+}
+
+#[tokio::test]
+async fn other_events_are_ignored() {
+    let (_dir, db) = database().await;
+    let revocations = Revocations::load(&db).await.expect("loaded");
+    let handler = PasswordChangedHandler::new(revocations.clone());
+    let signed_out = UserSignedOut {
+        user_id: Uuid::now_v7(),
+        token_id: Uuid::now_v7(),
+        signed_out_at: OffsetDateTime::now_utc(),
+        version: 3,
+    };
+    let envelope = Envelope::new(&signed_out, &Context::new("c")).expect("envelope");
+
+    handle(&db, &handler, &envelope).await;
+
+    assert_eq!(revocations.revoked_before_ms(signed_out.user_id), None);
+}
+
+#[tokio::test]
+async fn a_revocation_in_the_same_second_as_the_token_is_precise_to_the_millisecond() {
+    let user = Uuid::now_v7();
+    let mut claims = Claims::new(
+        user,
+        vec![Role::Customer],
+        1_700_000_000,
+        Duration::from_secs(300),
+    );
+    claims.jti = Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        1_700_000_000,
+        250_000_000,
+    ));
+    let issued = claims.issued_at_ms();
+    assert_eq!(issued, 1_700_000_000_250, "the v7 jti dates the token");
+
+    let revocations = Revocations::new();
+    revocations.record(user, from_ms(issued + 1));
+    assert!(
+        revocations.is_revoked(&claims),
+        "issued 1 ms before the change"
+    );
+
+    let revocations = Revocations::new();
+    revocations.record(user, from_ms(issued));
+    assert!(!revocations.is_revoked(&claims), "issued at the change");
+
+    // A jti that does not date the token: the start of iat's second counts.
+    let mut undated = claims.clone();
+    undated.jti = Uuid::nil();
+    let revocations = Revocations::new();
+    revocations.record(user, from_ms(undated.iat * 1000 + 1));
+    assert!(revocations.is_revoked(&undated));
+}
+
+fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).expect("in range")
+}
