@@ -43,14 +43,19 @@ impl Revocations {
     }
 
     /// Applies the migrations to `db` and loads what is recorded there, so that a
-    /// restarted service still refuses revoked tokens.
+    /// restarted service still refuses revoked tokens; entries too old to matter are
+    /// deleted.
     pub async fn load(db: &Db) -> Result<Self, Error> {
         let store = |e: agora_messaging::Error| Error::Store(e.to_string());
         db.migrate(MIGRATION_COMPONENT, MIGRATIONS)
             .await
             .map_err(store)?;
-        // Older entries can only refuse tokens that have expired anyway.
-        let horizon = now_ms() - ms(MAX_TOKEN_TTL) - 60_000;
+        let horizon = horizon_ms();
+        sqlx::query("DELETE FROM auth_revocations WHERE revoked_before_ms < $1")
+            .bind(horizon)
+            .execute(db.pool())
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?;
         let rows = sqlx::query(
             "SELECT user_id, revoked_before_ms FROM auth_revocations
              WHERE revoked_before_ms >= $1",
@@ -78,6 +83,12 @@ impl Revocations {
 
     fn record_ms(&self, user_id: Uuid, before_ms: i64) {
         let mut by_user = self.by_user.write().unwrap_or_else(|e| e.into_inner());
+        // Password changes are rare: sweeping on each keeps the map small for free.
+        let horizon = horizon_ms();
+        by_user.retain(|_, before| *before >= horizon);
+        if before_ms < horizon {
+            return;
+        }
         let entry = by_user.entry(user_id).or_insert(before_ms);
         *entry = (*entry).max(before_ms);
     }
@@ -140,6 +151,14 @@ impl Handler for PasswordChangedHandler {
         Ok(())
     }
 }
+
+/// Revocations older than this can only refuse tokens that have expired anyway (with
+/// a margin for clock leeway), so they are neither kept in memory nor loaded.
+fn horizon_ms() -> i64 {
+    now_ms() - ms(MAX_TOKEN_TTL) - ms(REVOCATION_MARGIN)
+}
+
+const REVOCATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 fn datetime_ms(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)

@@ -152,19 +152,16 @@ async fn other_events_are_ignored() {
 #[tokio::test]
 async fn a_revocation_in_the_same_second_as_the_token_is_precise_to_the_millisecond() {
     let user = Uuid::now_v7();
-    let mut claims = Claims::new(
-        user,
-        vec![Role::Customer],
-        1_700_000_000,
-        Duration::from_secs(300),
-    );
+    let iat = now();
+    let mut claims = Claims::new(user, vec![Role::Customer], iat, Duration::from_secs(300));
+    let secs = u64::try_from(iat).expect("after 1970");
     claims.jti = Uuid::new_v7(uuid::Timestamp::from_unix(
         uuid::NoContext,
-        1_700_000_000,
+        secs,
         250_000_000,
     ));
     let issued = claims.issued_at_ms();
-    assert_eq!(issued, 1_700_000_000_250, "the v7 jti dates the token");
+    assert_eq!(issued, iat * 1000 + 250, "the v7 jti dates the token");
 
     let revocations = Revocations::new();
     revocations.record(user, from_ms(issued + 1));
@@ -187,4 +184,22 @@ async fn a_revocation_in_the_same_second_as_the_token_is_precise_to_the_millisec
 
 fn from_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).expect("in range")
+}
+
+#[tokio::test]
+async fn revocations_older_than_any_live_token_are_forgotten() {
+    let user = Uuid::now_v7();
+    let revocations = Revocations::new();
+
+    revocations.record(user, OffsetDateTime::now_utc() - time::Duration::hours(1));
+    assert_eq!(revocations.revoked_before_ms(user), None);
+
+    revocations.record(
+        user,
+        OffsetDateTime::now_utc() - time::Duration::minutes(10),
+    );
+    assert!(
+        revocations.revoked_before_ms(user).is_some(),
+        "a 15-min token may live"
+    );
 }
