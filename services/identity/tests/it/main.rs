@@ -1,0 +1,10 @@
+//! Identity's test suite, one binary, through the public surfaces: HTTP via
+//! `Router::oneshot`, events via an embedded bus. Tests that touch the store run on
+//! SQLite and on PostgreSQL (skipped loudly when PostgreSQL is unreachable).
+
+mod support;
+
+mod admin;
+mod api;
+mod events;
+mod logs;
