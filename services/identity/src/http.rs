@@ -9,7 +9,7 @@ use agora_contracts::{PasswordChanged, Role, UserSignedIn, UserSignedUp};
 use agora_httpkit::{FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Envelope, Outbox};
 use axum::Router;
-use axum::extract::{FromRequestParts, State as AxumState};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State as AxumState};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -34,12 +34,17 @@ pub struct State {
     pub dummy_hash: Arc<String>,
 }
 
+/// Request bodies over 64 KiB are refused (413).
+const BODY_LIMIT: usize = 64 * 1024;
+
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/api/identity/users", post(sign_up))
         .route("/api/identity/token", post(issue_token))
         .route("/api/identity/users/me/password", put(change_password))
         .route("/api/identity/jwks", get(jwks))
+        // The API's limit; the Json extractor answers 413 over it.
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 

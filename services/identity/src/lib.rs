@@ -10,7 +10,8 @@
 //!
 //! [`build`] makes the service from an [`IdentityConfig`]; [`Identity::router`] serves
 //! the public paths as they are (`/api/identity/...`), so a gateway forwards without
-//! rewriting.
+//! rewriting. It has no fallback route: whoever serves it (the `agora` binary) adds one
+//! answering `Problem::not_found()`, so that routers can be merged.
 //!
 //! What identity must never do: log or answer with a password, a password hash, a
 //! token or the private key; tell an unknown email from a wrong password (same answer,
