@@ -7,4 +7,5 @@ mod support;
 mod admin;
 mod api;
 mod events;
+mod interop;
 mod logs;
