@@ -129,8 +129,8 @@ pub struct RelayHandle {
 }
 
 impl RelayHandle {
-    /// Stops after the current pass (a pass waiting on the bus is abandoned: its rows
-    /// stay unpublished and are published by the next relay) and waits for the task.
+    /// Stops after the current pass (which runs to its end: a bus that does not answer
+    /// makes its publish fail with an error, not hang) and waits for the task.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
@@ -223,10 +223,9 @@ async fn run(db: Db, bus: SharedBus, config: RelayConfig, mut stopped: watch::Re
             }
             pass(&db, &bus, batch_size, &config.faults).await
         };
-        let outcome = tokio::select! {
-            outcome = attempt => outcome,
-            _ = stopped.wait_for(|stop| *stop) => return,
-        };
+        // A pass in progress runs to its end, so that a clean shutdown never leaves
+        // published rows unmarked (they would be published again: safe, but noise).
+        let outcome = attempt.await;
         let wait = match outcome {
             Ok(Pass::Published(n)) => {
                 failures = 0;

@@ -173,7 +173,13 @@ async fn crash(process: Process) {
     for subscriber in subscribers {
         subscriber.abort().await;
     }
-    drop((producer, consumers));
+    // A dead process's file locks go with it: close the pools so that no connection of
+    // the old "process" still holds a SQLite write lock (or a PostgreSQL session) while
+    // the new one starts.
+    producer.close().await;
+    for consumer in consumers {
+        consumer.close().await;
+    }
     // The embedded bus has no way to die without committing what it has queued: its
     // `Drop` commits too. `close` does the same and also waits until the file is
     // released, which a new bus on the same file needs (it fails with "database is
@@ -218,7 +224,14 @@ async fn run_case(world: World, crashes: Vec<(CrashPoint, u64)>, changes: u64) {
         // Run until the crash fires, or until everything is done (the crash point was
         // not reached often enough).
         loop {
-            if plan.has_crashed() || converged(&process, changes).await {
+            // The crash may fire while `converged` waits for a connection that the
+            // crashed task holds forever: the crash wins that race.
+            let done = tokio::select! {
+                biased;
+                () = plan.crashed() => true,
+                done = converged(&process, changes) => done,
+            };
+            if done {
                 break;
             }
             assert!(
