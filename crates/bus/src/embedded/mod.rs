@@ -186,11 +186,10 @@ impl EmbeddedBus {
         let streams = Arc::new(RwLock::new(streams));
         let (ops, rx) = mpsc::unbounded_channel();
         let committed_streams = streams.clone();
-        let writer_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("agora-bus-writer".into())
             .spawn(move || {
-                store::run_writer(conn, &writer_path, &snapshot, rx, move |committed| {
+                store::run_writer(conn, &snapshot, rx, move |committed| {
                     publish_to_tails(&committed_streams, committed);
                 });
             })

@@ -6,6 +6,11 @@
 //! transaction and commits once: one fsync for the lot. That is what lets many
 //! concurrent publishers reach a high durable rate on a disk that does only a few
 //! thousand fsyncs a second.
+//!
+//! The WAL is checkpointed by SQLite itself, inside the writer, between two commits
+//! (every 1000 pages). A checkpoint on another thread was tried: it never catches up
+//! with a writer that keeps appending, so the WAL can never restart from its beginning,
+//! the file keeps growing, and every fsync then carries metadata — slower commits.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -199,8 +204,7 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, BusError> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA busy_timeout = 5000;
-         PRAGMA wal_autocheckpoint = 0;",
+         PRAGMA busy_timeout = 5000;",
     )
     .map_err(storage)?;
     Ok(conn)
@@ -266,13 +270,10 @@ pub(super) fn migrate(conn: &Connection) -> Result<Snapshot, BusError> {
 /// Runs the writer loop until every sender is gone or the channel is closed.
 pub(super) fn run_writer(
     mut conn: Connection,
-    path: &Path,
     snapshot: &Snapshot,
     mut ops: mpsc::UnboundedReceiver<Op>,
     on_commit: impl Fn(Committed),
 ) {
-    let (checkpoints, checkpointer) = spawn_checkpointer(path);
-    let mut unchecked_bytes = 0;
     let mut last_seqs: HashMap<String, u64> = snapshot
         .streams
         .iter()
@@ -297,46 +298,10 @@ pub(super) fn run_writer(
             return;
         }
         stop = batch.iter().any(|op| matches!(op, Op::Shutdown));
-        let written = apply_batch(&mut conn, &mut last_seqs, &mut batch, &on_commit);
-        unchecked_bytes += written;
-        if unchecked_bytes >= CHECKPOINT_AFTER_BYTES {
-            // A full channel means a checkpoint is already due: nothing to add.
-            let _ = checkpoints.try_send(());
-            unchecked_bytes = 0;
-        }
+        apply_batch(&mut conn, &mut last_seqs, &mut batch, &on_commit);
     }
-    drop(checkpoints);
-    let _ = checkpointer.join();
     // Leave a tidy file behind: fold the WAL back into the database.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
-}
-
-/// WAL bytes (estimated) after which the checkpointer is asked to fold the WAL back
-/// into the database: about SQLite's own default of 1000 pages.
-const CHECKPOINT_AFTER_BYTES: usize = 4 * 1024 * 1024;
-
-/// Checkpoints on a thread and a connection of their own, so that the writer never
-/// stalls on copying the WAL into the database (SQLite's automatic checkpoint runs
-/// inside the committing connection, on the hot path).
-fn spawn_checkpointer(
-    path: &Path,
-) -> (std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>) {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-    let path = path.to_path_buf();
-    let handle = std::thread::Builder::new()
-        .name("agora-bus-checkpoint".into())
-        .spawn(move || {
-            let Ok(conn) = open_connection(&path) else {
-                return;
-            };
-            while rx.recv().is_ok() {
-                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                    tracing::warn!(error = %e, "bus checkpoint failed; the WAL keeps growing until the next one");
-                }
-            }
-        })
-        .expect("start the checkpoint thread");
-    (tx, handle)
 }
 
 /// Replies that wait for the commit.
@@ -357,13 +322,13 @@ enum Reply {
     Flushed(oneshot::Sender<()>),
 }
 
-/// Applies a batch in one transaction; returns an estimate of the bytes it wrote.
+/// Applies a batch in one transaction.
 fn apply_batch(
     conn: &mut Connection,
     last_seqs: &mut HashMap<String, u64>,
     batch: &mut Vec<Op>,
     on_commit: &impl Fn(Committed),
-) -> usize {
+) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut committed = Vec::new();
     // Sequences handed out in a transaction that then fails must be handed out again.
@@ -374,10 +339,9 @@ fn apply_batch(
         Ok(tx) => tx,
         Err(e) => {
             fail_all(batch.drain(..), &storage(e));
-            return 0;
+            return;
         }
     };
-    let mut written = 0;
     let mut positions: HashMap<(String, String), (u64, Vec<u64>)> = HashMap::new();
     let mut poisoned: Option<BusError> = None;
     for op in batch.drain(..) {
@@ -462,11 +426,6 @@ fn apply_batch(
     };
     match commit {
         Ok(()) => {
-            written += committed
-                .iter()
-                .map(|(_, m)| m.payload.len() + m.id.len() + m.subject.len() + 64)
-                .sum::<usize>()
-                + 4096;
             on_commit(committed);
             for reply in replies {
                 send(reply, None);
@@ -479,7 +438,6 @@ fn apply_batch(
             }
         }
     }
-    written
 }
 
 fn send(reply: Reply, failure: Option<&BusError>) {
