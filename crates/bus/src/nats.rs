@@ -6,11 +6,17 @@
 //!   `Nats-Msg-Id`, so JetStream's duplicate window deduplicates it, and is acknowledged
 //!   by JetStream once stored;
 //! - a consumer is a durable pull consumer with explicit acks; [`Consumer::fetch`] sends a
-//!   one-shot pull request that waits for the first message and then takes what is ready;
-//! - ack, nak and term wait for the server to confirm them ("double ack"). A confirmed
-//!   ack is applied at once, but a single JetStream server writes consumer state to disk
-//!   lazily (nats-server 2.9: at most every 100 ms): a crash within that moment delivers
-//!   the message again, which at-least-once delivery (and the inbox) already allows;
+//!   one-shot pull request that waits for the first message and then takes what is ready,
+//!   so nothing is pulled that is not handed out at once (a message pulled but left in a
+//!   buffer would run down its ack wait there). Each consumer handle keeps one
+//!   subscription for the replies, and its workers pull in turn;
+//! - ack and nak are plain JetStream acks: written to the connection, not confirmed by
+//!   the server. A lost one (connection cut, server crash) only means the message is delivered again after its ack wait,
+//!   which at-least-once delivery (and the inbox) already allows; a server stopped
+//!   gracefully keeps every ack it got. A single JetStream server also writes consumer
+//!   state to disk lazily (nats-server 2.9: at most every 100 ms), so a crash may bring
+//!   back acked messages all the same, never lose an unacked one. Dead-lettering is
+//!   confirmed at every step (see below);
 //! - dead letters are messages of the `AGORA_DLQ` stream, one subject per consumer
 //!   (`agora.dlq.<stream>.<consumer>`), with the original payload and headers plus
 //!   `Agora-Dlq-*` metadata headers; a dead letter's id is its sequence in that stream.
@@ -20,7 +26,9 @@
 //! and a delivery past `max_deliver` (a last attempt whose ack wait expired) is
 //! dead-lettered by `fetch` instead of being handed out. With no server-side limit, a
 //! message never gets stuck between "JetStream gave up" and "it is in the dead letters":
-//! if dead-lettering fails, the message simply comes back and is tried again.
+//! if dead-lettering fails, the message simply comes back and is tried again. Both steps
+//! wait for the server: the dead letter's publish for its storage ack, the term for its
+//! confirmation.
 //!
 //! Stream and consumer information goes through the raw JetStream API
 //! ([`jetstream::Context::request`]) because the typed helpers fold "stream not found"
@@ -47,7 +55,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
 use crate::{
@@ -84,6 +92,10 @@ mod dlq_header {
 const PUBLISH_SLOTS: usize = 4096;
 /// A batch is sent in windows of this many messages: all sent, then all acks awaited.
 const PUBLISH_WINDOW: usize = 1024;
+/// Deliveries of one consumer out and not yet acked, across all its workers, beyond which
+/// JetStream delivers no more (its default, 1000, is one batch: a worker fetching 1000
+/// would wait for the acks of the last batch to land before getting the next).
+const MAX_ACK_PENDING: i64 = 20_000;
 /// How long after its expiry a pull request is given for the server's closing status
 /// before the client stops listening (the server is gone, or the status got lost).
 const PULL_GRACE: Duration = Duration::from_secs(1);
@@ -193,6 +205,11 @@ impl Bus for NatsBus {
                 "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
                 config.stream, config.name
             ),
+            puller: Mutex::new(Puller {
+                inbox: self.inner.client.new_inbox(),
+                replies: None,
+                requests: 0,
+            }),
         }))
     }
 
@@ -329,8 +346,8 @@ impl Inner {
         })
     }
 
-    /// Creates the durable consumer, or brings an existing one's ack wait and filter up
-    /// to date; an existing consumer keeps its position (and its deliver policy, which
+    /// Creates the durable consumer, or brings an existing one's ack wait, filter and
+    /// limits up to date; an existing consumer keeps its position (and its deliver policy, which
     /// JetStream does not let change).
     async fn open_consumer(&self, config: &ConsumerConfig) -> Result<consumer::Info, BusError> {
         let wanted = match self.consumer_info(&config.stream, &config.name).await {
@@ -523,8 +540,34 @@ impl Inner {
         Ok(())
     }
 
+    /// Sends an ack or a nak without waiting for the server to confirm it: it returns once
+    /// the ack is written to the connection, so that it reaches a server stopped (or a
+    /// client dropped) right after. A lost one only means a redelivery after the ack wait
+    /// (see the module documentation).
+    async fn settle_plain(
+        &self,
+        message: &async_nats::Message,
+        kind: AckKind,
+    ) -> Result<(), BusError> {
+        let reply = message
+            .reply
+            .clone()
+            .ok_or_else(|| unavailable("a delivery without an ack subject".into()))?;
+        self.client
+            .publish(reply, kind.into())
+            .await
+            .map_err(|e| unavailable(format!("cannot send an ack to NATS: {e}")))?;
+        // Acks sent together are written together: the connection flushes once for all
+        // the flushes waiting.
+        self.client
+            .flush()
+            .await
+            .map_err(|e| unavailable(format!("cannot send an ack to NATS: {e}")))
+    }
+
     /// Sends an ack of any kind and waits for the server to confirm it: when it returns,
     /// the server has applied it (see the module documentation for when it is on disk).
+    /// For the term that ends dead-lettering.
     async fn settle(
         &self,
         message: &async_nats::Message,
@@ -636,6 +679,7 @@ fn new_consumer_config(config: &ConsumerConfig) -> consumer::Config {
         ack_wait: config.ack_wait,
         // No server-side limit: dead-lettering is ours (see the module documentation).
         max_deliver: -1,
+        max_ack_pending: MAX_ACK_PENDING,
         filter_subject: config.filter_subject.clone().unwrap_or_default(),
         ..Default::default()
     }
@@ -651,6 +695,7 @@ fn updated_consumer_config(
     if existing.ack_wait == config.ack_wait
         && existing.filter_subject == filter
         && existing.max_deliver == -1
+        && existing.max_ack_pending == MAX_ACK_PENDING
     {
         return None;
     }
@@ -658,6 +703,7 @@ fn updated_consumer_config(
         ack_wait: config.ack_wait,
         filter_subject: filter,
         max_deliver: -1,
+        max_ack_pending: MAX_ACK_PENDING,
         ..existing.clone()
     })
 }
@@ -694,6 +740,20 @@ struct NatsConsumer {
     ident: Arc<ConsumerIdent>,
     /// Where pull requests go.
     next_subject: String,
+    /// Workers sharing this handle pull in turn, on one subscription.
+    puller: Mutex<Puller>,
+}
+
+/// A handle's end of its pull requests: one long-lived subscription to a wildcard inbox,
+/// each request answered on a subject of its own under it, so that the closing status of
+/// an earlier request is never taken for the current one's.
+struct Puller {
+    /// Request `n` is answered on `<inbox>.<n>`.
+    inbox: String,
+    /// Opened on first use, and again after the connection closed it.
+    replies: Option<async_nats::Subscriber>,
+    /// The number of the last request sent.
+    requests: u64,
 }
 
 #[async_trait]
@@ -703,10 +763,14 @@ impl Consumer for NatsConsumer {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + wait;
+        let Ok(mut puller) = tokio::time::timeout_at(deadline, self.puller.lock()).await else {
+            // Another worker of this handle pulled for the whole wait.
+            return Ok(Vec::new());
+        };
         loop {
             let expires = deadline.saturating_duration_since(Instant::now());
             let mut deliveries = Vec::new();
-            for message in self.pull(max, expires).await? {
+            for message in self.pull(&mut puller, max, expires).await? {
                 deliveries.extend(self.admit(message).await);
             }
             let now = Instant::now();
@@ -739,18 +803,24 @@ impl NatsConsumer {
     ///
     /// `no_wait` with `expires` is JetStream's one-shot pull: the server holds the request
     /// until a message comes or it expires, then sends what is ready and closes it with a
-    /// status, instead of holding it until the whole batch is filled.
+    /// status, instead of holding it until the whole batch is filled. So nothing is pulled
+    /// that is not handed out at once (and left to run down its ack wait in a buffer).
     async fn pull(
         &self,
+        puller: &mut Puller,
         max: usize,
         expires: Duration,
     ) -> Result<Vec<async_nats::Message>, BusError> {
         let client = &self.inner.client;
-        let inbox = client.new_inbox();
-        let mut replies = client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| unavailable(format!("cannot subscribe to NATS: {e}")))?;
+        let mut replies = match puller.replies.take() {
+            Some(replies) => replies,
+            None => client
+                .subscribe(format!("{}.*", puller.inbox))
+                .await
+                .map_err(|e| unavailable(format!("cannot subscribe to NATS: {e}")))?,
+        };
+        puller.requests += 1;
+        let reply_to = format!("{}.{}", puller.inbox, puller.requests);
         let request = BatchConfig {
             batch: max,
             expires: (!expires.is_zero()).then_some(expires),
@@ -760,7 +830,7 @@ impl NatsConsumer {
         let body = serde_json::to_vec(&request)
             .map_err(|e| unavailable(format!("cannot encode a pull request: {e}")))?;
         client
-            .publish_with_reply(self.next_subject.clone(), inbox, body.into())
+            .publish_with_reply(self.next_subject.clone(), reply_to.clone(), body.into())
             .await
             .map_err(|e| unavailable(format!("cannot send a pull request: {e}")))?;
         let give_up = Instant::now() + expires + PULL_GRACE;
@@ -770,15 +840,22 @@ impl NatsConsumer {
                 // The closing status never came: the pull was lost in a server restart,
                 // or the consumer is gone (JetStream then ignores pulls without a word).
                 if messages.is_empty() {
+                    puller.replies = Some(replies);
                     self.inner
                         .consumer_info(&self.ident.stream, &self.ident.name)
                         .await?;
+                    return Ok(messages);
                 }
                 break;
             };
+            // The subscription ends with the connection; the next pull subscribes again.
             let reply = reply.ok_or_else(|| unavailable("the NATS connection closed".into()))?;
             match reply.status {
+                // A message: the current request's, or a late one of an earlier request
+                // (after a lost status), which is just as deliverable.
                 None | Some(StatusCode::OK) => messages.push(reply),
+                // The end of an earlier request.
+                Some(_) if reply.subject.as_str() != reply_to => {}
                 Some(StatusCode::IDLE_HEARTBEAT) => {}
                 // The request is over: 404 nothing to deliver, 408 it expired (or other
                 // requests already wait for all that is ready).
@@ -798,35 +875,29 @@ impl NatsConsumer {
                 Some(_) => break,
             }
         }
+        puller.replies = Some(replies);
         Ok(messages)
     }
 
     /// Turns a pulled message into a delivery, or dead-letters it when its last allowed
     /// attempt expired unacked.
     async fn admit(&self, message: async_nats::Message) -> Option<Delivery> {
-        let message = jetstream::Message {
-            message,
-            context: self.inner.js.clone(),
-        };
-        let (stream_sequence, delivered, published) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.delivered, info.published),
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring a pulled message without JetStream metadata");
-                return None;
-            }
+        let Some(meta) = message.reply.as_deref().and_then(AckMetadata::parse) else {
+            tracing::warn!("ignoring a pulled message without JetStream metadata");
+            return None;
         };
         let acker = NatsAcker {
             inner: self.inner.clone(),
             ident: self.ident.clone(),
-            message: message.message,
-            stream_sequence,
-            deliveries: u32::try_from(delivered).unwrap_or(u32::MAX),
+            message,
+            stream_sequence: meta.stream_sequence,
+            deliveries: meta.deliveries,
         };
         if acker.deliveries > self.ident.max_deliver {
             acker.expire().await;
             return None;
         }
-        let parts = acker.delivery_parts(SystemTime::from(published));
+        let parts = acker.delivery_parts(meta.published);
         Some(Delivery::new(parts, Box::new(acker)))
     }
 
@@ -835,6 +906,44 @@ impl NatsConsumer {
             stream: self.ident.stream.clone(),
             name: self.ident.name.clone(),
         }
+    }
+}
+
+/// What JetStream tells about a delivery in its ack subject:
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`,
+/// or, from newer servers, the same after a domain and an account hash (and maybe with
+/// more tokens after).
+#[derive(Debug, PartialEq)]
+struct AckMetadata {
+    deliveries: u32,
+    stream_sequence: u64,
+    published: SystemTime,
+}
+
+impl AckMetadata {
+    fn parse(reply: &str) -> Option<AckMetadata> {
+        let mut tokens: [&str; 12] = [""; 12];
+        let mut count = 0;
+        for token in reply
+            .strip_prefix("$JS.ACK.")?
+            .split('.')
+            .take(tokens.len())
+        {
+            tokens[count] = token;
+            count += 1;
+        }
+        // The tokens from the delivery count on.
+        let tail = match count {
+            7 => &tokens[2..7],
+            9.. => &tokens[4..9],
+            _ => return None,
+        };
+        let nanos: u64 = tail[3].parse().ok()?;
+        Some(AckMetadata {
+            deliveries: tail[0].parse::<u64>().ok()?.try_into().unwrap_or(u32::MAX),
+            stream_sequence: tail[1].parse().ok()?,
+            published: SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos),
+        })
     }
 }
 
@@ -875,8 +984,9 @@ impl NatsAcker {
         }
     }
 
-    async fn settle(&self, kind: AckKind) -> Result<(), BusError> {
-        self.inner.settle(&self.message, kind, &self.ident).await
+    /// A plain ack or nak: sent, not confirmed.
+    async fn send(&self, kind: AckKind) -> Result<(), BusError> {
+        self.inner.settle_plain(&self.message, kind).await
     }
 
     /// Dead letter first, term second: a crash in between redelivers the message, and
@@ -885,7 +995,9 @@ impl NatsAcker {
         self.inner
             .dead_letter(&self.failure(reason, deliveries))
             .await?;
-        self.settle(AckKind::Term).await
+        self.inner
+            .settle(&self.message, AckKind::Term, &self.ident)
+            .await
     }
 
     /// The last allowed attempt was never settled: dead-letter the message. On failure it
@@ -908,7 +1020,7 @@ impl NatsAcker {
 #[async_trait]
 impl Acker for NatsAcker {
     async fn ack(&self) -> Result<(), BusError> {
-        self.settle(AckKind::Ack).await
+        self.send(AckKind::Ack).await
     }
 
     async fn nak(&self, delay: Duration, reason: &str) -> Result<(), BusError> {
@@ -916,7 +1028,7 @@ impl Acker for NatsAcker {
             return self.give_up(reason, self.deliveries).await;
         }
         let delay = (!delay.is_zero()).then_some(delay);
-        self.settle(AckKind::Nak(delay)).await
+        self.send(AckKind::Nak(delay)).await
     }
 
     async fn term(&self, reason: &str) -> Result<(), BusError> {
@@ -1072,6 +1184,31 @@ mod tests {
             assert_eq!(encoded.trim(), encoded);
             assert_eq!(decode_reason(&encoded), reason);
         }
+    }
+
+    #[test]
+    fn ack_subjects_tell_the_delivery() {
+        let at = |nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
+        assert_eq!(
+            AckMetadata::parse("$JS.ACK.ORDERS.reader.2.17.30.1700000000000000001.4"),
+            Some(AckMetadata {
+                deliveries: 2,
+                stream_sequence: 17,
+                published: at(1_700_000_000_000_000_001),
+            })
+        );
+        // With a domain and an account hash, and a token of a later server.
+        assert_eq!(
+            AckMetadata::parse("$JS.ACK._.ACCHASH.ORDERS.reader.1.5.5.42.0.rand0m.x"),
+            Some(AckMetadata {
+                deliveries: 1,
+                stream_sequence: 5,
+                published: at(42),
+            })
+        );
+        assert_eq!(AckMetadata::parse("_INBOX.abc"), None);
+        assert_eq!(AckMetadata::parse("$JS.ACK.ORDERS.reader.x.5.5.42.0"), None);
+        assert_eq!(AckMetadata::parse("$JS.ACK.ORDERS.reader.1.5.5.42"), None);
     }
 
     #[test]
