@@ -274,7 +274,7 @@ async fn change_password(
     let user = store::user_by_id(&state.db, claims.sub)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
-    if issued_at_ms(&claims) < user.password_changed_at_ms {
+    if claims.issued_at_ms() < user.password_changed_at_ms {
         return Err(ApiError::Unauthenticated);
     }
     if !password::verify(body.current_password, user.password_hash.clone()).await? {
@@ -340,23 +340,6 @@ impl FromRequestParts<State> for Authenticated {
             .map(Authenticated)
             .ok_or(ApiError::Unauthenticated)
     }
-}
-
-/// When the token was issued, in Unix milliseconds: the UUIDv7 `jti` carries the
-/// millisecond when it falls within `iat`'s second; otherwise the start of that second.
-fn issued_at_ms(claims: &Claims) -> i64 {
-    let second = claims.iat.saturating_mul(1000);
-    if let Some(ts) = claims.jti.get_timestamp() {
-        let (secs, nanos) = ts.to_unix();
-        let ms = i64::try_from(secs)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1000)
-            .saturating_add(i64::from(nanos / 1_000_000));
-        if (second..second + 1000).contains(&ms) {
-            return ms;
-        }
-    }
-    second
 }
 
 fn ms_of(time: OffsetDateTime) -> i64 {
