@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use agora_contracts::{Role, UserSignedUp};
-use agora_messaging::{Context, Envelope, Outbox};
+use agora_contracts::Role;
+use agora_messaging::Outbox;
 use rand::Rng;
 use uuid::Uuid;
 
@@ -42,15 +42,15 @@ pub async fn bootstrap(db: &agora_messaging::Db, config: &IdentityConfig) -> Res
     let name = Name::parse("Administrator")?;
     let now = time::OffsetDateTime::now_utc();
     let mut tx = db.begin().await?;
-    let inserted = store::insert_user(
+    let inserted = store::create_user(
         &mut tx,
         &store::NewUser {
             id,
             email: email.as_str(),
             name: name.as_str(),
             password_hash: &hash,
-            roles: &[Role::Admin],
-            now_ms: crate::now_ms(),
+            role: Role::Admin,
+            now,
         },
     )
     .await?;
@@ -59,19 +59,6 @@ pub async fn bootstrap(db: &agora_messaging::Db, config: &IdentityConfig) -> Res
         tx.rollback().await?;
         return Ok(());
     }
-    let event = UserSignedUp {
-        user_id: id,
-        email: email.as_str().to_owned(),
-        name: name.as_str().to_owned(),
-        role: Role::Admin,
-        signed_up_at: now,
-        version: 1,
-    };
-    Outbox::append(
-        &mut tx,
-        &Envelope::new(&event, &Context::new(id.to_string()))?,
-    )
-    .await?;
     Outbox::new(db).commit(tx).await?;
     tracing::info!(user_id = %id, "admin user created");
     if generated {

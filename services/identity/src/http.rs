@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_auth::Claims;
-use agora_contracts::{PasswordChanged, Role, UserSignedIn, UserSignedUp};
+use agora_contracts::{PasswordChanged, Role, UserSignedIn};
 use agora_httpkit::{FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Envelope, Outbox};
 use axum::Router;
@@ -169,15 +169,15 @@ async fn sign_up(
     let id = Uuid::now_v7();
     let now = OffsetDateTime::now_utc();
     let mut tx = state.db.begin().await?;
-    let inserted = store::insert_user(
+    let inserted = store::create_user(
         &mut tx,
         &store::NewUser {
             id,
             email: email.as_str(),
             name: name.as_str(),
             password_hash: &hash,
-            roles: &[Role::Customer],
-            now_ms: ms_of(now),
+            role: Role::Customer,
+            now,
         },
     )
     .await?;
@@ -185,19 +185,6 @@ async fn sign_up(
         tx.rollback().await?;
         return Err(ApiError::EmailTaken);
     }
-    let event = UserSignedUp {
-        user_id: id,
-        email: email.as_str().to_owned(),
-        name: name.as_str().to_owned(),
-        role: Role::Customer,
-        signed_up_at: now,
-        version: 1,
-    };
-    Outbox::append(
-        &mut tx,
-        &Envelope::new(&event, &Context::new(id.to_string()))?,
-    )
-    .await?;
     state.outbox.commit(tx).await?;
     tracing::info!(user_id = %id, "user signed up");
     let user = UserResponse {

@@ -2,7 +2,8 @@
 //! PostgreSQL share; ids are UUID strings, times Unix milliseconds.
 
 use agora_contracts::Role;
-use agora_messaging::{Db, Migration};
+use agora_contracts::UserSignedUp;
+use agora_messaging::{Context, Db, Envelope, Migration, Outbox};
 use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
@@ -60,15 +61,15 @@ impl std::fmt::Debug for User {
     }
 }
 
-/// A user to insert.
+/// A user to create.
 #[derive(Debug)]
 pub struct NewUser<'a> {
     pub id: Uuid,
     pub email: &'a str,
     pub name: &'a str,
     pub password_hash: &'a str,
-    pub roles: &'a [Role],
-    pub now_ms: i64,
+    pub role: Role,
+    pub now: time::OffsetDateTime,
 }
 
 const USER_COLUMNS: &str = "id, password_hash, roles, version, password_changed_at_ms";
@@ -122,7 +123,10 @@ pub async fn user_by_id(db: &Db, id: Uuid) -> Result<Option<User>, Error> {
 }
 
 /// Inserts `user` at version 1; `false` when the email is taken.
-pub async fn insert_user(tx: &mut Transaction<'_, Any>, user: &NewUser<'_>) -> Result<bool, Error> {
+/// Creates the user and appends its `UserSignedUp` to the outbox, in `tx`: the two
+/// commit together or not at all. `false` when the email is taken (nothing written).
+pub async fn create_user(tx: &mut Transaction<'_, Any>, user: &NewUser<'_>) -> Result<bool, Error> {
+    let now_ms = i64::try_from(user.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
     let done = sqlx::query(
         "INSERT INTO identity_users
             (id, email, name, password_hash, roles, version, created_at_ms,
@@ -134,11 +138,27 @@ pub async fn insert_user(tx: &mut Transaction<'_, Any>, user: &NewUser<'_>) -> R
     .bind(user.email.to_owned())
     .bind(user.name.to_owned())
     .bind(user.password_hash.to_owned())
-    .bind(roles_to_text(user.roles))
-    .bind(user.now_ms)
+    .bind(roles_to_text(std::slice::from_ref(&user.role)))
+    .bind(now_ms)
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let event = UserSignedUp {
+        user_id: user.id,
+        email: user.email.to_owned(),
+        name: user.name.to_owned(),
+        role: user.role.clone(),
+        signed_up_at: user.now,
+        version: 1,
+    };
+    Outbox::append(
+        tx,
+        &Envelope::new(&event, &Context::new(user.id.to_string()))?,
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Records a sign-in: bumps the version of the user if its password hash is still

@@ -103,6 +103,14 @@ impl Tail {
 }
 
 impl Shared {
+    fn begin_stop(&self, how: Op) {
+        let _ = self.ops.send(how);
+        self.closed.store(true, Ordering::Release);
+        for stream in self.streams.read().iter() {
+            stream.notify.notify_waiters();
+        }
+    }
+
     fn send(&self, op: Op) -> Result<(), BusError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed);
@@ -210,25 +218,19 @@ impl EmbeddedBus {
     /// Writes every queued change (acks included), stops the writer and closes the
     /// file. Every handle on this bus answers [`BusError::Closed`] afterwards.
     pub async fn close(&self) {
-        let _ = self.shared.ops.send(Op::Shutdown);
-        self.shared.closed.store(true, Ordering::Release);
-        for stream in self.shared.streams.read().iter() {
-            stream.notify.notify_waiters();
-        }
-        let writer = self.writer.lock().take();
-        if let Some(writer) = writer {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
+        self.stop(Op::Shutdown).await;
     }
 
     /// Stops the bus the way a crash would: what is queued (acks included) is not
     /// written, and every handle answers [`BusError::Closed`]. For crash tests.
     pub async fn abandon(&self) {
-        let _ = self.shared.ops.send(Op::Abandon);
-        self.shared.closed.store(true, Ordering::Release);
-        for stream in self.shared.streams.read().iter() {
-            stream.notify.notify_waiters();
-        }
+        self.stop(Op::Abandon).await;
+    }
+
+    /// Tells the writer how to stop, wakes every waiting fetch and waits for the
+    /// writer to let go of the file.
+    async fn stop(&self, how: Op) {
+        self.shared.begin_stop(how);
         let writer = self.writer.lock().take();
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
@@ -246,8 +248,7 @@ impl EmbeddedBus {
 impl Drop for EmbeddedBus {
     fn drop(&mut self) {
         // The writer commits what is queued and stops; nothing waits for it here.
-        let _ = self.shared.ops.send(Op::Shutdown);
-        self.shared.closed.store(true, Ordering::Release);
+        self.shared.begin_stop(Op::Shutdown);
     }
 }
 
