@@ -15,11 +15,13 @@ pub trait KeySource: Send + Sync + 'static {
     async fn fetch(&self) -> Result<Jwks, Error>;
 }
 
-/// Identity's `GET /api/identity/jwks`, over HTTP.
+/// Identity's `GET /api/identity/jwks`, over HTTP, through the resilient client (a
+/// breaker on identity, a per-call timeout, retries of this idempotent read under the
+/// retry budget).
 #[derive(Debug, Clone)]
 pub struct HttpKeySource {
-    client: reqwest::Client,
-    url: String,
+    client: agora_resilience::ResilientClient,
+    path: String,
 }
 
 /// How long one JWKS fetch may take: a hanging identity must not hold up the requests
@@ -36,31 +38,31 @@ impl HttpKeySource {
 
     /// The JWKS at exactly `url`.
     pub fn with_url(url: impl Into<String>) -> Result<Self, Error> {
-        let client = reqwest::Client::builder()
-            .timeout(JWKS_FETCH_TIMEOUT)
-            .build()
+        let url = url.into();
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|e| Error::KeySource(format!("bad JWKS URL: {e}")))?;
+        let base = parsed.origin().ascii_serialization();
+        let path = match parsed.query() {
+            Some(query) => format!("{}?{query}", parsed.path()),
+            None => parsed.path().to_owned(),
+        };
+        let config = agora_resilience::ClientConfig {
+            timeout: JWKS_FETCH_TIMEOUT,
+            ..agora_resilience::ClientConfig::default()
+        };
+        let client = agora_resilience::client("identity", &base, config)
             .map_err(|e| Error::KeySource(e.to_string()))?;
-        Ok(Self {
-            client,
-            url: url.into(),
-        })
+        Ok(Self { client, path })
     }
 }
 
 #[async_trait]
 impl KeySource for HttpKeySource {
     async fn fetch(&self) -> Result<Jwks, Error> {
-        let fail = |e: reqwest::Error| Error::KeySource(e.without_url().to_string());
-        self.client
-            .get(&self.url)
-            .send()
+        agora_resilience::Deadline::after(JWKS_FETCH_TIMEOUT)
+            .scope(self.client.get_json::<Jwks>(&self.path))
             .await
-            .map_err(fail)?
-            .error_for_status()
-            .map_err(fail)?
-            .json::<Jwks>()
-            .await
-            .map_err(fail)
+            .map_err(|e| Error::KeySource(e.to_string()))
     }
 }
 

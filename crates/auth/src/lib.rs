@@ -34,6 +34,9 @@ mod error;
 mod jwks;
 mod keys;
 mod revocation;
+mod service;
+#[cfg(feature = "test-util")]
+mod test_util;
 mod verifier;
 
 pub use caller::Caller;
@@ -42,4 +45,7 @@ pub use error::Error;
 pub use jwks::{Jwk, Jwks};
 pub use keys::{HttpKeySource, JWKS_FETCH_TIMEOUT, KeySource, MemoryKeySource};
 pub use revocation::{MIGRATION_COMPONENT, MIGRATIONS, PasswordChangedHandler, Revocations};
+pub use service::ServiceAuth;
+#[cfg(feature = "test-util")]
+pub use test_util::TestIssuer;
 pub use verifier::{Verifier, VerifierConfig};

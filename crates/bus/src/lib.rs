@@ -30,8 +30,10 @@ use bytes::Bytes;
 pub mod embedded;
 pub mod nats;
 mod subject;
+mod switch;
 
 pub use subject::{subject_matches, validate_subject, validate_subject_pattern};
+pub use switch::{BusSwitch, SwitchedBus};
 
 /// The largest payload a publish accepts. Larger messages are refused with
 /// [`BusError::PayloadTooLarge`] before anything is written.
@@ -417,6 +419,11 @@ pub trait Bus: Send + Sync {
 
     /// The sequence of the last message of a stream (0 when empty).
     async fn last_sequence(&self, stream: &str) -> Result<u64, BusError>;
+
+    /// Every durable consumer with its counts, for the ops console: on NATS every
+    /// consumer of every stream; on the embedded bus (in-process) the consumers opened
+    /// since it was opened.
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>, BusError>;
 
     /// All dead letters, oldest first.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError>;

@@ -229,6 +229,40 @@ impl Bus for NatsBus {
         Ok(self.inner.stream_info(stream).await?.state.last_sequence)
     }
 
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>, BusError> {
+        let mut names = Vec::new();
+        let mut listed = self.inner.js.stream_names();
+        while let Some(name) = listed.next().await {
+            let name = name.map_err(|e| unavailable(format!("cannot list streams: {e}")))?;
+            if name != DLQ_STREAM {
+                names.push(name);
+            }
+        }
+        names.sort();
+        let mut infos = Vec::new();
+        for stream in names {
+            let handle = match self.inner.js.get_stream_no_info(&stream).await {
+                Ok(handle) => handle,
+                Err(error) => return Err(unavailable(format!("cannot list consumers: {error}"))),
+            };
+            let mut consumers = handle.consumers();
+            while let Some(info) = consumers.next().await {
+                let info = info.map_err(|e| unavailable(format!("cannot list consumers: {e}")))?;
+                let dead_letters = self.inner.dead_letter_count(&stream, &info.name).await?;
+                infos.push(ConsumerInfo {
+                    stream: stream.clone(),
+                    name: info.name.clone(),
+                    pending: info.num_pending,
+                    ack_pending: info.num_ack_pending as u64,
+                    redelivered: info.num_redelivered as u64,
+                    dead_letters,
+                });
+            }
+        }
+        infos.sort_by(|a, b| (&a.stream, &a.name).cmp(&(&b.stream, &b.name)));
+        Ok(infos)
+    }
+
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
         let every_letter = format!("{DLQ_SUBJECT_PREFIX}.>");
         let mut letters = Vec::new();

@@ -8,6 +8,9 @@
 //!   body that is not JSON is a 400, JSON of the wrong shape a 422 naming the field, a
 //!   missing `Content-Type` a 415, a body over the limit a 413.
 //!
+//! Both derive `utoipa::ToSchema`: document error answers with
+//! `body = agora_httpkit::Problem, content_type = "application/problem+json"`.
+//!
 //! What this crate must never do: put internals in an answer. A problem's text is
 //! written by the service for the client; errors from a database, the file system or a
 //! library are logged by the service and answered with [`Problem::internal`], never

@@ -13,7 +13,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 ///
 /// `type` is a stable URI per kind of problem (`urn:agora:problem:<code>`): clients
 /// branch on it, never on `title` or `detail`, which are for people.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub problem_type: String,
@@ -25,12 +25,13 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// Sent as the `Retry-After` header (seconds), not in the body.
     #[serde(skip)]
+    #[schema(ignore)]
     pub retry_after: Option<Duration>,
 }
 
 /// One invalid field of a request: `field` is its JSON path (`email`,
 /// `lines[2].quantity`), `message` says what is wrong, without echoing the value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

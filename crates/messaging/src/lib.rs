@@ -52,6 +52,7 @@ mod db;
 mod envelope;
 mod fault;
 mod outbox;
+mod process;
 mod schema;
 mod subscriber;
 
@@ -61,6 +62,10 @@ pub use db::{Backend, Db, DbConfig, Migration};
 pub use envelope::{Context, Envelope, JSON, SPEC_VERSION, header, stream_config};
 pub use fault::{CrashPoint, FaultPlan};
 pub use outbox::{Outbox, Relay, RelayConfig, RelayHandle};
+pub use process::{
+    Clock, Decision, Instance, InstanceStatus, ManualClock, Process, ProcessManager, SystemClock,
+    TimeoutChange, TimerConfig, TimerHandle, Turn, TurnOutcome, migrate_processes,
+};
 pub use subscriber::{
     Handler, HandlerError, Inbox, Subscriber, SubscriberConfig, SubscriberHandle,
 };

@@ -110,7 +110,9 @@ impl Default for RelayConfig {
         Self {
             batch_size: 256,
             poll_interval: Duration::from_secs(1),
-            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            // Short: a relay is one task per store, and a bus that comes back should
+            // see the outbox drained within a quarter of a second.
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(250)),
             streams: Vec::new(),
             faults: FaultPlan::none(),
         }

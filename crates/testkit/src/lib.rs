@@ -226,3 +226,34 @@ impl Drop for PgDatabase {
         .join();
     }
 }
+
+/// The store backend a test runs on; see [`on_both_backends!`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates, for each `async fn case(backend: Backend)` of the calling module, a test
+/// on SQLite (module `sqlite`) and one on PostgreSQL (module `postgres`).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}

@@ -422,6 +422,22 @@ impl Bus for EmbeddedBus {
         Ok(self.shared.stream(stream)?.tail.lock().last_seq)
     }
 
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>, BusError> {
+        let mut cores: Vec<((String, String), Arc<ConsumerCore>)> = self
+            .consumers
+            .lock()
+            .await
+            .iter()
+            .map(|(key, core)| (key.clone(), core.clone()))
+            .collect();
+        cores.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut infos = Vec::with_capacity(cores.len());
+        for (_, core) in cores {
+            infos.push(core.info().await?);
+        }
+        Ok(infos)
+    }
+
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
         self.shared.read(|r| r.dead_letters()).await
     }

@@ -44,6 +44,7 @@ macro_rules! conformance_tests {
             nothing_lost_across_a_crash,
             filter_subject_selects_messages,
             consumer_info_counts,
+            consumers_are_listed_with_their_counts,
             oversized_payload_is_refused,
             invalid_input_is_refused,
         );
@@ -554,6 +555,45 @@ pub async fn consumer_info_counts(mut h: impl Harness) {
             break;
         }
         assert!(Instant::now() < deadline, "acks never counted: {info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn consumers_are_listed_with_their_counts(mut h: impl Harness) {
+    let bus = setup(&mut h).await;
+    publish_n(&bus, 4).await;
+    let first = bus
+        .consumer(&ConsumerConfig::new(STREAM, "first"))
+        .await
+        .unwrap();
+    let _second = bus
+        .consumer(&ConsumerConfig::new(STREAM, "second"))
+        .await
+        .unwrap();
+    for delivery in fetch_n(&first, 4, WAIT).await {
+        delivery.ack().await.unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listed = bus.consumers().await.unwrap();
+        let of = |name: &str| {
+            listed
+                .iter()
+                .find(|c| c.stream == STREAM && c.name == name)
+                .cloned()
+        };
+        let (first, second) = (of("first"), of("second"));
+        let settled = first
+            .as_ref()
+            .is_some_and(|c| c.pending == 0 && c.ack_pending == 0);
+        if settled {
+            assert_eq!(second.expect("second is listed").pending, 4);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never listed as settled: {listed:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -7,4 +7,5 @@ mod crash;
 mod db;
 mod envelope;
 mod outbox;
+mod process;
 mod subscriber;

@@ -304,6 +304,10 @@ impl Bus for RecordingBus {
         Ok(self.published.lock().len() as u64)
     }
 
+    async fn consumers(&self) -> Result<Vec<agora_bus::ConsumerInfo>, BusError> {
+        Ok(Vec::new())
+    }
+
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
         Ok(Vec::new())
     }

@@ -1,0 +1,381 @@
+//! The resilient client: the layers composed over reqwest, with JSON helpers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use crate::{
+    BreakerConfig, BreakerLayer, BulkheadLayer, CallError, CircuitBreaker, Deadline,
+    IDEMPOTENCY_KEY_HEADER, PropagateDeadlineLayer, RetryConfig, RetryLayer, TimeoutLayer,
+};
+
+/// How a [`ResilientClient`] calls its target. See the crate docs for the defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientConfig {
+    /// The most one attempt may take, body included (less if the deadline is nearer).
+    pub timeout: Duration,
+    /// The most opening a connection may take.
+    pub connect_timeout: Duration,
+    /// The bulkhead: calls in flight to the target at once; more fail at once.
+    pub max_concurrency: usize,
+    /// The largest answer body read; a larger one is a [`CallError::Decode`].
+    pub max_response_bytes: usize,
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(250),
+            max_concurrency: 256,
+            max_response_bytes: 4 * 1024 * 1024,
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// The composed resilient service: what [`resilient_stack`] builds.
+pub type ResilientService<B = Bytes, RB = Bytes> =
+    BoxCloneSyncService<Request<B>, Response<RB>, CallError>;
+
+/// Builds the stack of policies over `transport`, outermost first:
+///
+/// 1. [`RetryLayer`]: retries idempotent requests, each attempt going through…
+/// 2. [`BreakerLayer`] with `breaker`: fails at once while open, counts outcomes;
+/// 3. [`BulkheadLayer`]: fails at once beyond `max_concurrency` calls in flight;
+/// 4. [`TimeoutLayer`]: `min(timeout, time left)` per attempt;
+/// 5. [`PropagateDeadlineLayer`]: fails at once past the deadline, sends the budget;
+/// 6. `transport` (e.g. [`ReqwestTransport`], or a fake in tests).
+///
+/// The breaker, the bulkhead and the retry budget are shared by every clone of the
+/// returned service: build one stack per target, and clone it.
+pub fn resilient_stack<S, B, RB>(
+    transport: S,
+    breaker: CircuitBreaker,
+    config: &ClientConfig,
+) -> ResilientService<B, RB>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    S::Error: Into<CallError>,
+    S::Future: Send + 'static,
+    B: Clone + Send + 'static,
+    RB: Send + 'static,
+{
+    let stack = ServiceBuilder::new()
+        .layer(RetryLayer::new(config.retry.clone()))
+        .layer(BreakerLayer::new(breaker))
+        .layer(BulkheadLayer::new(config.max_concurrency))
+        .layer(TimeoutLayer::new(config.timeout))
+        .layer(PropagateDeadlineLayer::new())
+        .service(transport);
+    BoxCloneSyncService::new(stack)
+}
+
+/// The HTTP transport: reqwest, answering with the whole body read (so that the
+/// per-call timeout covers the body too). Plain `http://` only: the workspace builds
+/// reqwest without TLS, and Agora's calls stay inside its network.
+#[derive(Clone, Debug)]
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+    max_response_bytes: usize,
+}
+
+impl ReqwestTransport {
+    pub fn new(config: &ClientConfig) -> Result<Self, CallError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            // Service-to-service calls never go through an environment's proxy.
+            .no_proxy()
+            .build()
+            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+        Ok(ReqwestTransport {
+            client,
+            max_response_bytes: config.max_response_bytes,
+        })
+    }
+}
+
+impl Service<Request<Bytes>> for ReqwestTransport {
+    type Response = Response<Bytes>;
+    type Error = CallError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, CallError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let client = self.client.clone();
+        let max = self.max_response_bytes;
+        Box::pin(async move {
+            let request = reqwest::Request::try_from(request)?;
+            let mut response = client.execute(request).await?;
+            let status = response.status();
+            let version = response.version();
+            let headers = response.headers().clone();
+            let too_large = || CallError::Decode(format!("the answer is over {max} bytes"));
+            if response
+                .content_length()
+                .is_some_and(|length| length > max as u64)
+            {
+                return Err(too_large());
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = response.chunk().await? {
+                if body.len() + chunk.len() > max {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut answer = Response::new(body.freeze());
+            *answer.status_mut() = status;
+            *answer.version_mut() = version;
+            *answer.headers_mut() = headers;
+            Ok(answer)
+        })
+    }
+}
+
+/// The client of one target (a service's base URL), with every policy of
+/// [`resilient_stack`]. Cheap to clone; clones share the breaker, the bulkhead and the
+/// retry budget.
+///
+/// Call helpers answer 2xx bodies; any other status is [`CallError::Status`].
+#[derive(Clone, Debug)]
+pub struct ResilientClient {
+    name: Arc<str>,
+    base_url: Arc<str>,
+    breaker: CircuitBreaker,
+    service: ResilientService,
+}
+
+/// The resilient client of the target `name` (the breaker's name, e.g. `"payment"`) at
+/// `base_url` (e.g. `http://127.0.0.1:8083`; paths are appended to it), over reqwest.
+pub fn client(
+    name: &str,
+    base_url: &str,
+    config: ClientConfig,
+) -> Result<ResilientClient, CallError> {
+    let transport = ReqwestTransport::new(&config)?;
+    ResilientClient::over(name, base_url, config, transport)
+}
+
+impl ResilientClient {
+    /// Like [`client`], over any transport (in tests: a fake, or a router called in
+    /// process).
+    pub fn over<S>(
+        name: &str,
+        base_url: &str,
+        config: ClientConfig,
+        transport: S,
+    ) -> Result<ResilientClient, CallError>
+    where
+        S: Service<Request<Bytes>, Response = Response<Bytes>> + Clone + Send + Sync + 'static,
+        S::Error: Into<CallError>,
+        S::Future: Send + 'static,
+    {
+        let base_url = base_url.trim_end_matches('/');
+        let uri: Uri = base_url
+            .parse()
+            .map_err(|_| CallError::InvalidRequest(format!("invalid base URL {base_url:?}")))?;
+        if uri.scheme().is_none() || uri.authority().is_none() {
+            return Err(CallError::InvalidRequest(format!(
+                "the base URL {base_url:?} needs a scheme and a host"
+            )));
+        }
+        let breaker = CircuitBreaker::new(name, config.breaker.clone());
+        let service = resilient_stack(transport, breaker.clone(), &config);
+        Ok(ResilientClient {
+            name: name.into(),
+            base_url: base_url.into(),
+            breaker,
+            service,
+        })
+    }
+
+    /// The target's name (also its breaker's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The target's breaker, for the ops console.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Sends a prepared request through the stack. Any status is an `Ok` answer here;
+    /// the URI must be absolute (see [`ResilientClient::url`]).
+    pub async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, CallError> {
+        self.service.clone().oneshot(request).await
+    }
+
+    /// The absolute URL of `path` (which starts with `/`) at the target.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// A request to build: headers, a body, a deadline, then send.
+    pub fn request(&self, method: Method, path: &str) -> Call<'_> {
+        let request = Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .body(Bytes::new())
+            .map_err(|error| CallError::InvalidRequest(error.to_string()));
+        Call {
+            client: self,
+            request,
+        }
+    }
+
+    /// `GET path`, a 2xx JSON answer decoded. Retried (GET is idempotent).
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        self.request(Method::GET, path).json().await
+    }
+
+    /// `POST path` with a JSON body, a 2xx JSON answer decoded. Not retried: use
+    /// [`Call::idempotency_key`] for a POST that may be.
+    pub async fn post_json<Req, T>(&self, path: &str, body: &Req) -> Result<T, CallError>
+    where
+        Req: Serialize + ?Sized,
+        T: DeserializeOwned,
+    {
+        self.request(Method::POST, path)
+            .json_body(body)
+            .json()
+            .await
+    }
+
+    /// `PUT path` with a JSON body, a 2xx JSON answer decoded. Retried (PUT is
+    /// idempotent).
+    pub async fn put_json<Req, T>(&self, path: &str, body: &Req) -> Result<T, CallError>
+    where
+        Req: Serialize + ?Sized,
+        T: DeserializeOwned,
+    {
+        self.request(Method::PUT, path).json_body(body).json().await
+    }
+}
+
+/// A request being built by [`ResilientClient::request`]. A building error (a bad
+/// header value, a body that does not serialize) is kept and answered by `send` as
+/// [`CallError::InvalidRequest`].
+#[derive(Debug)]
+pub struct Call<'a> {
+    client: &'a ResilientClient,
+    request: Result<Request<Bytes>, CallError>,
+}
+
+impl Call<'_> {
+    fn map(mut self, change: impl FnOnce(&mut Request<Bytes>) -> Result<(), CallError>) -> Self {
+        if let Ok(request) = &mut self.request
+            && let Err(error) = change(request)
+        {
+            self.request = Err(error);
+        }
+        self
+    }
+
+    /// Adds a header.
+    pub fn header<K, V>(self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        K::Error: std::fmt::Display,
+        V: TryInto<HeaderValue>,
+        V::Error: std::fmt::Display,
+    {
+        self.map(|request| {
+            let name = name
+                .try_into()
+                .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+            let value = value
+                .try_into()
+                .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+            request.headers_mut().append(name, value);
+            Ok(())
+        })
+    }
+
+    /// `Authorization: Bearer <token>` (marked sensitive, so it is never logged).
+    pub fn bearer(self, token: &str) -> Self {
+        self.map(|request| {
+            let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| CallError::InvalidRequest("invalid bearer token".into()))?;
+            value.set_sensitive(true);
+            request.headers_mut().insert(AUTHORIZATION, value);
+            Ok(())
+        })
+    }
+
+    /// `Idempotency-Key: <key>`: the target deduplicates on it, so the request may be
+    /// retried whatever its method.
+    pub fn idempotency_key(self, key: &str) -> Self {
+        self.header(IDEMPOTENCY_KEY_HEADER, key)
+    }
+
+    /// A JSON body (and `Content-Type: application/json`).
+    pub fn json_body<Req: Serialize + ?Sized>(self, body: &Req) -> Self {
+        self.map(|request| {
+            let bytes = serde_json::to_vec(body)
+                .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+            *request.body_mut() = Bytes::from(bytes);
+            request
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(())
+        })
+    }
+
+    /// A deadline for this call, besides the task-local one (the earlier wins).
+    pub fn deadline(self, deadline: Deadline) -> Self {
+        self.map(|request| {
+            request.extensions_mut().insert(deadline);
+            Ok(())
+        })
+    }
+
+    /// Sends; a 2xx answer is `Ok`, any other status [`CallError::Status`].
+    pub async fn send(self) -> Result<Response<Bytes>, CallError> {
+        let response = self.client.send(self.request?).await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(CallError::Status(
+                response.status().as_u16(),
+                response.into_body(),
+            ))
+        }
+    }
+
+    /// Sends with `Accept: application/json` and decodes a 2xx answer; an empty body
+    /// decodes as JSON `null` (for `()` and `Option`).
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, CallError> {
+        let call = self.map(|request| {
+            request
+                .headers_mut()
+                .insert(ACCEPT, HeaderValue::from_static("application/json"));
+            Ok(())
+        });
+        let body = call.send().await?.into_body();
+        let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+        serde_json::from_slice(body).map_err(|error| CallError::Decode(error.to_string()))
+    }
+}
