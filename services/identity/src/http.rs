@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{Email, Name, Password};
@@ -107,40 +108,65 @@ internal_from!(
 
 // Wire types: what clients send and receive, apart from the domain types.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct SignUpRequest {
+    /// An email address; compared case-insensitively.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]+(\.[^@\s.\x00-\x1f\x7f-\x9f]+)+$"
+    )]
     email: String,
+    /// At least 10 characters.
+    #[schema(min_length = 10, max_length = 1024)]
     password: String,
+    /// 1 to 100 characters, not all spaces, no control characters.
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UserResponse {
     id: Uuid,
     email: String,
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct TokenRequest {
     email: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenResponse {
     access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String)]
     token_type: &'static str,
     expires_in: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ChangePasswordRequest {
     current_password: String,
+    /// At least 10 characters.
+    #[schema(min_length = 10, max_length = 1024)]
     new_password: String,
 }
 
 /// `POST /api/identity/users`: 201 `{id, email, name}`; 409 email taken; 422 invalid.
+#[utoipa::path(post, path = "/api/identity/users", tag = "identity",
+    request_body = SignUpRequest,
+    responses(
+        (status = 201, description = "Signed up", body = UserResponse),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The email is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (password under 10 characters, bad email, …)", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn sign_up(
     AxumState(state): AxumState<State>,
     Json(body): Json<SignUpRequest>,
@@ -197,6 +223,15 @@ async fn sign_up(
 
 /// `POST /api/identity/token`: 200 `{access_token, token_type, expires_in}`; 401 for an
 /// unknown email or a wrong password alike.
+#[utoipa::path(post, path = "/api/identity/token", tag = "identity",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "A token", body = TokenResponse),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or of the wrong type", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn issue_token(
     AxumState(state): AxumState<State>,
     Json(body): Json<TokenRequest>,
@@ -251,6 +286,16 @@ async fn issue_token(
 /// `PUT /api/identity/users/me/password`: 204; 401 without a valid token (or with one
 /// issued before the last password change); 422 invalid new password or wrong current
 /// one.
+#[utoipa::path(put, path = "/api/identity/users/me/password", tag = "identity",
+    request_body = ChangePasswordRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Changed; tokens issued before are refused everywhere within 2 s"),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid new password, or wrong current password", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn change_password(
     AxumState(state): AxumState<State>,
     Authenticated(claims): Authenticated,
@@ -296,6 +341,8 @@ async fn change_password(
 }
 
 /// `GET /api/identity/jwks`: the public keys.
+#[utoipa::path(get, path = "/api/identity/jwks", tag = "identity",
+    responses((status = 200, description = "The JWKS of the current public keys", body = Object)))]
 async fn jwks(AxumState(state): AxumState<State>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=60")],
@@ -336,3 +383,8 @@ fn ms_of(time: OffsetDateTime) -> i64 {
 fn time_of(unix_seconds: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(unix_seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
+
+/// The OpenAPI document of identity's public paths.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(sign_up, issue_token, change_password, jwks))]
+pub struct IdentityDoc;

@@ -36,6 +36,11 @@ use agora_messaging::{Db, Relay, RelayConfig, RelayHandle, stream_config};
 pub use admin::{ADMIN_EMAIL, ADMIN_PASSWORD_FILE};
 pub use domain::{Email, Invalid, Name, Password};
 
+/// The OpenAPI document of identity's public paths (`/api/identity/...`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <http::IdentityDoc as utoipa::OpenApi>::openapi()
+}
+
 /// The event source and the stream of identity's events.
 pub const SOURCE: &str = "identity";
 

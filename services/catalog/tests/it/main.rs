@@ -1,0 +1,12 @@
+//! Catalog's test suite, one binary, through the public surfaces: HTTP via
+//! `Router::oneshot`, events via an embedded bus. Tests that touch the store run on
+//! SQLite and on PostgreSQL (skipped loudly when PostgreSQL is unreachable).
+
+pub use agora_testkit::on_both_backends;
+
+mod support;
+
+mod api;
+mod events;
+mod openapi;
+mod seed;

@@ -1,0 +1,368 @@
+//! What the tests share: a store, a bus, a manual clock and a fake compensator that
+//! outlive restarts of fulfilment; publishers of the events it consumes; a reader of
+//! what it published.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use agora_auth::TestIssuer;
+use agora_bus::embedded::EmbeddedBus;
+use agora_bus::{Bus, SharedBus};
+use agora_contracts::{
+    Address, AddressSource, CancelReason, CustomerBilled, FulfilmentFailed, Money, OrderAccepted,
+    OrderLine, OrderReadyForShipping, PaymentFailed, PaymentOperation, StockLine,
+    StockReservationFailed, StockReserved, StockShortage, bus_subject,
+};
+use agora_fulfilment::{CompensationError, Compensator, Fulfilment, FulfilmentConfig, Runtime};
+use agora_messaging::{Context, Envelope, Inbox, ManualClock};
+use agora_testkit::PgDatabase;
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::Value;
+use time::OffsetDateTime;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub use agora_testkit::Backend;
+
+/// A compensation call the fake received and answered with success.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    Refund(Uuid),
+    Void(Uuid),
+    Release(Uuid),
+}
+
+/// Records successful calls (by order id); fails the next calls on demand.
+#[derive(Default)]
+pub struct FakeCompensator {
+    // Never held across an await.
+    calls: std::sync::Mutex<Vec<Call>>,
+    pub failures_left: AtomicU32,
+}
+
+impl FakeCompensator {
+    pub fn calls(&self, order_id: Uuid) -> Vec<Call> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|call| match call {
+                Call::Refund(id) | Call::Void(id) | Call::Release(id) => *id == order_id,
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn answer(&self, call: Call) -> Result<(), CompensationError> {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(CompensationError {
+                target: "fake",
+                operation: "any",
+                reason: "injected failure".into(),
+            });
+        }
+        self.calls.lock().unwrap().push(call);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Compensator for FakeCompensator {
+    async fn refund(
+        &self,
+        _authorization_id: Uuid,
+        order_id: Uuid,
+        _reason: &CancelReason,
+    ) -> Result<(), CompensationError> {
+        self.answer(Call::Refund(order_id))
+    }
+
+    async fn void(
+        &self,
+        _authorization_id: Uuid,
+        order_id: Uuid,
+        _reason: &CancelReason,
+    ) -> Result<(), CompensationError> {
+        self.answer(Call::Void(order_id))
+    }
+
+    async fn release(
+        &self,
+        order_id: Uuid,
+        _reason: &CancelReason,
+    ) -> Result<(), CompensationError> {
+        self.answer(Call::Release(order_id))
+    }
+}
+
+/// A store, a bus, a clock and a compensator that outlive restarts of fulfilment.
+pub struct Env {
+    pub db_url: String,
+    pub bus: Arc<EmbeddedBus>,
+    pub clock: Arc<ManualClock>,
+    pub compensator: Arc<FakeCompensator>,
+    pub issuer: TestIssuer,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+impl Env {
+    /// `None` (after a loud skip) when the backend is unreachable.
+    pub async fn new(backend: Backend) -> Option<Env> {
+        let dir = tempfile::tempdir().unwrap();
+        let (db_url, pg) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("fulfilment.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let pg = PgDatabase::create().await?;
+                (pg.url().to_owned(), Some(pg))
+            }
+        };
+        let bus = EmbeddedBus::open(dir.path().join("bus.db")).await.unwrap();
+        Some(Env {
+            db_url,
+            bus: Arc::new(bus),
+            clock: Arc::new(ManualClock::starting_now()),
+            compensator: Arc::new(FakeCompensator::default()),
+            issuer: TestIssuer::new(),
+            _dir: dir,
+            _pg: pg,
+        })
+    }
+
+    pub fn config(&self) -> FulfilmentConfig {
+        FulfilmentConfig {
+            db_url: self.db_url.clone(),
+            bus: self.bus.clone() as SharedBus,
+            keys: self.issuer.keys(),
+            // Never called: the fake compensator stands in for both.
+            payment_url: "http://127.0.0.1:9".into(),
+            inventory_url: "http://127.0.0.1:9".into(),
+            timeout: TIMEOUT,
+        }
+    }
+
+    pub async fn start(&self) -> Fulfilment {
+        let runtime = Runtime {
+            clock: self.clock.clone(),
+            compensator: Some(self.compensator.clone()),
+            timer_interval: Duration::from_millis(20),
+        };
+        agora_fulfilment::build_with(self.config(), runtime)
+            .await
+            .expect("fulfilment starts")
+    }
+
+    pub async fn publish(&self, envelope: &Envelope) {
+        self.bus
+            .publish(envelope.to_message().unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// Publishes `envelope` and waits until `service` processed it.
+    pub async fn deliver(&self, service: &Fulfilment, envelope: &Envelope) {
+        self.publish(envelope).await;
+        let consumer = match envelope.source.as_str() {
+            "ordering" => agora_fulfilment::CONSUMER_ORDERING,
+            "payment" => agora_fulfilment::CONSUMER_PAYMENT,
+            _ => agora_fulfilment::CONSUMER_INVENTORY,
+        };
+        let id = envelope.id;
+        eventually(&format!("{} is processed", envelope.event_type), || async {
+            Inbox::contains(service.db(), consumer, id).await.unwrap()
+        })
+        .await;
+    }
+
+    /// The outcomes fulfilment committed to its outbox for `order_id`, in order.
+    pub async fn outcomes(&self, service: &Fulfilment, order_id: Uuid) -> Vec<Outcome> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT subject, payload FROM messaging_outbox WHERE subject IN ($1, $2)
+             ORDER BY position",
+        )
+        .bind(bus_subject::<OrderReadyForShipping>())
+        .bind(bus_subject::<FulfilmentFailed>())
+        .fetch_all(service.db().pool())
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(_, payload)| Envelope::from_json(payload.as_bytes()).unwrap())
+            .filter_map(|envelope| {
+                if let Ok(ready) = envelope.decode::<OrderReadyForShipping>() {
+                    (ready.order_id == order_id).then_some(Outcome::Ready(ready.customer_id))
+                } else {
+                    let failed: FulfilmentFailed = envelope.decode().unwrap();
+                    (failed.order_id == order_id).then_some(Outcome::Failed(failed.reason))
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until the outcomes of `order_id` are `expected`.
+    pub async fn outcomes_become(
+        &self,
+        service: &Fulfilment,
+        order_id: Uuid,
+        expected: &[Outcome],
+    ) {
+        eventually(&format!("outcomes {expected:?}"), || async {
+            self.outcomes(service, order_id).await == expected
+        })
+        .await;
+    }
+}
+
+/// `GET /internal/fulfilment/processes/{order_id}`: the status and the JSON body.
+pub async fn get_process(service: &Fulfilment, order_id: &str) -> (StatusCode, Value) {
+    let request = Request::get(format!("/internal/fulfilment/processes/{order_id}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = service.router().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ready(Uuid),
+    Failed(CancelReason),
+}
+
+/// One order's flow: its ids, and the events the other services publish about it.
+#[derive(Clone, Copy, Debug)]
+pub struct Order {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub authorization_id: Uuid,
+}
+
+impl Order {
+    pub fn new() -> Self {
+        Self {
+            order_id: Uuid::now_v7(),
+            customer_id: Uuid::now_v7(),
+            authorization_id: Uuid::now_v7(),
+        }
+    }
+
+    fn context(&self) -> Context {
+        Context::new(self.order_id.to_string())
+    }
+
+    /// A fresh envelope every call: a duplicate is a second message with the same data.
+    pub fn accepted(&self) -> Envelope {
+        let event = OrderAccepted {
+            order_id: self.order_id,
+            customer_id: self.customer_id,
+            lines: vec![OrderLine {
+                product_id: Uuid::nil(),
+                quantity: 2,
+                unit_price_cents: 1250,
+            }],
+            total_cents: 2500,
+            currency: "EUR".into(),
+            shipping_address: Address {
+                line1: "1 Main Street".into(),
+                line2: None,
+                city: "Berlin".into(),
+                postal_code: "10115".into(),
+                country: "DE".into(),
+            },
+            address_source: AddressSource::Replica,
+            payment_authorization_id: self.authorization_id,
+            accepted_at: OffsetDateTime::now_utc(),
+            version: 1,
+        };
+        Envelope::new(&event, &self.context()).unwrap()
+    }
+
+    pub fn billed(&self) -> Envelope {
+        let event = CustomerBilled {
+            authorization_id: self.authorization_id,
+            capture_id: Uuid::now_v7(),
+            order_id: self.order_id,
+            customer_id: self.customer_id,
+            amount: Money {
+                amount_cents: 2500,
+                currency: "EUR".into(),
+            },
+            billed_at: OffsetDateTime::now_utc(),
+            version: 2,
+        };
+        Envelope::new(&event, &self.context()).unwrap()
+    }
+
+    pub fn payment_failed(&self) -> Envelope {
+        let event = PaymentFailed {
+            authorization_id: self.authorization_id,
+            order_id: self.order_id,
+            customer_id: self.customer_id,
+            operation: PaymentOperation::Capture,
+            reason: "card_declined".into(),
+            failed_at: OffsetDateTime::now_utc(),
+            version: 2,
+        };
+        Envelope::new(&event, &self.context()).unwrap()
+    }
+
+    pub fn reserved(&self) -> Envelope {
+        let event = StockReserved {
+            order_id: self.order_id,
+            lines: vec![StockLine {
+                product_id: Uuid::nil(),
+                quantity: 2,
+            }],
+            reserved_at: OffsetDateTime::now_utc(),
+            version: 1,
+        };
+        Envelope::new(&event, &self.context()).unwrap()
+    }
+
+    pub fn reservation_failed(&self) -> Envelope {
+        let event = StockReservationFailed {
+            order_id: self.order_id,
+            shortages: vec![StockShortage {
+                product_id: Uuid::nil(),
+                requested: 2,
+                available: 1,
+            }],
+            failed_at: OffsetDateTime::now_utc(),
+            version: 1,
+        };
+        Envelope::new(&event, &self.context()).unwrap()
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; panics after 15 s.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

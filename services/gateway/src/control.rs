@@ -1,0 +1,98 @@
+//! What the ops API can change in the running shop: faults injected into a service
+//! (chaos) and the bus pause. The composition that runs the services implements
+//! [`OpsControl`]; the gateway only drives it.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The fault injected into one service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChaosMode {
+    /// No fault.
+    #[default]
+    Ok,
+    /// The service answers nothing (its listener is closed) and its consumers stop.
+    Down,
+    /// Every request waits `latency_ms` before it is handled.
+    Slow,
+    /// A share `error_rate` of requests is answered 503.
+    Flaky,
+}
+
+/// A service's chaos setting, as `PUT /api/ops/chaos/{service}` takes it and
+/// `GET /api/ops/status` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Chaos {
+    pub mode: ChaosMode,
+    /// For `slow`: the added latency, 1..=60000 ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// For `flaky`: the share of requests that fail, 0.0..=1.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+}
+
+impl Chaos {
+    pub const OK: Chaos = Chaos {
+        mode: ChaosMode::Ok,
+        latency_ms: None,
+        error_rate: None,
+    };
+
+    /// The setting if it is complete and in range; what is wrong otherwise.
+    pub fn validate(self) -> Result<Chaos, agora_httpkit::FieldError> {
+        use agora_httpkit::FieldError;
+        match self.mode {
+            ChaosMode::Slow => match self.latency_ms {
+                Some(ms) if (1..=60_000).contains(&ms) => Ok(Chaos {
+                    error_rate: None,
+                    ..self
+                }),
+                _ => Err(FieldError::new(
+                    "latency_ms",
+                    "is required for slow, from 1 to 60000",
+                )),
+            },
+            ChaosMode::Flaky => match self.error_rate {
+                Some(rate) if (0.0..=1.0).contains(&rate) => Ok(Chaos {
+                    latency_ms: None,
+                    ..self
+                }),
+                _ => Err(FieldError::new(
+                    "error_rate",
+                    "is required for flaky, from 0.0 to 1.0",
+                )),
+            },
+            ChaosMode::Ok | ChaosMode::Down => Ok(Chaos {
+                mode: self.mode,
+                latency_ms: None,
+                error_rate: None,
+            }),
+        }
+    }
+}
+
+/// Why a control operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no service named {0:?} can be controlled")]
+    UnknownService(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The levers of the running shop.
+#[async_trait]
+pub trait OpsControl: Send + Sync + std::fmt::Debug + 'static {
+    /// Applies `chaos` to `service` (already validated).
+    async fn set_chaos(&self, service: &str, chaos: Chaos) -> Result<(), ControlError>;
+    /// The current setting; `None` for a service that cannot be controlled.
+    fn chaos(&self, service: &str) -> Option<Chaos>;
+    /// Pauses or resumes the bus for everyone.
+    fn set_bus_paused(&self, paused: bool);
+    fn bus_paused(&self) -> bool;
+}

@@ -1,0 +1,219 @@
+//! The gateway: Agora's single public port.
+//!
+//! It owns nothing of the business. It forwards `/api/<service>/…` over HTTP to the
+//! service that owns the path ([`Upstream`]), checks tokens at the edge for every
+//! non-public route (the services check them again), limits request rates per client
+//! and per user (429 + `Retry-After`), refuses bodies over 64 KiB (413), bounds every
+//! request in time, and answers every error it makes as problem+json. It serves
+//! `/api/openapi.json` (the services' documents merged with its own), `/healthz`,
+//! `/readyz` and `/metrics`, and the admin's `/api/ops/status`, which shows the
+//! "online users" projection it keeps from identity's sign-in events.
+//!
+//! Every response carries a W3C `traceparent`: the caller's trace id when it sent one,
+//! a new one otherwise; the same trace id is passed to the service called.
+//!
+//! What the gateway must never do: read a service's store, log a token or a body, or
+//! pass a request on to a service past its own deadline.
+
+#![forbid(unsafe_code)]
+
+mod compose;
+mod control;
+mod edge;
+mod limits;
+mod metrics;
+mod online;
+mod openapi;
+mod ops;
+mod proxy;
+mod timeline;
+mod trace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_auth::{KeySource, ServiceAuth, Verifier};
+use agora_bus::SharedBus;
+use agora_messaging::{Db, SubscriberHandle};
+use axum::Router;
+use axum::extract::FromRef;
+
+pub use control::{Chaos, ChaosMode, ControlError, OpsControl};
+pub use limits::{Limits, Rate};
+pub use openapi::document as openapi;
+
+/// The event source name of the gateway (it publishes nothing; its consumers use it).
+pub const SOURCE: &str = "gateway";
+
+/// Request bodies over this size are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A service the gateway forwards to: every path under `prefix` goes to `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The service's name, as the ops console shows it (`"identity"`).
+    pub name: String,
+    /// The public path prefix it owns (`"/api/identity"`); `None` for a service with
+    /// internal routes only (payment, fulfilment), which the gateway only watches.
+    pub prefix: Option<String>,
+    /// Where it listens (`"http://127.0.0.1:40123"`), without a trailing slash.
+    pub url: String,
+}
+
+impl Upstream {
+    /// A service without public routes: probed for health, never forwarded to.
+    pub fn internal(name: &str, url: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            prefix: None,
+            url: url.into().trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub fn new(name: &str, prefix: &str, url: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            prefix: Some(prefix.to_owned()),
+            url: url.into().trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+/// How the gateway runs. Built by the composition (the `agora` binary).
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// Its own store (revocations and the online-users projection).
+    pub db_url: String,
+    pub bus: SharedBus,
+    /// Identity's public keys.
+    pub keys: Arc<dyn KeySource>,
+    pub upstreams: Vec<Upstream>,
+    /// The services' OpenAPI documents, merged into `/api/openapi.json`.
+    pub service_docs: Vec<utoipa::openapi::OpenApi>,
+    pub limits: Limits,
+    /// The longest a request may take end to end; past it the answer is 504.
+    pub request_timeout: Duration,
+    /// The levers of the running shop (chaos, bus pause), when the composition offers
+    /// them; without, those ops routes answer 404.
+    pub control: Option<Arc<dyn OpsControl>>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("upstreams", &self.upstreams)
+            .field("limits", &self.limits)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayConfig {
+    /// Defaults: [`Limits::default`], a 10-second request timeout, no upstreams.
+    pub fn new(db_url: impl Into<String>, bus: SharedBus, keys: Arc<dyn KeySource>) -> Self {
+        Self {
+            db_url: db_url.into(),
+            bus,
+            keys,
+            upstreams: Vec::new(),
+            service_docs: Vec::new(),
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(10),
+            control: None,
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store: {0}")]
+    Messaging(#[from] agora_messaging::Error),
+    #[error("auth: {0}")]
+    Auth(#[from] agora_auth::Error),
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("client of {0}: {1}")]
+    Upstream(String, String),
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct State {
+    pub verifier: Verifier,
+    pub proxy: Arc<proxy::Proxy>,
+    pub limits: Arc<limits::Limiters>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub online: online::OnlineUsers,
+    pub openapi: Arc<String>,
+    pub request_timeout: Duration,
+    pub control: Option<Arc<dyn OpsControl>>,
+    pub bus: SharedBus,
+    pub timeline: timeline::Timeline,
+}
+
+impl FromRef<State> for Verifier {
+    fn from_ref(state: &State) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// The running gateway: its router and its consumers.
+#[derive(Debug)]
+pub struct Gateway {
+    router: Router,
+    auth: ServiceAuth,
+    online: SubscriberHandle,
+    timeline: Vec<SubscriberHandle>,
+    db: Db,
+}
+
+impl Gateway {
+    /// The whole public surface; serve it with connect info
+    /// (`into_make_service_with_connect_info::<SocketAddr>()`), which the per-client
+    /// rate limit keys on.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub async fn shutdown(self) {
+        for consumer in self.timeline {
+            consumer.shutdown().await;
+        }
+        self.online.shutdown().await;
+        self.auth.shutdown().await;
+    }
+}
+
+/// Opens the store, starts token checking and the online-users projection.
+pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
+    let db = Db::connect(&config.db_url).await?;
+    db.migrate_messaging().await?;
+    let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
+    let (online, online_consumer) = online::start(&db, &config.bus).await?;
+    let (timeline, timeline_consumers) = timeline::start(&db, &config.bus).await?;
+    let proxy = proxy::Proxy::new(config.upstreams.clone(), config.request_timeout)?;
+    let state = State {
+        verifier: auth.verifier().clone(),
+        proxy: Arc::new(proxy),
+        limits: Arc::new(limits::Limiters::new(config.limits)),
+        metrics: Arc::new(metrics::Metrics::default()),
+        online,
+        openapi: Arc::new(openapi::render(config.service_docs)),
+        request_timeout: config.request_timeout,
+        control: config.control.clone(),
+        bus: config.bus.clone(),
+        timeline,
+    };
+    Ok(Gateway {
+        router: edge::router(state),
+        auth,
+        online: online_consumer,
+        timeline: timeline_consumers,
+        db,
+    })
+}

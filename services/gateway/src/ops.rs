@@ -1,0 +1,513 @@
+//! The admin's view of the running shop (`/api/ops/...`) and readiness.
+
+use std::time::Duration;
+
+use agora_auth::Caller;
+use agora_contracts::Role;
+use agora_httpkit::Json as HttpJson;
+use agora_httpkit::Problem;
+use agora_resilience::BreakerState;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::control::{Chaos, ControlError};
+use crate::timeline::TimelineEvent;
+use crate::{State, Upstream};
+
+/// How long a health probe of one service may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// `GET /api/ops/status`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    pub services: Vec<ServiceStatus>,
+    pub subscriptions: Vec<SubscriptionStatus>,
+    pub settings: Settings,
+    pub bus: BusState,
+    /// Users signed in with an unexpired token (the sign-in projection).
+    pub online_users: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServiceStatus {
+    pub name: String,
+    /// Its `/healthz` answered 200 within 300 ms.
+    pub healthy: bool,
+    pub chaos: Chaos,
+    pub breakers: Vec<BreakerStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BreakerStatus {
+    pub target: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionStatus {
+    pub service: String,
+    pub consumer: String,
+    pub pending: u64,
+    pub redelivered: u64,
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Settings {
+    /// `replica` or `sync`; null when ordering cannot be asked.
+    pub customer_data: Option<String>,
+}
+
+/// The shop at a glance: service health, subscriptions, settings, online users.
+#[utoipa::path(get, path = "/api/ops/status", tag = "ops",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The status", body = Status),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn status(AxumState(state): AxumState<State>, caller: Caller) -> Response {
+    if let Err(error) = caller.require(Role::Admin) {
+        return error.into_response();
+    }
+    let client = state.proxy.client();
+    let probes = state.proxy.upstreams().map(|upstream| async move {
+        let (healthy, breakers) =
+            tokio::join!(healthy(client, upstream), breakers(client, upstream));
+        (upstream, healthy, breakers)
+    });
+    let mut services: Vec<ServiceStatus> = futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .map(|(upstream, healthy, breakers)| ServiceStatus {
+            name: upstream.name.clone(),
+            healthy,
+            chaos: state
+                .control
+                .as_ref()
+                .and_then(|c| c.chaos(&upstream.name))
+                .unwrap_or_default(),
+            breakers,
+        })
+        .collect();
+    services.push(ServiceStatus {
+        name: crate::SOURCE.into(),
+        healthy: true,
+        chaos: Chaos::OK,
+        breakers: state
+            .proxy
+            .routes()
+            .iter()
+            .map(|route| BreakerStatus {
+                target: route.upstream.name.clone(),
+                state: breaker_state(route.client.breaker().state()).into(),
+            })
+            .collect(),
+    });
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    let online_users = match state.online.count().await {
+        Ok(n) => n,
+        Err(error) => {
+            tracing::error!(%error, "online users unknown");
+            return Problem::internal().into_response();
+        }
+    };
+    let customer_data = customer_data(&state).await;
+    let subscriptions = match state.bus.consumers().await {
+        Ok(consumers) => consumers
+            .into_iter()
+            .map(|c| SubscriptionStatus {
+                // Consumers are named `<service>-<what>`.
+                service: c.name.split('-').next().unwrap_or_default().to_owned(),
+                consumer: c.name,
+                pending: c.pending,
+                redelivered: c.redelivered,
+                dead_letters: c.dead_letters,
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "subscriptions unknown");
+            Vec::new()
+        }
+    };
+    Json(Status {
+        services,
+        subscriptions,
+        settings: Settings { customer_data },
+        bus: BusState {
+            paused: state.control.as_ref().is_some_and(|c| c.bus_paused()),
+        },
+        online_users,
+    })
+    .into_response()
+}
+
+/// Ready to serve: every service it forwards to answers its health check.
+#[utoipa::path(get, path = "/readyz", tag = "gateway",
+    responses(
+        (status = 200, description = "Every service answers", body = String),
+        (status = 503, description = "Some service does not answer", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn readyz(AxumState(state): AxumState<State>) -> Response {
+    let client = state.proxy.client();
+    let probes = state
+        .proxy
+        .upstreams()
+        .map(|upstream| async move { (upstream.name.clone(), healthy(client, upstream).await) });
+    let down: Vec<String> = futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter(|(_, healthy)| !healthy)
+        .map(|(name, _)| name)
+        .collect();
+    if down.is_empty() {
+        "ready".into_response()
+    } else {
+        Problem::service_unavailable(Duration::from_secs(1))
+            .with_detail(format!("Not answering: {}.", down.join(", ")))
+            .into_response()
+    }
+}
+
+/// The breakers of a service's own outgoing calls, from its
+/// `/internal/<service>/breakers` when it has one.
+async fn breakers(client: &reqwest::Client, upstream: &Upstream) -> Vec<BreakerStatus> {
+    let probe = client
+        .get(format!(
+            "{}/internal/{}/breakers",
+            upstream.url, upstream.name
+        ))
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await;
+    match probe {
+        Ok(answer) if answer.status().is_success() => answer.json().await.unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+async fn healthy(client: &reqwest::Client, upstream: &Upstream) -> bool {
+    let probe = client
+        .get(format!("{}/healthz", upstream.url))
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await;
+    matches!(probe, Ok(answer) if answer.status().is_success())
+}
+
+/// Ordering's `customer_data` setting, when ordering runs and answers.
+async fn customer_data(state: &State) -> Option<String> {
+    #[derive(Deserialize)]
+    struct OrderingSettings {
+        customer_data: String,
+    }
+    let ordering = state.proxy.upstreams().find(|u| u.name == "ordering")?;
+    let answer = state
+        .proxy
+        .client()
+        .get(format!("{}/internal/ordering/settings", ordering.url))
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await
+        .ok()?;
+    let settings: OrderingSettings = answer.error_for_status().ok()?.json().await.ok()?;
+    Some(settings.customer_data)
+}
+
+pub(crate) fn breaker_state(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half_open",
+    }
+}
+
+/// `PUT /api/ops/chaos/{service}`: the answer, the setting now in force.
+#[utoipa::path(put, path = "/api/ops/chaos/{service}", tag = "ops",
+    security(("bearer" = [])),
+    params(("service" = String, Path, description = "A service name, e.g. `customer`")),
+    request_body = Chaos,
+    responses(
+        (status = 200, description = "Applied", body = Chaos),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid setting", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn set_chaos(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+    Path(service): Path<String>,
+    HttpJson(chaos): HttpJson<Chaos>,
+) -> Response {
+    if let Err(error) = caller.require(Role::Admin) {
+        return error.into_response();
+    }
+    let Some(control) = &state.control else {
+        return Problem::not_found().into_response();
+    };
+    let chaos = match chaos.validate() {
+        Ok(chaos) => chaos,
+        Err(error) => return Problem::unprocessable(vec![error]).into_response(),
+    };
+    match control.set_chaos(&service, chaos).await {
+        Ok(()) => {
+            tracing::warn!(%service, mode = ?chaos.mode, "chaos set");
+            Json(chaos).into_response()
+        }
+        Err(ControlError::Unsupported(why)) => {
+            Problem::unprocessable(vec![agora_httpkit::FieldError::new("mode", why)])
+                .into_response()
+        }
+        Err(ControlError::UnknownService(_)) => Problem::not_found()
+            .with_detail(format!("No service named {service:?} can be controlled."))
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "chaos not applied");
+            Problem::internal().into_response()
+        }
+    }
+}
+
+/// `PUT /api/ops/bus` and what it answers.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BusState {
+    /// Paused: nothing is delivered and relays cannot publish; outboxes keep what is
+    /// written.
+    pub paused: bool,
+}
+
+/// Pauses or resumes the bus.
+#[utoipa::path(put, path = "/api/ops/bus", tag = "ops",
+    security(("bearer" = [])),
+    request_body = BusState,
+    responses(
+        (status = 200, description = "Applied", body = BusState),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The bus cannot be controlled here", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn set_bus(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+    HttpJson(body): HttpJson<BusState>,
+) -> Response {
+    if let Err(error) = caller.require(Role::Admin) {
+        return error.into_response();
+    }
+    let Some(control) = &state.control else {
+        return Problem::not_found().into_response();
+    };
+    control.set_bus_paused(body.paused);
+    tracing::warn!(paused = body.paused, "bus switched");
+    Json(BusState {
+        paused: control.bus_paused(),
+    })
+    .into_response()
+}
+
+/// `PUT /api/ops/settings`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SettingsChange {
+    /// `replica` (ordering uses its copy of the customer's data) or `sync` (ordering
+    /// calls the customer service live).
+    #[schema(pattern = "^(replica|sync)$")]
+    pub customer_data: String,
+}
+
+/// Changes the shop's runtime settings (ordering's `customer_data`).
+#[utoipa::path(put, path = "/api/ops/settings", tag = "ops",
+    security(("bearer" = [])),
+    request_body = SettingsChange,
+    responses(
+        (status = 200, description = "Applied", body = Settings),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid setting", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Ordering cannot be reached", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn set_settings(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+    HttpJson(body): HttpJson<SettingsChange>,
+) -> Response {
+    if let Err(error) = caller.require(Role::Admin) {
+        return error.into_response();
+    }
+    if !matches!(body.customer_data.as_str(), "replica" | "sync") {
+        return Problem::unprocessable(vec![agora_httpkit::FieldError::new(
+            "customer_data",
+            "must be replica or sync",
+        )])
+        .into_response();
+    }
+    let unavailable = || {
+        Problem::service_unavailable(Duration::from_secs(1))
+            .with_detail("Ordering cannot be reached; try again shortly.")
+            .into_response()
+    };
+    let Some(ordering) = state.proxy.upstreams().find(|u| u.name == "ordering") else {
+        return unavailable();
+    };
+    let answer = state
+        .proxy
+        .client()
+        .put(format!("{}/internal/ordering/settings", ordering.url))
+        .json(&body)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    match answer {
+        Ok(answer) if answer.status().is_success() => {
+            tracing::warn!(customer_data = %body.customer_data, "settings changed");
+            Json(Settings {
+                customer_data: Some(body.customer_data),
+            })
+            .into_response()
+        }
+        Ok(answer) => {
+            tracing::error!(status = %answer.status(), "ordering refused the settings");
+            Problem::internal().into_response()
+        }
+        Err(_) => unavailable(),
+    }
+}
+
+/// One dead letter, as the ops console lists it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterView {
+    pub id: u64,
+    pub consumer: String,
+    /// The event type (its `ce-type`), when the message is an event.
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub subject: String,
+    pub reason: String,
+    pub deliveries: u32,
+    /// RFC 3339.
+    pub time: String,
+}
+
+/// The messages that could not be handled, with why.
+#[utoipa::path(get, path = "/api/ops/dead-letters", tag = "ops",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The dead letters, oldest first", body = [DeadLetterView]),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The bus cannot be reached", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn dead_letters(AxumState(state): AxumState<State>, caller: Caller) -> Response {
+    if let Err(error) = caller.require(Role::Admin) {
+        return error.into_response();
+    }
+    match state.bus.dead_letters().await {
+        Ok(letters) => Json(
+            letters
+                .into_iter()
+                .map(|letter| DeadLetterView {
+                    id: letter.id,
+                    consumer: letter.consumer,
+                    event_type: letter.headers.get("ce-type").cloned().or_else(|| {
+                        serde_json::from_slice::<serde_json::Value>(&letter.payload)
+                            .ok()
+                            .and_then(|v| v["type"].as_str().map(str::to_owned))
+                    }),
+                    subject: letter.subject,
+                    reason: letter.reason,
+                    deliveries: letter.deliveries,
+                    time: time::OffsetDateTime::from(letter.time)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "dead letters unavailable");
+            Problem::service_unavailable(Duration::from_secs(1)).into_response()
+        }
+    }
+}
+
+/// Publishes a dead letter again, for its consumer to try once more.
+#[utoipa::path(post, path = "/api/ops/dead-letters/{id}/redrive", tag = "ops",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The dead letter's id")),
+    responses(
+        (status = 202, description = "Published again"),
+        (status = 400, description = "Not a dead letter id", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The bus cannot be reached", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn redrive(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(error) = caller.require(Role::Admin) {
+        return error.into_response();
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        return Problem::bad_request("A dead letter id is a number.").into_response();
+    };
+    match state.bus.redrive(id).await {
+        Ok(_) => axum::http::StatusCode::ACCEPTED.into_response(),
+        Err(agora_bus::BusError::DeadLetterNotFound(_)) => Problem::not_found().into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "redrive failed");
+            Problem::service_unavailable(Duration::from_secs(1)).into_response()
+        }
+    }
+}
+
+/// `GET /api/ops/events` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventsQuery {
+    /// The order or user the flow is about.
+    pub correlation_id: String,
+    /// At most this many events (1..=1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// The timeline of one flow: every event about it, oldest first.
+#[utoipa::path(get, path = "/api/ops/events", tag = "ops",
+    security(("bearer" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "The events, oldest first", body = [TimelineEvent]),
+        (status = 400, description = "No correlation id", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn events(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    if let Err(error) = caller.require(Role::Admin) {
+        return error.into_response();
+    }
+    let Ok(Query(query)) = query else {
+        return Problem::bad_request(
+            "Give a correlation_id (and optionally a limit of 1 to 1000).",
+        )
+        .into_response();
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    match state.timeline.events(&query.correlation_id, limit).await {
+        Ok(events) => Json(events).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "timeline unavailable");
+            Problem::internal().into_response()
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! W3C trace context at the edge: every request gets a `traceparent` (the caller's
+//! trace id, or a new one), passed to the service and returned to the caller.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::RngCore;
+use tracing::Instrument;
+
+pub(crate) const TRACEPARENT: &str = "traceparent";
+
+/// A trace id (32 hex digits) and this hop's span id (16 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TraceParent {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl TraceParent {
+    /// Continues the caller's trace when its header is valid; starts one otherwise.
+    pub fn continue_or_start(header: Option<&HeaderValue>) -> Self {
+        let trace_id = header
+            .and_then(|h| h.to_str().ok())
+            .and_then(parse_trace_id)
+            .unwrap_or_else(random_hex::<16>);
+        Self {
+            trace_id,
+            span_id: random_hex::<8>(),
+        }
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_str(&format!("00-{}-{}-01", self.trace_id, self.span_id))
+            .expect("hex digits are a valid header value")
+    }
+}
+
+/// The trace id of a valid version-00 `traceparent`.
+fn parse_trace_id(value: &str) -> Option<String> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = version == "00"
+        && parts.next().is_none()
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    valid.then(|| trace.to_owned())
+}
+
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sets the request's `traceparent` to this hop, and the response's to the same.
+pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
+    let trace = TraceParent::continue_or_start(request.headers().get(TRACEPARENT));
+    let value = trace.header_value();
+    request.headers_mut().insert(TRACEPARENT, value.clone());
+    let span = tracing::info_span!("request", trace_id = %trace.trace_id);
+    let mut response = next.run(request).instrument(span).await;
+    response.headers_mut().insert(TRACEPARENT, value);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continues_a_valid_trace_and_starts_one_otherwise() {
+        let caller =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let trace = TraceParent::continue_or_start(Some(&caller));
+        assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(trace.span_id, "00f067aa0ba902b7");
+        for bad in [
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let trace = TraceParent::continue_or_start(Some(&HeaderValue::from_static(bad)));
+            assert_ne!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(trace.trace_id.len(), 32);
+        }
+        let value = TraceParent::continue_or_start(None).header_value();
+        assert!(parse_trace_id(value.to_str().expect("ascii")).is_some());
+    }
+}

@@ -1,0 +1,761 @@
+//! The HTTP API of ordering (`/api/ordering/...`, and `/internal/ordering/settings` and
+//! `/internal/ordering/breakers`, never routed by the gateway), its OpenAPI document, and the one table that maps its
+//! errors to problems.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_auth::{Caller, Verifier};
+use agora_contracts::{Address, PriceChanged, Role};
+use agora_httpkit::{FieldError, Json, Problem};
+use agora_messaging::{Context, Db, Envelope, Outbox};
+use agora_resilience::{BreakerState, CircuitBreaker};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Path, State as AxumState};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::checkout::{self, CheckoutRequest, Limits, Priced};
+use crate::clients::{CustomerClient, PaymentClient};
+use crate::domain::{IdempotencyKey, Lines, Price, parse_address};
+use crate::store::{self, CustomerData};
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct State {
+    pub db: Db,
+    pub outbox: Outbox,
+    pub verifier: Verifier,
+    pub payment: Arc<dyn PaymentClient>,
+    pub customer: Arc<dyn CustomerClient>,
+    pub limits: Arc<Limits>,
+    pub breakers: Vec<CircuitBreaker>,
+}
+
+impl FromRef<State> for Verifier {
+    fn from_ref(state: &State) -> Verifier {
+        state.verifier.clone()
+    }
+}
+
+/// Request bodies over 64 KiB are refused (413).
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The `Retry-After` of 503 and 409 answers.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/api/ordering/prices", get(list_prices))
+        .route("/api/ordering/prices/{product_id}", put(set_price))
+        .route("/api/ordering/checkout/preview", post(preview))
+        .route("/api/ordering/orders", post(place_order).get(my_orders))
+        .route("/api/ordering/orders/{id}", get(get_order))
+        .route(
+            "/internal/ordering/settings",
+            get(get_settings).put(put_settings),
+        )
+        .route("/internal/ordering/breakers", get(get_breakers))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Why a request failed. [`ApiError::problem`] is the one place these become answers.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid fields")]
+    Invalid(Vec<FieldError>),
+    #[error("no Idempotency-Key")]
+    MissingKey,
+    #[error("bad Idempotency-Key")]
+    BadKey(&'static str),
+    #[error("Idempotency-Key used with another request")]
+    KeyReused,
+    #[error("payment declined")]
+    Declined,
+    #[error("{0} unavailable")]
+    Unavailable(&'static str),
+    #[error("a request with this Idempotency-Key is in progress")]
+    InProgress,
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Auth(#[from] agora_auth::Error),
+    #[error(transparent)]
+    Internal(#[from] crate::Error),
+}
+
+impl ApiError {
+    pub fn problem(&self) -> Problem {
+        match self {
+            ApiError::Invalid(errors) => Problem::unprocessable(errors.clone()),
+            ApiError::MissingKey => Problem::bad_request("The Idempotency-Key header is required."),
+            ApiError::BadKey(why) => {
+                Problem::bad_request(format!("The Idempotency-Key header {why}."))
+            }
+            ApiError::KeyReused => Problem::unprocessable(vec![FieldError::new(
+                "Idempotency-Key",
+                "was already used with another request body",
+            )]),
+            ApiError::Declined => Problem::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "payment-declined",
+                "Payment declined",
+                "The payment method was declined; no order was placed.",
+            ),
+            ApiError::Unavailable(dependency) => Problem::service_unavailable(RETRY_AFTER)
+                .with_detail(format!(
+                    "The {dependency} service cannot answer right now; no order was placed. \
+                     Try again later."
+                )),
+            ApiError::InProgress => {
+                let mut problem = Problem::conflict(
+                    "A request with this Idempotency-Key is in progress or ended without an \
+                     answer; try again later.",
+                );
+                problem.retry_after = Some(RETRY_AFTER);
+                problem
+            }
+            ApiError::NotFound => Problem::not_found(),
+            ApiError::Auth(error) => match error.status() {
+                StatusCode::UNAUTHORIZED => Problem::unauthorized(),
+                StatusCode::FORBIDDEN => Problem::forbidden(),
+                _ => {
+                    tracing::error!(%error, "token checking failed");
+                    Problem::internal()
+                }
+            },
+            ApiError::Internal(error) => {
+                tracing::error!(%error, "ordering request failed");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.problem().into_response()
+    }
+}
+
+macro_rules! internal_from {
+    ($($source:ty),*) => {$(
+        impl From<$source> for ApiError {
+            fn from(error: $source) -> Self {
+                ApiError::Internal(error.into())
+            }
+        }
+    )*};
+}
+internal_from!(agora_messaging::Error, sqlx::Error);
+
+// Wire types: what clients send and receive, apart from the domain types.
+
+/// A problem (RFC 9457), as every error answer carries it.
+#[derive(Serialize, ToSchema)]
+pub struct ProblemView {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// For 422: what is wrong with which field.
+    pub errors: Option<Vec<FieldErrorView>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FieldErrorView {
+    pub field: String,
+    pub message: String,
+}
+
+/// A price to set.
+#[derive(Deserialize, ToSchema)]
+pub struct PriceBody {
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// A product's price.
+#[derive(Serialize, ToSchema)]
+pub struct PriceView {
+    pub product_id: Uuid,
+    pub amount_cents: i64,
+    pub currency: String,
+    /// The price's version, as carried by `PriceChanged`.
+    pub version: u64,
+}
+
+/// One requested line.
+#[derive(Deserialize, ToSchema)]
+pub struct LineRequest {
+    pub product_id: String,
+    pub quantity: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PreviewRequest {
+    pub lines: Vec<LineRequest>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct OrderRequest {
+    pub lines: Vec<LineRequest>,
+    /// Overrides the known address ("Change address"): `address_source` is `override`.
+    #[serde(default)]
+    pub shipping_address: Option<AddressBody>,
+}
+
+/// A postal address.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct AddressBody {
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2, e.g. `DE`.
+    pub country: String,
+}
+
+impl From<&AddressBody> for Address {
+    fn from(body: &AddressBody) -> Address {
+        Address {
+            line1: body.line1.clone(),
+            line2: body.line2.clone(),
+            city: body.city.clone(),
+            postal_code: body.postal_code.clone(),
+            country: body.country.clone(),
+        }
+    }
+}
+
+impl From<&Address> for AddressBody {
+    fn from(address: &Address) -> AddressBody {
+        AddressBody {
+            line1: address.line1.clone(),
+            line2: address.line2.clone(),
+            city: address.city.clone(),
+            postal_code: address.postal_code.clone(),
+            country: address.country.clone(),
+        }
+    }
+}
+
+/// A priced line. `name` is the catalog name as ordering's replica knows it, `null`
+/// until the replica has it.
+#[derive(Serialize, ToSchema)]
+pub struct LineView {
+    pub product_id: Uuid,
+    pub name: Option<String>,
+    pub quantity: u32,
+    pub unit_price_cents: i64,
+    pub line_total_cents: i64,
+}
+
+/// How the customer pays, for display: never the token.
+#[derive(Serialize, ToSchema)]
+pub struct PaymentMethodView {
+    pub last4: String,
+}
+
+/// What an order would be.
+#[derive(Serialize, ToSchema)]
+pub struct PreviewView {
+    pub lines: Vec<LineView>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub shipping_address: Option<AddressBody>,
+    /// `replica` or `customer_service`; `null` when no address is known.
+    pub address_source: Option<String>,
+    /// When the address was last changed, as far as ordering knows (RFC 3339).
+    pub address_as_of: Option<String>,
+    pub payment_method: Option<PaymentMethodView>,
+}
+
+/// One step of an order's history.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryView {
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An order.
+#[derive(Serialize, ToSchema)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    /// `accepted`, `paid`, `ready_for_shipping`, `shipped` or `cancelled`.
+    pub status: String,
+    pub lines: Vec<LineView>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub shipping_address: AddressBody,
+    /// `replica`, `customer_service` or `override`.
+    pub address_source: String,
+    pub history: Vec<HistoryView>,
+}
+
+/// Ordering's runtime settings (internal).
+#[derive(Deserialize, Serialize, ToSchema)]
+pub struct SettingsBody {
+    /// `replica` or `sync`.
+    pub customer_data: String,
+}
+
+pub fn order_view(order: &store::Order) -> OrderView {
+    OrderView {
+        id: order.id,
+        customer_id: order.customer_id,
+        status: order.status.clone(),
+        lines: order
+            .lines
+            .iter()
+            .map(|l| LineView {
+                product_id: l.product_id,
+                name: l.name.clone(),
+                quantity: l.quantity,
+                unit_price_cents: l.unit_price_cents,
+                line_total_cents: l.unit_price_cents.saturating_mul(i64::from(l.quantity)),
+            })
+            .collect(),
+        total_cents: order.total_cents,
+        currency: order.currency.clone(),
+        shipping_address: AddressBody::from(&order.shipping_address),
+        address_source: order.address_source.as_str().to_owned(),
+        history: order
+            .history
+            .iter()
+            .map(|h| HistoryView {
+                status: h.status.clone(),
+                at: store::time_of_ms(h.at_ms),
+                reason: h.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn line_views(priced: &Priced) -> Vec<LineView> {
+    priced
+        .lines
+        .iter()
+        .map(|l| LineView {
+            product_id: l.product_id,
+            name: l.name.clone(),
+            quantity: l.quantity,
+            unit_price_cents: l.unit_price_cents,
+            line_total_cents: l.line_total_cents,
+        })
+        .collect()
+}
+
+fn parse_lines(lines: &[LineRequest]) -> Result<Lines, ApiError> {
+    let raw: Vec<(String, i64)> = lines
+        .iter()
+        .map(|l| (l.product_id.clone(), l.quantity))
+        .collect();
+    Lines::parse(&raw).map_err(ApiError::Invalid)
+}
+
+/// The caller, who must be a customer.
+fn customer(caller: &Caller) -> Result<Uuid, ApiError> {
+    caller.require(Role::Customer)?;
+    Ok(caller.user_id)
+}
+
+/// `GET /api/ordering/prices`: every price of a product on sale.
+#[utoipa::path(
+    get,
+    path = "/api/ordering/prices",
+    tag = "ordering",
+    responses((status = 200, description = "The prices", body = [PriceView]))
+)]
+async fn list_prices(AxumState(state): AxumState<State>) -> Result<Json<Vec<PriceView>>, ApiError> {
+    let prices = store::prices(&state.db).await?;
+    Ok(Json(
+        prices
+            .into_iter()
+            .map(|p| PriceView {
+                product_id: p.product_id,
+                amount_cents: p.amount_cents,
+                currency: p.currency,
+                version: p.version,
+            })
+            .collect(),
+    ))
+}
+
+/// `PUT /api/ordering/prices/{product_id}` (admin): sets a price and publishes
+/// `PriceChanged` (nothing when the price is unchanged).
+#[utoipa::path(
+    put,
+    path = "/api/ordering/prices/{product_id}",
+    tag = "ordering",
+    params(("product_id" = String, Path, description = "The product's id (UUID)")),
+    request_body = PriceBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The price as set", body = PriceView),
+        (status = 400, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = ProblemView, content_type = "application/problem+json"),
+        (status = 409, description = "A concurrent change won", body = ProblemView, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = ProblemView, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemView, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid price", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+async fn set_price(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+    Path(product_id): Path<String>,
+    Json(body): Json<PriceBody>,
+) -> Result<Json<PriceView>, ApiError> {
+    caller.require(Role::Admin)?;
+    let mut errors = Vec::new();
+    let product_id = Uuid::parse_str(&product_id)
+        .map_err(|_| errors.push(FieldError::new("product_id", "is not a UUID")))
+        .ok();
+    let price = Price::parse(body.amount_cents, &body.currency)
+        .map_err(|e| errors.extend(e))
+        .ok();
+    let (Some(product_id), Some(price)) = (product_id, price) else {
+        return Err(ApiError::Invalid(errors));
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut tx = state.db.begin().await?;
+    let version = match store::set_price(
+        &mut tx,
+        product_id,
+        price.amount_cents,
+        price.currency.as_str(),
+        store::ms_of(now),
+    )
+    .await
+    {
+        Ok(version) => version,
+        Err(crate::Error::Conflict) => {
+            tx.rollback().await?;
+            return Err(ApiError::InProgress);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let version = match version {
+        Some(version) => {
+            let event = PriceChanged {
+                product_id,
+                price: agora_contracts::Money {
+                    amount_cents: price.amount_cents,
+                    currency: price.currency.as_str().to_owned(),
+                },
+                changed_at: now,
+                version,
+            };
+            Outbox::append(
+                &mut tx,
+                &Envelope::new(&event, &Context::new(product_id.to_string()))?,
+            )
+            .await?;
+            state.outbox.commit(tx).await?;
+            tracing::info!(%product_id, version, "price changed");
+            version
+        }
+        None => {
+            tx.rollback().await?;
+            store::prices(&state.db)
+                .await?
+                .into_iter()
+                .find(|p| p.product_id == product_id)
+                .map_or(0, |p| p.version)
+        }
+    };
+    Ok(Json(PriceView {
+        product_id,
+        amount_cents: price.amount_cents,
+        currency: price.currency.as_str().to_owned(),
+        version,
+    }))
+}
+
+/// `POST /api/ordering/checkout/preview` (customer): what the order would be.
+#[utoipa::path(
+    post,
+    path = "/api/ordering/checkout/preview",
+    tag = "ordering",
+    request_body = PreviewRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The preview", body = PreviewView),
+        (status = 400, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
+        (status = 403, description = "Not a customer", body = ProblemView, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = ProblemView, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemView, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines or unknown product", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "Customer unavailable (sync mode)", body = ProblemView, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    )
+)]
+async fn preview(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+    Json(body): Json<PreviewRequest>,
+) -> Result<Json<PreviewView>, ApiError> {
+    let customer_id = customer(&caller)?;
+    let lines = parse_lines(&body.lines)?;
+    let priced = checkout::price(&state, &lines).await?;
+    let customer = checkout::customer_view(&state, customer_id).await?;
+    Ok(Json(PreviewView {
+        lines: line_views(&priced),
+        total_cents: priced.total_cents,
+        currency: priced.currency,
+        shipping_address: customer.address.as_ref().map(AddressBody::from),
+        address_source: customer.address_source.map(|s| s.as_str().to_owned()),
+        address_as_of: customer.address_as_of,
+        payment_method: customer
+            .payment_method
+            .map(|p| PaymentMethodView { last4: p.last4 }),
+    }))
+}
+
+/// The `Idempotency-Key` header: 400 when missing or malformed.
+struct IdempotencyKeyHeader(IdempotencyKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        let value = values.next().ok_or(ApiError::MissingKey)?;
+        if values.next().is_some() {
+            return Err(ApiError::BadKey("must be given once"));
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::BadKey("must be printable ASCII"))?;
+        IdempotencyKey::parse(value)
+            .map(IdempotencyKeyHeader)
+            .map_err(|invalid| ApiError::BadKey(invalid.0))
+    }
+}
+
+/// `POST /api/ordering/orders` (customer): checkout.
+#[utoipa::path(
+    post,
+    path = "/api/ordering/orders",
+    tag = "ordering",
+    params(("Idempotency-Key" = String, Header, description = "1 to 200 printable ASCII characters; the same key and body give the same answer")),
+    request_body = OrderRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Order accepted", body = OrderView),
+        (status = 400, description = "No or bad Idempotency-Key, or not JSON", body = ProblemView, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
+        (status = 402, description = "Payment declined; no order", body = ProblemView, content_type = "application/problem+json"),
+        (status = 403, description = "Not a customer", body = ProblemView, content_type = "application/problem+json"),
+        (status = 409, description = "The same key is in progress", body = ProblemView, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 413, description = "Body too large", body = ProblemView, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemView, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines, unknown product, no address, no payment method, key reused", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "Payment (or customer, sync mode) unavailable; no order", body = ProblemView, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    )
+)]
+async fn place_order(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Json(body): Json<OrderRequest>,
+) -> Result<Response, ApiError> {
+    let customer_id = customer(&caller)?;
+    let lines = parse_lines(&body.lines);
+    let address = body
+        .shipping_address
+        .as_ref()
+        .map(|a| parse_address(&Address::from(a), "shipping_address"))
+        .transpose();
+    let (lines, shipping_address) = match (lines, address) {
+        (Ok(lines), Ok(address)) => (lines, address),
+        (lines, address) => {
+            let mut errors = Vec::new();
+            if let Err(ApiError::Invalid(e)) = lines {
+                errors.extend(e);
+            }
+            if let Err(e) = address {
+                errors.extend(e);
+            }
+            return Err(ApiError::Invalid(errors));
+        }
+    };
+    let request = CheckoutRequest {
+        lines,
+        shipping_address,
+    };
+    let answer = checkout::place_order(&state, customer_id, &key, &request).await?;
+    let content_type = if answer.status.is_success() {
+        "application/json"
+    } else {
+        agora_httpkit::PROBLEM_JSON
+    };
+    let mut response = (answer.status, answer.body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+/// `GET /api/ordering/orders` (customer): my orders, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/ordering/orders",
+    tag = "ordering",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "My orders, newest first", body = [OrderView]),
+        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
+        (status = 403, description = "Not a customer", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+async fn my_orders(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+) -> Result<Json<Vec<OrderView>>, ApiError> {
+    let customer_id = customer(&caller)?;
+    let orders = store::orders_of(&state.db, customer_id).await?;
+    Ok(Json(orders.iter().map(order_view).collect()))
+}
+
+/// `GET /api/ordering/orders/{id}` (owner or admin); another customer's order is 404.
+#[utoipa::path(
+    get,
+    path = "/api/ordering/orders/{id}",
+    tag = "ordering",
+    params(("id" = String, Path, description = "The order's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such order of yours", body = ProblemView, content_type = "application/problem+json"),
+    )
+)]
+async fn get_order(
+    AxumState(state): AxumState<State>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let order = store::order(&state.db, id)
+        .await?
+        .filter(|o| o.customer_id == caller.user_id || caller.has_role(&Role::Admin))
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(order_view(&order)))
+}
+
+/// `GET /internal/ordering/settings`.
+async fn get_settings(AxumState(state): AxumState<State>) -> Result<Json<SettingsBody>, ApiError> {
+    let mode = store::customer_data(&state.db).await?;
+    Ok(Json(SettingsBody {
+        customer_data: mode.as_str().to_owned(),
+    }))
+}
+
+/// `PUT /internal/ordering/settings` `{customer_data: "replica"|"sync"}`.
+async fn put_settings(
+    AxumState(state): AxumState<State>,
+    Json(body): Json<SettingsBody>,
+) -> Result<Json<SettingsBody>, ApiError> {
+    let mode = CustomerData::parse(&body.customer_data).ok_or_else(|| {
+        ApiError::Invalid(vec![FieldError::new(
+            "customer_data",
+            "must be \"replica\" or \"sync\"",
+        )])
+    })?;
+    store::set_customer_data(&state.db, mode).await?;
+    tracing::info!(
+        customer_data = mode.as_str(),
+        "customer data setting changed"
+    );
+    Ok(Json(SettingsBody {
+        customer_data: mode.as_str().to_owned(),
+    }))
+}
+
+/// One breaker of ordering's clients (internal).
+#[derive(Serialize)]
+pub struct BreakerView {
+    pub target: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: BreakerState,
+}
+
+/// `GET /internal/ordering/breakers`: `[{target, state}]`, for the ops console.
+async fn get_breakers(AxumState(state): AxumState<State>) -> Json<Vec<BreakerView>> {
+    Json(
+        state
+            .breakers
+            .iter()
+            .map(|b| BreakerView {
+                target: b.name().to_owned(),
+                state: b.state(),
+            })
+            .collect(),
+    )
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Agora ordering", description = "Prices, checkout and orders."),
+    paths(list_prices, set_price, preview, place_order, my_orders, get_order),
+    components(schemas(
+        ProblemView,
+        FieldErrorView,
+        PriceBody,
+        PriceView,
+        LineRequest,
+        PreviewRequest,
+        OrderRequest,
+        AddressBody,
+        LineView,
+        PaymentMethodView,
+        PreviewView,
+        HistoryView,
+        OrderView
+    )),
+    modifiers(&BearerScheme),
+    tags((name = "ordering", description = "Prices, checkout and orders"))
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI 3.1 document of ordering's public paths.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,405 @@
+//! Ordering (sales), Agora's master of prices and orders, and the heart of checkout.
+//!
+//! It sets prices (`PriceChanged`), previews a checkout, and accepts orders: the
+//! payment is authorized synchronously at payment, under a deadline (consistency wins
+//! there), and an authorized order is written with its `OrderAccepted` event in one
+//! local transaction (outbox). Checkout is idempotent per customer and
+//! `Idempotency-Key`: the store arbitrates, so concurrent duplicates make one order and
+//! one authorization call.
+//!
+//! The customer's address and payment method come from ordering's own replica, fed by
+//! customer's events (`customer_data = replica`, the default: checkout goes on when
+//! customer is down), or from a live call to customer with a short timeout
+//! (`customer_data = sync`, the original design); the setting is kept in the store and
+//! changes at runtime ([`Ordering::set_customer_data`], `PUT /internal/ordering/settings`).
+//! Each order's status and history are projected from payment's, fulfilment's and
+//! shipping's events (consumers [`PAYMENTS_CONSUMER`], [`FULFILMENT_CONSUMER`],
+//! [`SHIPMENTS_CONSUMER`]; the rules are [`OrderStatusHandler`]'s): `accepted` → `paid`
+//! → `ready_for_shipping` → `shipped` (publishes `OrderShipped`), or `cancelled` with a
+//! reason (publishes `OrderCancelled`), each exactly once.
+//! Product names come from a replica of catalog's events. Replicas apply an event only
+//! when its version is newer than what they hold, per field group.
+//!
+//! Ordering talks to payment and customer only through [`PaymentClient`] and
+//! [`CustomerClient`]: the resilient stack ([`ResilientPaymentClient`],
+//! [`ResilientCustomerClient`]: a breaker and a bulkhead per target, the deadline sent
+//! as a budget, the authorization retried safely under its `Idempotency-Key`), plain
+//! HTTP ([`HttpPaymentClient`], [`HttpCustomerClient`]), fakes in tests. The breakers
+//! the composition hands over in [`OrderingConfig::breakers`] are shown at
+//! `GET /internal/ordering/breakers` (`[{target, state}]`, state `closed`, `open` or
+//! `half_open`) and by [`Ordering::breakers`].
+//!
+//! What ordering must never do: keep an order whose payment was not authorized,
+//! authorize twice for one checkout (the payment request id is derived from customer
+//! and idempotency key), answer with internals, or read another service's store.
+
+#![forbid(unsafe_code)]
+
+mod checkout;
+mod clients;
+mod domain;
+mod http;
+mod replica;
+mod status;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_auth::{KeySource, ServiceAuth};
+use agora_bus::{DeliverPolicy, SharedBus};
+use agora_messaging::{
+    Db, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig, SubscriberHandle,
+    stream_config,
+};
+use agora_resilience::{BreakerState, CircuitBreaker};
+use tokio::sync::Mutex;
+
+pub use clients::{
+    Authorization, AuthorizationRequest, CustomerClient, CustomerError, CustomerRecord,
+    HttpCustomerClient, HttpPaymentClient, PaymentClient, PaymentError, ResilientCustomerClient,
+    ResilientPaymentClient,
+};
+pub use domain::{IdempotencyKey, payment_request_id};
+pub use http::openapi;
+pub use replica::{CustomerReplicaHandler, ProductReplicaHandler};
+pub use status::{OrderStatus, OrderStatusHandler};
+pub use store::{CustomerData, CustomerReplica, ProductReplica};
+
+/// The event source and the stream of ordering's events.
+pub const SOURCE: &str = "ordering";
+
+/// The durable consumer of customer's events (generation 0; see
+/// [`Ordering::rebuild_replicas`]).
+pub const CUSTOMERS_CONSUMER: &str = "ordering-customers";
+/// The durable consumer of catalog's events (generation 0).
+pub const PRODUCTS_CONSUMER: &str = "ordering-products";
+
+/// The durable consumer of payment's events (`CustomerBilled`, `PaymentFailed`) for
+/// the order status projection (see [`OrderStatusHandler`]).
+pub const PAYMENTS_CONSUMER: &str = "ordering-payments";
+/// The durable consumer of fulfilment's events (`OrderReadyForShipping`,
+/// `FulfilmentFailed`).
+pub const FULFILMENT_CONSUMER: &str = "ordering-fulfilment";
+/// The durable consumer of shipping's events (`ShipmentDispatched`).
+pub const SHIPMENTS_CONSUMER: &str = "ordering-shipments";
+
+/// How ordering runs. Built explicitly by the composition (the `agora` binary).
+#[derive(Clone)]
+pub struct OrderingConfig {
+    /// Its own store: `sqlite://…` or `postgres://…`.
+    pub db_url: String,
+    pub bus: SharedBus,
+    /// Identity's public keys, to verify tokens locally.
+    pub keys: Arc<dyn KeySource>,
+    /// Authorizes payments (`POST {payment}/internal/payment/authorizations`).
+    pub payment: Arc<dyn PaymentClient>,
+    /// Fetches customers live in sync mode (`GET {customer}/internal/customers/{id}`).
+    pub customer: Arc<dyn CustomerClient>,
+    /// The deadline of the authorization call; past it checkout answers 503.
+    pub payment_deadline: Duration,
+    /// The deadline of the live customer call in sync mode; past it checkout answers 503.
+    pub customer_deadline: Duration,
+    /// How long a duplicate checkout waits for the answer of the request that holds
+    /// its idempotency key before answering 409 with `Retry-After`.
+    pub idempotency_wait: Duration,
+    /// After how long a pending idempotency claim is considered abandoned (its holder
+    /// crashed) and may be taken over by a retry. Longer than any checkout can take.
+    pub idempotency_lease: Duration,
+    /// The breakers of the clients above (e.g. [`ResilientPaymentClient::breaker`]),
+    /// served at `GET /internal/ordering/breakers` for the ops console. Empty by default.
+    pub breakers: Vec<CircuitBreaker>,
+}
+
+impl OrderingConfig {
+    /// A config with the default deadlines: payment 2 s, customer 250 ms, duplicates
+    /// wait 3 s, claims abandoned after 30 s.
+    pub fn new(
+        db_url: impl Into<String>,
+        bus: SharedBus,
+        keys: Arc<dyn KeySource>,
+        payment: Arc<dyn PaymentClient>,
+        customer: Arc<dyn CustomerClient>,
+    ) -> Self {
+        Self {
+            db_url: db_url.into(),
+            bus,
+            keys,
+            payment,
+            customer,
+            payment_deadline: Duration::from_secs(2),
+            customer_deadline: Duration::from_millis(250),
+            idempotency_wait: Duration::from_secs(3),
+            idempotency_lease: Duration::from_secs(30),
+            breakers: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for OrderingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the database URL: it may hold a password.
+        f.debug_struct("OrderingConfig")
+            .field("payment", &self.payment)
+            .field("customer", &self.customer)
+            .field("payment_deadline", &self.payment_deadline)
+            .field("customer_deadline", &self.customer_deadline)
+            .field("idempotency_wait", &self.idempotency_wait)
+            .field("idempotency_lease", &self.idempotency_lease)
+            .field(
+                "breakers",
+                &self.breakers.iter().map(|b| b.name()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why ordering could not start (or a store operation failed).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store: {0}")]
+    Messaging(#[from] agora_messaging::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("auth: {0}")]
+    Auth(#[from] agora_auth::Error),
+    #[error("stored {0} is corrupt")]
+    Corrupt(&'static str),
+    #[error("a concurrent change won")]
+    Conflict,
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// The contents of both replicas, ordered by id: compare two of them to check that a
+/// replay converges to what live delivery built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaSnapshot {
+    pub customers: Vec<CustomerReplica>,
+    pub products: Vec<ProductReplica>,
+}
+
+/// The running service: routes, outbox relay, replica consumers, token checking.
+pub struct Ordering {
+    router: axum::Router,
+    db: Db,
+    bus: SharedBus,
+    relay: RelayHandle,
+    auth: ServiceAuth,
+    replicas: Mutex<Option<Replicas>>,
+    statuses: StatusConsumers,
+    breakers: Vec<CircuitBreaker>,
+}
+
+impl std::fmt::Debug for Ordering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ordering")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The two replica consumers of one generation.
+#[derive(Debug)]
+struct Replicas {
+    customers: SubscriberHandle,
+    products: SubscriberHandle,
+}
+
+impl Replicas {
+    async fn start(db: &Db, bus: &SharedBus, generation: u64) -> Result<Replicas, Error> {
+        let (customers, products) = consumer_names(generation);
+        let mut customers_config = SubscriberConfig::on_source(customers, "customer");
+        customers_config.deliver = DeliverPolicy::All;
+        let mut products_config = SubscriberConfig::on_source(products, "catalog");
+        products_config.deliver = DeliverPolicy::All;
+        Ok(Replicas {
+            customers: Subscriber::spawn(db, bus, customers_config, CustomerReplicaHandler).await?,
+            products: Subscriber::spawn(db, bus, products_config, ProductReplicaHandler).await?,
+        })
+    }
+
+    async fn shutdown(self) {
+        self.customers.shutdown().await;
+        self.products.shutdown().await;
+    }
+}
+
+/// The consumers of the order status projection, one per source.
+#[derive(Debug)]
+struct StatusConsumers(Vec<SubscriberHandle>);
+
+impl StatusConsumers {
+    async fn start(db: &Db, bus: &SharedBus) -> Result<StatusConsumers, Error> {
+        let mut handles = Vec::new();
+        for (consumer, source) in [
+            (PAYMENTS_CONSUMER, "payment"),
+            (FULFILMENT_CONSUMER, "fulfilment"),
+            (SHIPMENTS_CONSUMER, "shipping"),
+        ] {
+            let config = SubscriberConfig::on_source(consumer, source);
+            handles.push(Subscriber::spawn(db, bus, config, OrderStatusHandler).await?);
+        }
+        Ok(StatusConsumers(handles))
+    }
+
+    async fn shutdown(self) {
+        for handle in self.0 {
+            handle.shutdown().await;
+        }
+    }
+}
+
+/// The replica consumers of `generation`: the plain names at 0, then `-g<n>`.
+pub fn consumer_names(generation: u64) -> (String, String) {
+    if generation == 0 {
+        (CUSTOMERS_CONSUMER.to_owned(), PRODUCTS_CONSUMER.to_owned())
+    } else {
+        (
+            format!("{CUSTOMERS_CONSUMER}-g{generation}"),
+            format!("{PRODUCTS_CONSUMER}-g{generation}"),
+        )
+    }
+}
+
+impl Ordering {
+    /// The routes: `/api/ordering/...` and `/internal/ordering/...`.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// The state of each breaker given in [`OrderingConfig::breakers`]: (target, state).
+    pub fn breakers(&self) -> Vec<(String, BreakerState)> {
+        self.breakers
+            .iter()
+            .map(|b| (b.name().to_owned(), b.state()))
+            .collect()
+    }
+
+    /// Its store, for tools and tests.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Where checkout takes customer data from, as stored.
+    pub async fn customer_data(&self) -> Result<CustomerData, Error> {
+        store::customer_data(&self.db).await
+    }
+
+    /// Switches where checkout takes customer data from; every process sharing the
+    /// store follows from its next checkout.
+    pub async fn set_customer_data(&self, mode: CustomerData) -> Result<(), Error> {
+        store::set_customer_data(&self.db, mode).await?;
+        tracing::info!(
+            customer_data = mode.as_str(),
+            "customer data setting changed"
+        );
+        Ok(())
+    }
+
+    /// How many orders are stored (for tools and tests).
+    pub async fn order_count(&self) -> Result<u64, Error> {
+        store::count_orders(&self.db).await
+    }
+
+    /// The replicas' contents, in a comparable form.
+    pub async fn replica_snapshot(&self) -> Result<ReplicaSnapshot, Error> {
+        let (customers, products) = store::replica_contents(&self.db).await?;
+        Ok(ReplicaSnapshot {
+            customers,
+            products,
+        })
+    }
+
+    /// Rebuilds both replicas from the start of customer's and catalog's streams: stops
+    /// the replica consumers, empties the replica tables, and starts consumers of a new
+    /// generation (`ordering-customers-g<n>`, `ordering-products-g<n>`) that deliver
+    /// everything from the first message, and deletes the old generation's consumers.
+    /// Returns the new generation. Until they catch up, the replicas are behind
+    /// (checkouts may miss an address meanwhile). Meant to run in one process at a
+    /// time; other processes pick the new generation up at their next start.
+    pub async fn rebuild_replicas(&self) -> Result<u64, Error> {
+        let mut replicas = self.replicas.lock().await;
+        if let Some(running) = replicas.take() {
+            running.shutdown().await;
+        }
+        let previous = store::replica_generation(&self.db).await?;
+        let generation = previous + 1;
+        // The old generation's durable consumers would otherwise keep collecting
+        // pending messages nobody reads.
+        let (old_customers, old_products) = consumer_names(previous);
+        for (source, name) in [("customer", old_customers), ("catalog", old_products)] {
+            if let Err(error) = self
+                .bus
+                .delete_consumer(&stream_config(source).name, &name)
+                .await
+            {
+                tracing::warn!(%error, consumer = %name, "cannot delete an old replica consumer");
+            }
+        }
+        store::clear_replicas(&self.db).await?;
+        store::set_replica_generation(&self.db, generation).await?;
+        *replicas = Some(Replicas::start(&self.db, &self.bus, generation).await?);
+        tracing::info!(
+            generation,
+            "replicas rebuilding from the start of the streams"
+        );
+        Ok(generation)
+    }
+
+    /// Stops the relay (committed events not yet published go out on the next start),
+    /// the replica and status consumers and the revocation consumer.
+    pub async fn shutdown(self) {
+        self.statuses.shutdown().await;
+        self.relay.shutdown().await;
+        if let Some(replicas) = self.replicas.into_inner() {
+            replicas.shutdown().await;
+        }
+        self.auth.shutdown().await;
+    }
+}
+
+/// Opens the store, applies migrations, starts token checking, the replica and status
+/// consumers and the outbox relay.
+pub async fn build(config: OrderingConfig) -> Result<Ordering, Error> {
+    let db = Db::connect(&config.db_url).await?;
+    db.migrate_messaging().await?;
+    db.migrate(SOURCE, store::MIGRATIONS).await?;
+    let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
+    let generation = store::replica_generation(&db).await?;
+    let replicas = Replicas::start(&db, &config.bus, generation).await?;
+    let statuses = StatusConsumers::start(&db, &config.bus).await?;
+    let relay = Relay::spawn(
+        &db,
+        config.bus.clone(),
+        RelayConfig {
+            streams: vec![stream_config(SOURCE)],
+            ..RelayConfig::default()
+        },
+    );
+    let state = http::State {
+        db: db.clone(),
+        outbox: agora_messaging::Outbox::new(&db),
+        verifier: auth.verifier().clone(),
+        payment: config.payment.clone(),
+        customer: config.customer.clone(),
+        limits: Arc::new(checkout::Limits {
+            payment_deadline: config.payment_deadline,
+            customer_deadline: config.customer_deadline,
+            idempotency_wait: config.idempotency_wait,
+            idempotency_lease: config.idempotency_lease,
+        }),
+        breakers: config.breakers.clone(),
+    };
+    tracing::info!("ordering started");
+    Ok(Ordering {
+        router: http::router(state),
+        db,
+        bus: config.bus,
+        relay,
+        auth,
+        replicas: Mutex::new(Some(replicas)),
+        statuses,
+        breakers: config.breakers,
+    })
+}

@@ -1,0 +1,110 @@
+//! Reading orders: mine, newest first; one by id for its owner or an admin.
+
+use axum::http::{Method, StatusCode};
+
+use crate::support::{
+    Backend, assert_problem, call, customer_with_data, lines, place_order, product, request, start,
+};
+
+crate::on_both_backends!(
+    my_orders_newest_first,
+    an_order_is_shown_to_its_owner_and_admins_only
+);
+
+async fn my_orders_newest_first(backend: Backend) {
+    let Some((env, ordering)) = start(backend).await else {
+        return;
+    };
+    let lamp = product(&env, &ordering, "Lamp", 1000).await;
+    let (_, token) = customer_with_data(&env, &ordering).await;
+    let (_, other) = customer_with_data(&env, &ordering).await;
+    let mut ids = Vec::new();
+    for key in ["a", "b", "c"] {
+        let answer = place_order(&ordering, &token, Some(key), lines(&[(lamp, 1)])).await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+        ids.push(answer.body["id"].clone());
+    }
+    let answer = place_order(&ordering, &other, Some("a"), lines(&[(lamp, 1)])).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+
+    let (status, _, orders) = call(
+        &ordering.router(),
+        Method::GET,
+        "/api/ordering/orders",
+        Some(&token),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Vec<_> = orders
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].clone())
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids);
+    assert_eq!(orders[0]["lines"][0]["name"], "Lamp");
+    assert_eq!(orders[0]["history"][0]["status"], "accepted");
+
+    let answer = request(
+        &ordering.router(),
+        Method::GET,
+        "/api/ordering/orders",
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_problem(&answer, StatusCode::UNAUTHORIZED);
+    ordering.shutdown().await;
+}
+
+async fn an_order_is_shown_to_its_owner_and_admins_only(backend: Backend) {
+    let Some((env, ordering)) = start(backend).await else {
+        return;
+    };
+    let lamp = product(&env, &ordering, "Lamp", 1000).await;
+    let (_, token) = customer_with_data(&env, &ordering).await;
+    let created = place_order(&ordering, &token, Some("a"), lines(&[(lamp, 1)])).await;
+    let path = format!(
+        "/api/ordering/orders/{}",
+        created.body["id"].as_str().unwrap()
+    );
+    let router = ordering.router();
+
+    let (status, _, order) = call(&router, Method::GET, &path, Some(&token), &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(order, created.body);
+
+    let (_, admin) = env.issuer.admin();
+    let (status, _, order) = call(&router, Method::GET, &path, Some(&admin), &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(order, created.body);
+
+    let (_, stranger) = env.issuer.customer();
+    let answer = request(&router, Method::GET, &path, Some(&stranger), &[], None).await;
+    assert_problem(&answer, StatusCode::NOT_FOUND);
+    let answer = request(
+        &router,
+        Method::GET,
+        "/api/ordering/orders/not-an-id",
+        Some(&token),
+        &[],
+        None,
+    )
+    .await;
+    assert_problem(&answer, StatusCode::NOT_FOUND);
+    let answer = request(
+        &router,
+        Method::GET,
+        &format!("/api/ordering/orders/{}", uuid::Uuid::now_v7()),
+        Some(&token),
+        &[],
+        None,
+    )
+    .await;
+    assert_problem(&answer, StatusCode::NOT_FOUND);
+    ordering.shutdown().await;
+}
