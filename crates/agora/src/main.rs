@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod ops_cli;
 mod up;
 
 use std::path::PathBuf;
@@ -26,10 +27,50 @@ struct Cli {
 enum Command {
     /// Runs the whole shop in this process on the embedded bus, until Ctrl-C.
     Up(up::UpArgs),
+    /// Cross-checks every service's store under a data directory (of a stopped or
+    /// quiet shop) and lists every inconsistency; exits 0 only when there is none.
+    Audit {
+        /// The shop's data directory.
+        #[arg(long, default_value_os_t = default_data_dir(), env = "AGORA_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Injects a fault into a service of a running shop (or clears it with `ok`).
+    Chaos {
+        /// The service: identity, customer, catalog, inventory, payment, ordering, …
+        service: String,
+        #[command(subcommand)]
+        mode: ops_cli::ChaosMode,
+        #[command(flatten)]
+        target: ops_cli::Target,
+    },
+    /// Pauses or resumes the bus of a running shop.
+    Bus {
+        #[arg(value_enum)]
+        switch: ops_cli::BusSwitch,
+        #[command(flatten)]
+        target: ops_cli::Target,
+    },
+    /// Changes a running shop's settings.
+    Settings {
+        #[command(subcommand)]
+        setting: Setting,
+    },
     /// Measures Agora against its performance targets.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Setting {
+    /// Where ordering takes the customer's address and payment method from: its
+    /// replica (the default) or the customer service, live.
+    CustomerData {
+        #[arg(value_enum)]
+        mode: ops_cli::CustomerData,
+        #[command(flatten)]
+        target: ops_cli::Target,
     },
 }
 
@@ -57,6 +98,28 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Chaos {
+                service,
+                mode,
+                target,
+            } => ops_cli::chaos(target, service, mode).await,
+            Command::Bus { switch, target } => ops_cli::bus(target, switch).await,
+            Command::Settings {
+                setting: Setting::CustomerData { mode, target },
+            } => ops_cli::customer_data(target, mode).await,
+            Command::Audit { data_dir } => {
+                let findings = agora::audit::audit(&data_dir)?;
+                for finding in &findings {
+                    println!("{finding}");
+                }
+                if findings.is_empty() {
+                    println!("agora audit: no inconsistency in {}", data_dir.display());
+                    Ok(())
+                } else {
+                    println!("agora audit: {} inconsistencies", findings.len());
+                    std::process::exit(1);
+                }
+            }
             Command::Bench {
                 what: BenchCommand::Bus(args),
             } => bench::bus::run(args).await,

@@ -1,13 +1,9 @@
 //! `agora up`: the whole shop in one process, on the embedded bus, until Ctrl-C.
-//!
-//! What runs today is the platform itself: the durable bus with a stream per owning
-//! service. Services join here as they are built, each from its own config.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use agora_bus::embedded::EmbeddedBus;
-use agora_bus::{Bus, StreamConfig};
+use agora::shop::{Shop, ShopConfig};
 use anyhow::Context;
 use clap::Args;
 
@@ -16,47 +12,40 @@ pub struct UpArgs {
     /// Where every service keeps its files (one SQLite file each, and the bus).
     #[arg(long, default_value_os_t = crate::default_data_dir(), env = "AGORA_DATA_DIR")]
     data_dir: PathBuf,
-    /// The public port of the gateway.
+    /// The public port of the gateway (0 picks a free one).
     #[arg(long, default_value_t = 8080, env = "AGORA_PORT")]
     port: u16,
-}
-
-/// Every owning service's stream: `ORDERING` takes `ordering.>`, and so on.
-pub fn service_streams() -> Vec<StreamConfig> {
-    let mut sources: Vec<&str> = agora_contracts::ALL_TYPES.iter().map(|(s, _)| *s).collect();
-    sources.dedup();
-    sources
-        .into_iter()
-        .map(agora_messaging::stream_config)
-        .collect()
+    /// The address the gateway listens on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), env = "AGORA_HOST")]
+    host: IpAddr,
+    /// Switches the gateway's rate limits off (load tests from one address).
+    #[arg(long)]
+    no_rate_limits: bool,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("create the data directory {}", args.data_dir.display()))?;
-    let bus_path = args.data_dir.join("bus.db");
-    let bus = Arc::new(
-        EmbeddedBus::open(&bus_path)
-            .await
-            .with_context(|| format!("open the bus at {}", bus_path.display()))?,
-    );
-    for stream in service_streams() {
-        bus.ensure_stream(&stream).await?;
+    let mut config = ShopConfig::new(&args.data_dir);
+    config.addr = SocketAddr::new(args.host, args.port);
+    config.admin_password = std::env::var("AGORA_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    if args.no_rate_limits {
+        config.limits = agora_gateway::Limits::unlimited();
     }
     // Listening before saying "ready": a signal that arrives right after must find
     // its handler in place, not the default action that kills the process.
     let shutdown = shutdown_signal()?;
-    tracing::info!(
-        data_dir = %args.data_dir.display(),
-        port = args.port,
-        streams = service_streams().len(),
-        "agora is up (bus ready); press Ctrl-C to stop"
+    let shop = Shop::start(config).await.context("start the shop")?;
+    tracing::info!(data_dir = %args.data_dir.display(), url = %shop.url(), "agora is up; press Ctrl-C to stop");
+    println!(
+        "agora: ready on {} (data in {})",
+        shop.url(),
+        args.data_dir.display()
     );
-    println!("agora: ready (data in {})", args.data_dir.display());
 
     shutdown.await;
     tracing::info!("shutting down");
-    bus.close().await;
+    shop.shutdown().await;
     println!("agora: stopped cleanly");
     Ok(())
 }

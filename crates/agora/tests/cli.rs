@@ -118,3 +118,87 @@ fn bench_bus_prints_figures_as_json() {
     );
     assert!(report.get("nats").is_none());
 }
+
+#[test]
+fn audit_of_a_clean_data_dir_exits_0_and_a_broken_one_exits_1() {
+    let data = tempfile::tempdir().unwrap();
+    let out = agora()
+        .args(["audit", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("run agora audit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no inconsistency"));
+
+    let db = rusqlite::Connection::open(data.path().join("ordering.db")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE ordering_orders (id TEXT PRIMARY KEY, status TEXT NOT NULL);
+         INSERT INTO ordering_orders VALUES ('o-1', 'accepted');",
+    )
+    .unwrap();
+    drop(db);
+    let out = agora()
+        .args(["audit", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("run agora audit");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("order o-1 is accepted"), "{stdout}");
+}
+
+#[test]
+fn chaos_bus_and_settings_commands_drive_a_running_shop() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Reaped(
+        agora()
+            .args(["up", "--data-dir"])
+            .arg(data.path())
+            .args(["--port", "0"])
+            .env("AGORA_ADMIN_PASSWORD", "cli-admin-password")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start agora up"),
+    );
+    let lines = lines_of(&mut child.0);
+    let ready = wait_for_line(&lines, "agora: ready on ");
+    let url = ready
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a URL")
+        .to_owned();
+    let run = |args: &[&str]| {
+        let out = agora()
+            .args(args)
+            .args(["--url", &url, "--admin-password", "cli-admin-password"])
+            .output()
+            .expect("run agora");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&["chaos", "customer", "down"]).contains("\"down\""));
+    assert!(run(&["chaos", "customer", "slow", "--latency-ms", "5"]).contains("\"slow\""));
+    assert!(run(&["chaos", "customer", "flaky", "--error-rate", "0.5"]).contains("\"flaky\""));
+    assert!(run(&["chaos", "customer", "ok"]).contains("\"ok\""));
+    assert!(run(&["bus", "pause"]).contains("true"));
+    assert!(run(&["bus", "resume"]).contains("false"));
+    assert!(run(&["settings", "customer-data", "sync"]).contains("\"sync\""));
+
+    let unknown = agora()
+        .args(["chaos", "nobody", "down", "--url", &url])
+        .args(["--admin-password", "cli-admin-password"])
+        .output()
+        .expect("run agora");
+    assert!(!unknown.status.success(), "an unknown service is an error");
+    interrupt(&child.0);
+    wait_for_line(&lines, "stopped cleanly");
+}

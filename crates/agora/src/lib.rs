@@ -1,0 +1,13 @@
+//! The Agora shop as a library: [`shop::Shop`] composes every service in one process
+//! (what `agora up` runs and what the end-to-end tests start), each service on its own
+//! HTTP listener, talking to the others only over HTTP and the bus.
+//!
+//! This crate composes the other crates; it holds no business rules of its own.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod demo;
+pub mod host;
+pub mod provider;
+pub mod shop;

@@ -1,0 +1,368 @@
+//! After checkout: every order ends somewhere — ready for shipping (then shipped), or
+//! cancelled with its payment given back and its stock released.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TestShop, eventually};
+
+const PRODUCT: &str = "5eed0000-0000-4000-8000-000000000003";
+
+impl TestShop {
+    async fn order_status(&self, token: &str, id: &str) -> Value {
+        self.client
+            .get(self.url(&format!("/api/ordering/orders/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the order is in one of `statuses`; returns it.
+    async fn order_reaches(&self, token: &str, id: &str, statuses: &[&str]) -> Value {
+        let reached = eventually(Duration::from_secs(10), || async {
+            let order = self.order_status(token, id).await;
+            statuses.iter().any(|s| order["status"] == *s)
+        })
+        .await;
+        let order = self.order_status(token, id).await;
+        assert!(reached.is_some(), "order stuck: {order}");
+        order
+    }
+
+    async fn stock(&self, product: &str) -> Value {
+        self.client
+            .get(self.url(&format!("/api/inventory/stock/{product}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn timeline_types(&self, correlation_id: &str) -> Vec<String> {
+        let admin = self.admin_token().await;
+        let events: Vec<Value> = self
+            .client
+            .get(self.url(&format!("/api/ops/events?correlation_id={correlation_id}")))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        events
+            .iter()
+            .filter_map(|e| e["type"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    async fn buyer(&self, card: &str) -> String {
+        let (_, _, token) = self.customer().await;
+        for (path, body) in [
+            (
+                "/api/customers/me/address",
+                json!({"line1": "1 Dock Road", "city": "Hull", "postal_code": "HU1 1AA", "country": "GB"}),
+            ),
+            (
+                "/api/customers/me/payment-method",
+                json!({"token": card, "last4": "4242"}),
+            ),
+        ] {
+            let answer = self
+                .client
+                .put(self.url(path))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), StatusCode::OK);
+        }
+        token
+    }
+
+    /// Places an order (retrying while ordering's replica catches up); its id.
+    async fn place(&self, token: &str, quantity: u32) -> String {
+        let body = json!({"lines": [{"product_id": PRODUCT, "quantity": quantity}]});
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let answer = self
+                .client
+                .post(self.url("/api/ordering/orders"))
+                .bearer_auth(token)
+                .header("Idempotency-Key", format!("order-of-{quantity}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            if answer.status() == StatusCode::CREATED {
+                let order: Value = answer.json().await.unwrap();
+                return order["id"].as_str().unwrap().to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never accepted: {}",
+                answer.text().await.unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn mailbox(&self, token: &str) -> Vec<Value> {
+        self.client
+            .get(self.url("/api/notifications/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn set_stock(&self, product: &str, on_hand: u32) {
+        let admin = self.admin_token().await;
+        let answer = self
+            .client
+            .put(self.url(&format!("/api/inventory/stock/{product}")))
+            .bearer_auth(admin)
+            .json(&json!({"on_hand": on_hand}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_paid_and_reserved_order_is_shipped() {
+    let shop = TestShop::start().await;
+    let before = shop.stock(PRODUCT).await;
+    let token = shop.buyer("tok_visa").await;
+    let id = shop.place(&token, 2).await;
+    let order = shop.order_reaches(&token, &id, &["shipped"]).await;
+    let history: Vec<&str> = order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(
+        history,
+        ["accepted", "paid", "ready_for_shipping", "shipped"]
+    );
+    let shipments: Vec<Value> = shop
+        .client
+        .get(shop.url(&format!("/api/shipping/shipments?order_id={id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shipments.len(), 1, "{shipments:?}");
+    assert_eq!(shipments[0]["address"]["line1"], "1 Dock Road");
+    let types = shop.timeline_types(&id).await;
+    for expected in [
+        "OrderAccepted",
+        "CustomerBilled",
+        "StockReserved",
+        "OrderReadyForShipping",
+    ] {
+        assert!(
+            types.iter().any(|t| t == expected),
+            "{expected} in {types:?}"
+        );
+    }
+    // Oldest first, with causation links between them.
+    let admin = shop.admin_token().await;
+    let events: Vec<Value> = shop
+        .client
+        .get(shop.url(&format!("/api/ops/events?correlation_id={id}")))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let times: Vec<time::OffsetDateTime> = events
+        .iter()
+        .filter_map(|e| e["time"].as_str())
+        .map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+        })
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "oldest first");
+    let ids: Vec<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    let linked = events
+        .iter()
+        .filter(|e| e["causation_id"].as_str().is_some_and(|c| ids.contains(&c)))
+        .count();
+    assert!(linked >= 3, "causation links: {events:?}");
+    // The mailbox: a confirmation and a shipped message, naming the product.
+    let mailbox = eventually(Duration::from_secs(10), || async {
+        let messages = shop.mailbox(&token).await;
+        let of = |kind: &str| {
+            messages
+                .iter()
+                .any(|m| m["kind"] == kind && m["order_id"] == id.as_str())
+        };
+        of("order_confirmation") && of("order_shipped")
+    })
+    .await;
+    let messages = shop.mailbox(&token).await;
+    assert!(mailbox.is_some(), "{messages:?}");
+    let confirmation = messages
+        .iter()
+        .find(|m| m["kind"] == "order_confirmation")
+        .unwrap();
+    let name = product_name(&shop).await;
+    assert!(
+        confirmation["body"].as_str().unwrap().contains(&name),
+        "{confirmation} names {name}"
+    );
+    let after = shop.stock(PRODUCT).await;
+    assert_eq!(
+        before["available"].as_i64().unwrap() - 2,
+        after["available"].as_i64().unwrap()
+    );
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn out_of_stock_cancels_and_gives_the_money_back() {
+    let shop = TestShop::start().await;
+    shop.set_stock(PRODUCT, 1).await;
+    let token = shop.buyer("tok_visa").await;
+    let id = shop.place(&token, 3).await;
+    let order = shop.order_reaches(&token, &id, &["cancelled"]).await;
+    let last = order["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reason"], "out_of_stock");
+    let told = eventually(Duration::from_secs(10), || async {
+        shop.mailbox(&token)
+            .await
+            .iter()
+            .any(|m| m["kind"] == "order_cancelled" && m["order_id"] == id.as_str())
+    })
+    .await;
+    assert!(told.is_some(), "a cancellation message");
+    let settled = eventually(Duration::from_secs(10), || async {
+        let types = shop.timeline_types(&id).await;
+        types
+            .iter()
+            .any(|t| t == "PaymentRefunded" || t == "AuthorizationVoided")
+            && types.iter().any(|t| t == "FulfilmentFailed")
+    })
+    .await;
+    assert!(settled.is_some(), "{:?}", shop.timeline_types(&id).await);
+    let stock = shop.stock(PRODUCT).await;
+    assert_eq!(stock["reserved"], 0, "no stock leaked: {stock}");
+    assert_eq!(stock["available"], 1);
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn a_declined_capture_cancels_and_releases_the_stock() {
+    let shop = TestShop::start().await;
+    let before = shop.stock(PRODUCT).await;
+    let token = shop.buyer("tok_capture_fails").await;
+    let id = shop.place(&token, 1).await;
+    let order = shop.order_reaches(&token, &id, &["cancelled"]).await;
+    let last = order["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reason"], "payment_failed");
+    let released = eventually(Duration::from_secs(10), || async {
+        shop.stock(PRODUCT).await["available"] == before["available"]
+    })
+    .await;
+    assert!(released.is_some(), "{}", shop.stock(PRODUCT).await);
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_finds_nothing_after_a_quiet_run_and_names_what_is_broken() {
+    let shop = TestShop::start().await;
+    shop.set_stock(PRODUCT, 2).await;
+    let token = shop.buyer("tok_visa").await;
+    let short = shop.place(&token, 3).await;
+    let declined_buyer = shop.buyer("tok_capture_fails").await;
+    let declined = shop.place(&declined_buyer, 1).await;
+    let shipped_buyer = shop.buyer("tok_visa").await;
+    let shipped = shop.place(&shipped_buyer, 1).await;
+    shop.order_reaches(&shipped_buyer, &shipped, &["shipped"])
+        .await;
+    shop.order_reaches(&token, &short, &["cancelled"]).await;
+    shop.order_reaches(&declined_buyer, &declined, &["cancelled"])
+        .await;
+    // Quiet: the compensations are done and every outbox is drained.
+    let quiet = eventually(Duration::from_secs(10), || async {
+        let short = shop.timeline_types(&short).await;
+        let declined = shop.timeline_types(&declined).await;
+        short
+            .iter()
+            .any(|t| t == "AuthorizationVoided" || t == "PaymentRefunded")
+            && short.iter().any(|t| t == "OrderCancelled")
+            && declined.iter().any(|t| t == "StockReleased")
+            && declined.iter().any(|t| t == "OrderCancelled")
+    })
+    .await;
+    assert!(quiet.is_some());
+    let dir = shop.stop_keeping_data().await;
+
+    let findings = agora::audit::audit(dir.path()).unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+
+    // Break two things behind the services' backs: the audit names both.
+    let ordering = rusqlite::Connection::open(dir.path().join("ordering.db")).unwrap();
+    ordering
+        .execute(
+            "UPDATE ordering_orders SET status = 'paid' WHERE id = ?1",
+            [&short],
+        )
+        .unwrap();
+    ordering
+        .execute(
+            "UPDATE messaging_outbox SET published_at_ms = NULL
+             WHERE position = (SELECT MAX(position) FROM messaging_outbox)",
+            [],
+        )
+        .unwrap();
+    drop(ordering);
+    let findings = agora::audit::audit(dir.path()).unwrap();
+    let text: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    assert_eq!(findings.len(), 2, "{text:?}");
+    assert!(
+        text.iter()
+            .any(|f| f.contains(&short) && f.contains("terminal")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|f| f.contains("never published")),
+        "{text:?}"
+    );
+}
+
+/// The catalog's name of [`PRODUCT`].
+async fn product_name(shop: &TestShop) -> String {
+    let product: Value = shop
+        .client
+        .get(shop.url(&format!("/api/catalog/products/{PRODUCT}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    product["name"].as_str().unwrap().to_owned()
+}

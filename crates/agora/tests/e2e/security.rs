@@ -1,0 +1,289 @@
+//! The security suite: forged, stale and misdirected tokens, roles, revocation by
+//! password change, and password guessing, all through the public port.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agora_auth::{AUDIENCE, Claims, ISSUER};
+use agora_contracts::Role;
+use agora_gateway::Limits;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::{PASSWORD, TestShop, b64url, b64url_decode, eventually};
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+fn admin_claims() -> Claims {
+    Claims::new(
+        Uuid::now_v7(),
+        vec![Role::Admin],
+        now(),
+        Duration::from_secs(300),
+    )
+}
+
+async fn status_with(shop: &TestShop, token: &str) -> StatusCode {
+    shop.client
+        .get(shop.url("/api/ops/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn sign(kid: &str, key: &EncodingKey, claims: &impl serde::Serialize) -> String {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+#[tokio::test]
+async fn forged_and_invalid_tokens_are_refused_and_a_genuine_one_accepted() {
+    let shop = TestShop::start().await;
+    let (kid, key) = shop.identity_key();
+    let genuine = sign(&kid, &key, &admin_claims());
+    assert_eq!(
+        status_with(&shop, &genuine).await,
+        StatusCode::OK,
+        "the control case"
+    );
+
+    let payload = |claims: &Claims| b64url(&serde_json::to_vec(claims).unwrap());
+    let mut forged: Vec<(&str, String)> = Vec::new();
+
+    let none_header = b64url(
+        json!({"alg": "none", "typ": "JWT", "kid": kid})
+            .to_string()
+            .as_bytes(),
+    );
+    forged.push((
+        "alg none",
+        format!("{none_header}.{}.", payload(&admin_claims())),
+    ));
+
+    let jwks = shop
+        .client
+        .get(shop.url("/api/identity/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let public: Value = serde_json::from_str(&jwks).unwrap();
+    let x = b64url_decode(public["keys"][0]["x"].as_str().unwrap());
+    for secret in [x.as_slice(), jwks.as_bytes()] {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid.clone());
+        let token =
+            jsonwebtoken::encode(&header, &admin_claims(), &EncodingKey::from_secret(secret))
+                .unwrap();
+        forged.push(("HMAC with the public key", token));
+    }
+
+    forged.push(("unknown kid", sign("no-such-key", &key, &admin_claims())));
+
+    let mut expired = admin_claims();
+    expired.iat = now() - 3_600;
+    expired.nbf = expired.iat;
+    expired.exp = now() - 600;
+    forged.push(("expired", sign(&kid, &key, &expired)));
+
+    let mut early = admin_claims();
+    early.nbf = now() + 600;
+    early.iat = early.nbf;
+    early.exp = early.nbf + 300;
+    forged.push(("not yet valid", sign(&kid, &key, &early)));
+
+    let mut issuer = admin_claims();
+    issuer.iss = "someone-else".into();
+    forged.push(("wrong iss", sign(&kid, &key, &issuer)));
+
+    let mut audience = admin_claims();
+    audience.aud = "another-system".into();
+    forged.push(("wrong aud", sign(&kid, &key, &audience)));
+
+    // A customer's genuine token with its payload swapped for an admin's.
+    let customer = Claims::new(
+        Uuid::now_v7(),
+        vec![Role::Customer],
+        now(),
+        Duration::from_secs(300),
+    );
+    let real = sign(&kid, &key, &customer);
+    let parts: Vec<&str> = real.split('.').collect();
+    forged.push((
+        "tampered payload",
+        format!("{}.{}.{}", parts[0], payload(&admin_claims()), parts[2]),
+    ));
+    forged.push(("garbage", "not-a-jwt".into()));
+
+    assert_eq!(ISSUER, "agora-identity");
+    assert_eq!(AUDIENCE, "agora");
+    for (case, token) in &forged {
+        assert_eq!(
+            status_with(&shop, token).await,
+            StatusCode::UNAUTHORIZED,
+            "{case}"
+        );
+    }
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn a_customer_on_an_admin_route_is_forbidden() {
+    let shop = TestShop::start().await;
+    let (_, _, token) = shop.customer().await;
+    assert_eq!(status_with(&shop, &token).await, StatusCode::FORBIDDEN);
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_issued_before_a_password_change_are_refused_everywhere_within_2_s() {
+    let shop = TestShop::start().await;
+    let admin = shop.admin_token().await;
+    let (_, email, first) = shop.customer().await;
+    let second = shop.token(&email, PASSWORD).await;
+    let (_, _, bystander) = shop.customer().await;
+    let customer_url = shop.shop.service_url("customer").await.unwrap();
+    let catalog_url = shop.shop.service_url("catalog").await.unwrap();
+    let ordering_url = shop.shop.service_url("ordering").await.unwrap();
+    let me = shop
+        .client
+        .get(format!("{customer_url}/api/customers/me"))
+        .bearer_auth(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK, "valid before, at customer");
+
+    assert_eq!(
+        status_with(&shop, &second).await,
+        StatusCode::FORBIDDEN,
+        "valid before"
+    );
+
+    let changed = shop
+        .client
+        .put(shop.url("/api/identity/users/me/password"))
+        .bearer_auth(&first)
+        .json(&json!({"current_password": PASSWORD, "new_password": "a brand new password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+
+    // Every service that checks tokens: the gateway, identity, customer, catalog,
+    // ordering.
+    let refused_everywhere = || async {
+        let edge = shop
+            .client
+            .get(shop.url("/api/ops/status"))
+            .bearer_auth(&second)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let identity = shop
+            .client
+            .put(shop.url("/api/identity/users/me/password"))
+            .bearer_auth(&second)
+            .json(&json!({"current_password": PASSWORD, "new_password": "another new password"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        // Customer and catalog, called directly (not through the gateway's edge).
+        let customer = shop
+            .client
+            .get(format!("{customer_url}/api/customers/me"))
+            .bearer_auth(&second)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let catalog = shop
+            .client
+            .post(format!("{catalog_url}/api/catalog/products"))
+            .bearer_auth(&second)
+            .json(&json!({"name": "x", "description": "y"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let ordering = shop
+            .client
+            .get(format!("{ordering_url}/api/ordering/orders"))
+            .bearer_auth(&second)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        [edge, identity, customer, catalog, ordering]
+            .iter()
+            .all(|status| *status == StatusCode::UNAUTHORIZED)
+    };
+    let took = eventually(Duration::from_secs(2), refused_everywhere).await;
+    assert!(took.is_some(), "old tokens still accepted after 2 s");
+
+    // Only that user's old tokens: others still work, and so does a new one.
+    let fresh = shop.token(&email, "a brand new password").await;
+    for token in [&fresh, &bystander] {
+        let answer = shop
+            .client
+            .get(shop.url("/api/ops/status"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::FORBIDDEN,
+            "valid, but not an admin"
+        );
+    }
+    assert_eq!(status_with(&shop, &admin).await, StatusCode::OK);
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn password_guessing_is_slowed_by_the_rate_limit() {
+    let shop = TestShop::start_with(Limits::default()).await;
+    let (_, email) = shop.sign_up().await;
+    let mut refused_after = None;
+    for attempt in 1..=30 {
+        let answer = shop
+            .client
+            .post(shop.url("/api/identity/token"))
+            .json(&json!({"email": email, "password": format!("guess number {attempt}")}))
+            .send()
+            .await
+            .unwrap();
+        match answer.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(answer.headers().contains_key("retry-after"));
+                refused_after = Some(attempt);
+                break;
+            }
+            other => panic!("attempt {attempt}: {other}"),
+        }
+    }
+    let refused_after = refused_after.expect("guessing is limited");
+    assert!(
+        refused_after <= 11,
+        "limited after {refused_after} attempts"
+    );
+    shop.stop().await;
+}

@@ -1,0 +1,217 @@
+//! A running shop for one test, and what tests need to talk to it.
+
+use std::time::{Duration, Instant};
+
+use agora::shop::{Shop, ShopConfig};
+use agora_gateway::{ChaosMode, Limits};
+use jsonwebtoken::EncodingKey;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const ADMIN_EMAIL: &str = "admin@agora.local";
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestShop {
+    pub shop: Shop,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    admin: tokio::sync::OnceCell<String>,
+}
+
+impl TestShop {
+    /// A shop without rate limits (tests that check them set their own).
+    pub async fn start() -> Self {
+        Self::start_with(Limits::unlimited()).await
+    }
+
+    pub async fn start_with(limits: Limits) -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), limits).await
+    }
+
+    /// A shop without rate limits, with `tune` applied to its config.
+    pub async fn start_tuned(tune: impl FnOnce(&mut ShopConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = ShopConfig::new(dir.path());
+        config.limits = Limits::unlimited();
+        tune(&mut config);
+        Self::start_config(dir, config).await
+    }
+
+    /// A shop on `dir`, which may hold an earlier shop's data.
+    pub async fn start_in(dir: tempfile::TempDir, limits: Limits) -> Self {
+        let mut config = ShopConfig::new(dir.path());
+        config.limits = limits;
+        Self::start_config(dir, config).await
+    }
+
+    async fn start_config(dir: tempfile::TempDir, mut config: ShopConfig) -> Self {
+        config.addr = "127.0.0.1:0".parse().expect("an address");
+        config.admin_password = Some(ADMIN_PASSWORD.to_owned());
+        let shop = Shop::start(config).await.expect("the shop starts");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        Self {
+            shop,
+            client,
+            dir,
+            admin: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.shop.url())
+    }
+
+    /// Sets a service's chaos through the ops API, as an admin would.
+    pub async fn set_chaos(&self, service: &str, mode: ChaosMode) {
+        let admin = self.admin_token().await;
+        let answer = self
+            .client
+            .put(self.url(&format!("/api/ops/chaos/{service}")))
+            .bearer_auth(admin)
+            .json(&json!({"mode": mode}))
+            .send()
+            .await
+            .expect("set chaos");
+        assert_eq!(
+            answer.status(),
+            StatusCode::OK,
+            "chaos {mode:?} on {service}"
+        );
+    }
+
+    pub async fn stop(self) {
+        self.shop.shutdown().await;
+    }
+
+    /// Stops the shop and keeps its data directory.
+    pub async fn stop_keeping_data(self) -> tempfile::TempDir {
+        self.shop.shutdown().await;
+        self.dir
+    }
+
+    /// Signs up a new customer with [`PASSWORD`]; returns its id and email.
+    pub async fn sign_up(&self) -> (Uuid, String) {
+        let email = format!("{}@example.com", Uuid::now_v7().simple());
+        let answer = self
+            .client
+            .post(self.url("/api/identity/users"))
+            .json(&json!({"email": email, "password": PASSWORD, "name": "Ada Lovelace"}))
+            .send()
+            .await
+            .expect("sign up");
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        let body: Value = answer.json().await.expect("json");
+        let id = body["id"].as_str().expect("an id").parse().expect("a uuid");
+        (id, email)
+    }
+
+    pub async fn token(&self, email: &str, password: &str) -> String {
+        let answer = self
+            .client
+            .post(self.url("/api/identity/token"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(answer.status(), StatusCode::OK, "sign in as {email}");
+        let body: Value = answer.json().await.expect("json");
+        body["access_token"].as_str().expect("a token").to_owned()
+    }
+
+    /// A new customer's id, email and token.
+    pub async fn customer(&self) -> (Uuid, String, String) {
+        let (id, email) = self.sign_up().await;
+        let token = self.token(&email, PASSWORD).await;
+        (id, email, token)
+    }
+
+    /// The admin's token (signed in once per shop, so that it still works while
+    /// identity is down).
+    pub async fn admin_token(&self) -> String {
+        self.admin
+            .get_or_init(|| self.token(ADMIN_EMAIL, ADMIN_PASSWORD))
+            .await
+            .clone()
+    }
+
+    /// Identity's signing key, read from its store, to mint tokens with chosen claims.
+    pub fn identity_key(&self) -> (String, EncodingKey) {
+        let db = rusqlite::Connection::open(self.dir.path().join("identity.db")).expect("open");
+        let (kid, seed): (String, String) = db
+            .query_row(
+                "SELECT kid, private_key FROM identity_signing_keys ORDER BY created_at_ms LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("a signing key");
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend(
+            (0..seed.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&seed[i..i + 2], 16).expect("hex")),
+        );
+        (kid, EncodingKey::from_ed_der(&der))
+    }
+}
+
+/// Polls `check` until it returns true or `within` has passed; returns the time taken.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > within {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+pub fn b64url_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        _ => 63,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        acc = acc << 6 | u32::from(value(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
