@@ -468,8 +468,15 @@ async fn the_consumers_project_events_from_the_bus(backend: Backend) {
         statuses(&shipped),
         ["accepted", "paid", "ready_for_shipping", "shipped"]
     );
+    // The billing and the failure race on two consumers: billed first shows `paid`
+    // before `cancelled` (fulfilment then refunds); billed after the terminal status
+    // adds nothing. Either way the order ends cancelled, once.
     let cancelled = get_order(&ordering, &other_token, cancelled_id).await;
-    assert_eq!(statuses(&cancelled), ["accepted", "cancelled"]);
+    let history = statuses(&cancelled);
+    assert!(
+        history == ["accepted", "cancelled"] || history == ["accepted", "paid", "cancelled"],
+        "{history:?}"
+    );
 
     // Published on ordering's stream, once each: 2 PriceChanged, 2 OrderAccepted, then
     // OrderShipped and OrderCancelled.
