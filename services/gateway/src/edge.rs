@@ -14,7 +14,7 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
-use crate::{BODY_LIMIT, State, compose, ops, trace};
+use crate::{BODY_LIMIT, State, compose, ops, trace, ui};
 
 pub(crate) fn router(state: State) -> Router {
     Router::new()
@@ -30,6 +30,7 @@ pub(crate) fn router(state: State) -> Router {
         .route("/api/ops/settings", put(ops::set_settings))
         .route("/api/ops/dead-letters", get(ops::dead_letters))
         .route("/api/ops/dead-letters/{id}/redrive", post(ops::redrive))
+        .merge(ui::routes())
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .fallback(forward)
         .layer(from_fn_with_state(state.clone(), guard))

@@ -28,6 +28,7 @@ mod ops;
 mod proxy;
 mod timeline;
 mod trace;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;

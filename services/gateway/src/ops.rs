@@ -473,19 +473,21 @@ pub(crate) async fn redrive(
 /// `GET /api/ops/events` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct EventsQuery {
-    /// The order or user the flow is about.
-    pub correlation_id: String,
+    /// The order or user the flow is about; without it, the most recent events of
+    /// the whole shop (the console's live stream).
+    pub correlation_id: Option<String>,
     /// At most this many events (1..=1000, default 100).
     pub limit: Option<u32>,
 }
 
-/// The timeline of one flow: every event about it, oldest first.
+/// The timeline of one flow: every event about it, oldest first. Without a
+/// correlation id: the shop's most recent events, oldest first.
 #[utoipa::path(get, path = "/api/ops/events", tag = "ops",
     security(("bearer" = [])),
     params(EventsQuery),
     responses(
         (status = 200, description = "The events, oldest first", body = [TimelineEvent]),
-        (status = 400, description = "No correlation id", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn events(
@@ -498,12 +500,16 @@ pub(crate) async fn events(
     }
     let Ok(Query(query)) = query else {
         return Problem::bad_request(
-            "Give a correlation_id (and optionally a limit of 1 to 1000).",
+            "Give an optional correlation_id and an optional limit of 1 to 1000.",
         )
         .into_response();
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    match state.timeline.events(&query.correlation_id, limit).await {
+    let events = match &query.correlation_id {
+        Some(correlation_id) => state.timeline.events(correlation_id, limit).await,
+        None => state.timeline.recent(limit).await,
+    };
+    match events {
         Ok(events) => Json(events).into_response(),
         Err(error) => {
             tracing::error!(%error, "timeline unavailable");

@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 use utoipa::ToSchema;
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "the event timeline",
-    sqlite: "CREATE TABLE gateway_events (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "the event timeline",
+        sqlite: "CREATE TABLE gateway_events (
         id TEXT PRIMARY KEY NOT NULL,
         event_type TEXT NOT NULL,
         source TEXT NOT NULL,
@@ -27,7 +28,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
         data TEXT NOT NULL
     );
     CREATE INDEX gateway_events_by_correlation ON gateway_events (correlation_id, time_ms);",
-    postgres: "CREATE TABLE gateway_events (
+        postgres: "CREATE TABLE gateway_events (
         id TEXT PRIMARY KEY NOT NULL,
         event_type TEXT NOT NULL,
         source TEXT NOT NULL,
@@ -39,7 +40,14 @@ const MIGRATIONS: &[Migration] = &[Migration {
         data TEXT NOT NULL
     );
     CREATE INDEX gateway_events_by_correlation ON gateway_events (correlation_id, time_ms);",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "the most recent events, for the live stream",
+        sqlite: "CREATE INDEX gateway_events_by_time ON gateway_events (time_ms);",
+        postgres: "CREATE INDEX gateway_events_by_time ON gateway_events (time_ms);",
+    },
+];
 
 /// One event of the timeline.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -78,22 +86,34 @@ impl Timeline {
         .bind(i64::from(limit))
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                let data: String = row.try_get("data")?;
-                Ok(TimelineEvent {
-                    id: row.try_get("id")?,
-                    event_type: row.try_get("event_type")?,
-                    source: row.try_get("source")?,
-                    subject: row.try_get("subject")?,
-                    time: row.try_get("time")?,
-                    correlation_id: row.try_get("correlation_id")?,
-                    causation_id: row.try_get("causation_id")?,
-                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+        rows.iter().map(event).collect()
     }
+
+    /// The `limit` most recent events of the whole shop, oldest first.
+    pub async fn recent(&self, limit: u32) -> Result<Vec<TimelineEvent>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, event_type, source, subject, time, correlation_id, causation_id, data
+             FROM gateway_events ORDER BY time_ms DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().rev().map(event).collect()
+    }
+}
+
+fn event(row: &sqlx::any::AnyRow) -> Result<TimelineEvent, sqlx::Error> {
+    let data: String = row.try_get("data")?;
+    Ok(TimelineEvent {
+        id: row.try_get("id")?,
+        event_type: row.try_get("event_type")?,
+        source: row.try_get("source")?,
+        subject: row.try_get("subject")?,
+        time: row.try_get("time")?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+    })
 }
 
 /// Applies the migration and starts one consumer per service stream.

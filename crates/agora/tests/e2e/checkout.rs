@@ -165,6 +165,45 @@ async fn happy_path_from_sign_up_to_an_accepted_order() {
     })
     .await;
     assert!(timeline.is_some(), "the order's events are in the timeline");
+
+    // Without a correlation id: the shop's most recent events, oldest first (the
+    // console's live stream).
+    let recent = |limit: u32| {
+        let (shop, admin) = (&shop, &admin);
+        async move {
+            let events: Vec<Value> = shop
+                .client
+                .get(shop.url(&format!("/api/ops/events?limit={limit}")))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            events
+        }
+    };
+    let all = recent(1000).await;
+    assert!(
+        all.iter()
+            .any(|e| e["type"] == "OrderAccepted" && e["correlation_id"] == order_id.as_str()),
+        "the order's acceptance is among the recent events"
+    );
+    let time = |e: &Value| {
+        time::OffsetDateTime::parse(
+            e["time"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let times: Vec<_> = all.iter().map(time).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    // Later events only push the most recent ones later in time.
+    let last_two = recent(2).await;
+    assert_eq!(last_two.len(), 2);
+    assert!(time(&last_two[0]) <= time(&last_two[1]));
+    assert!(time(&last_two[0]) >= times[times.len() - 2]);
     shop.stop().await;
 }
 

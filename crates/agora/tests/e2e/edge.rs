@@ -277,3 +277,56 @@ async fn a_client_over_its_rate_is_told_when_to_come_back() {
     assert!(is_problem(&answer));
     shop.stop().await;
 }
+
+#[tokio::test]
+async fn the_web_ui_is_served_at_the_root_under_a_strict_content_security_policy() {
+    let shop = TestShop::start().await;
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+        ("/ui/icon.svg", "image/svg+xml"),
+    ] {
+        let answer = shop
+            .client
+            .get(shop.url(path))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+        let headers = answer.headers();
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{path}"
+        );
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    let page = shop
+        .client
+        .get(shop.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<script src="/ui/app.js" defer></script>"#));
+    // The UI is no API: it is not in the OpenAPI document.
+    let doc: Value = shop
+        .client
+        .get(shop.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"].get("/").is_none());
+    shop.stop().await;
+}
