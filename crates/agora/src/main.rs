@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod loadgen;
 mod ops_cli;
 mod up;
 
@@ -55,11 +56,19 @@ enum Command {
         #[command(subcommand)]
         setting: Setting,
     },
-    /// Measures Agora against its performance targets.
+    /// Measures Agora against its performance targets: without a subcommand, every
+    /// figure of the design brief against a fresh shop of its own, with this machine's
+    /// baselines and the trade-off lab.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        what: BenchCommand,
+        what: Option<BenchCommand>,
+        #[command(flatten)]
+        args: bench::BenchArgs,
     },
+    /// An open-loop load generator of simulated customers (browse, preview, checkout),
+    /// through the public API of a running shop or of a fresh one of its own.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,9 +97,16 @@ pub fn default_data_dir() -> PathBuf {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The measuring commands run a shop in this process: its logs (warnings included:
+    // a shop under load has many) would drown their progress and tables.
+    let default_level = match cli.command {
+        Command::Bench { .. } | Command::Loadgen(_) => "error",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -121,8 +137,11 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::Bench {
-                what: BenchCommand::Bus(args),
+                what: Some(BenchCommand::Bus(args)),
+                ..
             } => bench::bus::run(args).await,
+            Command::Bench { what: None, args } => bench::run(args).await,
+            Command::Loadgen(args) => loadgen::run(args).await,
         }
     })
 }

@@ -95,15 +95,15 @@ struct Config {
     cores: usize,
 }
 
-#[derive(Debug, Serialize)]
-struct SqliteBaseline {
+#[derive(Debug, Clone, Serialize)]
+pub struct SqliteBaseline {
     /// fsync'd single-row commits per second.
-    single_row_commits_per_s: f64,
+    pub single_row_commits_per_s: f64,
     /// Latency of one fsync'd single-row commit: the floor under any durable publish.
-    commit_p50_ms: f64,
-    commit_p99_ms: f64,
+    pub commit_p50_ms: f64,
+    pub commit_p99_ms: f64,
     /// Rows per second, fsync'd, in transactions of 100 rows.
-    rows_per_s_batches_of_100: f64,
+    pub rows_per_s_batches_of_100: f64,
 }
 
 pub async fn run(args: BusBenchArgs) -> anyhow::Result<()> {
@@ -517,15 +517,50 @@ async fn nats_core_figures(url: &str, args: &BusBenchArgs) -> anyhow::Result<Fig
     Ok(figures(throughput, &h))
 }
 
+/// The embedded bus's figures with `messages` in the throughput run and `rate` msg/s
+/// for `latency_secs` in the latency run, in a temporary directory under `dir`.
+pub async fn embedded_figures(
+    dir: &std::path::Path,
+    messages: usize,
+    rate: u64,
+    latency_secs: u64,
+) -> anyhow::Result<Figures> {
+    let args = BusBenchArgs {
+        json: true,
+        nats_url: None,
+        messages,
+        rate,
+        latency_secs,
+        payload_bytes: 128,
+        dir: None,
+        no_nats: true,
+    };
+    let dir = tempfile::tempdir_in(dir).context("create a directory for the embedded bus")?;
+    let embedded = Arc::new(EmbeddedBus::open(dir.path().join("bus.db")).await?);
+    let bus: SharedBus = embedded.clone();
+    let figures = bus_figures(&bus, &args).await;
+    drop(bus);
+    embedded.close().await;
+    figures
+}
+
 /// What SQLite itself does here, with the settings the embedded bus uses.
-fn sqlite_baseline(path: PathBuf) -> anyhow::Result<SqliteBaseline> {
+pub fn sqlite_baseline(path: PathBuf) -> anyhow::Result<SqliteBaseline> {
+    sqlite_baseline_of(path, 2_000, 2_000)
+}
+
+/// [`sqlite_baseline`] with `single` single-row commits and `batches` batches of 100.
+pub fn sqlite_baseline_of(
+    path: PathBuf,
+    single: usize,
+    batches: usize,
+) -> anyhow::Result<SqliteBaseline> {
     let conn = rusqlite::Connection::open(&path)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
          CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
     )?;
     let body = vec![b'x'; 128];
-    let single = 2_000;
     let mut commits = histogram();
     let started = Instant::now();
     for _ in 0..single {
@@ -534,7 +569,6 @@ fn sqlite_baseline(path: PathBuf) -> anyhow::Result<SqliteBaseline> {
         commits.record((one.elapsed().as_nanos() as u64).max(1_000))?;
     }
     let single_row_commits_per_s = single as f64 / started.elapsed().as_secs_f64();
-    let batches = 2_000;
     let started = Instant::now();
     for _ in 0..batches {
         let tx = conn.unchecked_transaction()?;

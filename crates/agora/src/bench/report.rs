@@ -1,0 +1,464 @@
+//! The report: markdown tables, the figures against the targets, and the plots.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::plot;
+use super::suite::{Results, Step};
+use super::tradeoff::{Fault, Scenario};
+
+pub const BEGIN: &str = "<!-- bench:begin -->";
+pub const END: &str = "<!-- bench:end -->";
+
+/// One of the trade-off's claims and whether this run shows it.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub claim: String,
+    pub holds: bool,
+}
+
+fn scenario<'a>(r: &'a Results, mode: &str, fault: Fault) -> Option<&'a Scenario> {
+    r.tradeoff
+        .iter()
+        .find(|s| s.mode == mode && s.fault == fault)
+}
+
+/// What the lab must show (the run fails when it does not).
+pub fn claims(r: &Results) -> Vec<Claim> {
+    let mut claims = Vec::new();
+    let mut claim = |claim: String, holds: bool| claims.push(Claim { claim, holds });
+    for mode in ["sync", "replica"] {
+        if let Some(s) = scenario(r, mode, Fault::Healthy) {
+            claim(
+                format!(
+                    "healthy, {mode} mode: ≥ 95% of checkouts succeed ({:.1}%)",
+                    s.summary.success_rate * 100.0
+                ),
+                s.summary.success_rate >= 0.95,
+            );
+        }
+    }
+    if let Some(s) = scenario(r, "replica", Fault::CustomerDown) {
+        claim(
+            format!(
+                "Customer down, replica mode: checkout goes on, ≥ 95% succeed ({:.1}%)",
+                s.summary.success_rate * 100.0
+            ),
+            s.summary.success_rate >= 0.95,
+        );
+    }
+    if let Some(s) = scenario(r, "sync", Fault::CustomerDown) {
+        claim(
+            format!(
+                "Customer down, sync mode: checkout fails, < 5% succeed ({:.1}%)",
+                s.summary.success_rate * 100.0
+            ),
+            s.summary.success_rate < 0.05,
+        );
+    }
+    let sync_stale = r
+        .tradeoff
+        .iter()
+        .filter(|s| s.mode == "sync")
+        .map(|s| s.stale_fraction)
+        .fold(0.0, f64::max);
+    claim(
+        format!(
+            "sync mode: no order with a stale address ({:.1}% at worst)",
+            sync_stale * 100.0
+        ),
+        sync_stale == 0.0,
+    );
+    if let Some(s) = scenario(r, "replica", Fault::BusPaused) {
+        claim(
+            format!(
+                "bus paused, replica mode: orders use the last address ordering saw, stale ({:.1}%)",
+                s.stale_fraction * 100.0
+            ),
+            s.stale_fraction > 0.0,
+        );
+    }
+    claims
+}
+
+fn yes(met: bool) -> &'static str {
+    if met { "yes" } else { "**no**" }
+}
+
+fn num(x: f64) -> String {
+    let rounded = x.round() as i64;
+    let s = rounded.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if rounded < 0 { format!("-{out}") } else { out }
+}
+
+fn failures(f: &std::collections::BTreeMap<String, u64>) -> String {
+    if f.is_empty() {
+        return String::new();
+    }
+    f.iter()
+        .map(|(k, v)| format!("{k}×{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The report section, markdown (also what `agora bench` prints).
+pub fn text(r: &Results) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let m = &r.machine;
+    let _ = writeln!(w, "## The whole shop — `agora bench`\n");
+    let _ = writeln!(
+        w,
+        "Run {} — `{}` — {} build{}, {:.0} s wall time.  ",
+        r.date,
+        r.command,
+        r.build,
+        if r.quick {
+            ", `--quick` (small sizes: a smoke run, not the figures)"
+        } else {
+            ""
+        },
+        r.wall_s
+    );
+    let _ = writeln!(
+        w,
+        "Machine: {} cores ({}), {:.1} GiB memory, Linux {}. The load generator, the shop and the \
+         baselines share these cores, in one process.\n",
+        m.cores, m.cpu_model, m.memory_gib, m.kernel
+    );
+    let _ = writeln!(
+        w,
+        "Everything goes through the public HTTP API of a fresh shop (`Shop::start`, on \
+         127.0.0.1, data on the disk under the current directory, rate limits off). The load \
+         generator is open-loop: request *i* is due at *start + i/rate* and its latency counts \
+         from then, failed requests included, so a stall cannot hide. A step is *sustained* \
+         when ≥ 99% of its requests succeed and their p99 is ≤ {} ms. Each checkout is a \
+         random one of {} signed-in customers ordering one of the demo products with a fresh \
+         `Idempotency-Key`.\n",
+        r.p99_bound_ms, r.sizes.customers
+    );
+
+    // Targets.
+    let at = &r.at_target;
+    let full_rate = !r.quick && (at.rate - 1_000.0).abs() < 1.0;
+    let rate_note = |met: bool| {
+        if full_rate {
+            yes(met).to_owned()
+        } else {
+            format!("— (measured at {:.0}/s)", at.rate)
+        }
+    };
+    let _ = writeln!(w, "### Against the targets of the design brief\n");
+    let _ = writeln!(w, "| target | measured | met? |\n|---|---|---|");
+    let _ = writeln!(
+        w,
+        "| checkout ≥ 5,000 orders/s | highest sustained step: {} orders/s (steps tried: {}) | {} |",
+        num(r.checkout_max_rate),
+        r.checkout
+            .iter()
+            .map(|s| num(s.rate))
+            .collect::<Vec<_>>()
+            .join(", "),
+        yes(r.checkout_max_rate >= 5_000.0)
+    );
+    let _ = writeln!(
+        w,
+        "| checkout p99 ≤ 10 ms at 1,000 orders/s | p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms at {} orders/s ({:.2}% ok) | {} |",
+        at.summary.p50_ms,
+        at.summary.p99_ms,
+        at.summary.max_ms,
+        num(at.rate),
+        at.summary.success_rate * 100.0,
+        rate_note(at.summary.p99_ms <= 10.0 && at.summary.success_rate >= 0.99)
+    );
+    let a2r = &r.accepted_to_ready;
+    let _ = writeln!(
+        w,
+        "| accepted → ready_for_shipping p99 ≤ 25 ms at 1,000 orders/s | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} orders ({} never got there; ms timestamps) | {} |",
+        a2r.p50_ms,
+        a2r.p99_ms,
+        a2r.max_ms,
+        a2r.count,
+        a2r.missing,
+        rate_note(a2r.p99_ms <= 25.0 && a2r.missing == 0 && a2r.count > 0)
+    );
+    let fr = &r.replica_freshness;
+    let _ = writeln!(
+        w,
+        "| address change → visible in ordering p99 ≤ 5 ms | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} changes (idle shop; to within one preview round trip) | {} |",
+        fr.p50_ms,
+        fr.p99_ms,
+        fr.max_ms,
+        fr.count,
+        yes(fr.p99_ms <= 5.0)
+    );
+    let _ = writeln!(
+        w,
+        "| bus, embedded: ≥ 100,000 durable msg/s | {} msg/s ({} messages) | {} |",
+        num(r.bus.throughput_msgs),
+        num(r.sizes.bus_messages as f64),
+        yes(r.bus.throughput_msgs >= 100_000.0)
+    );
+    let _ = writeln!(
+        w,
+        "| bus, embedded: commit-to-consumer p99 ≤ 1 ms at 1,000 msg/s | p50 {:.3} ms, p99 {:.3} ms (publish began → consumed, fsync included) | {} |",
+        r.bus.p50_ms,
+        r.bus.p99_ms,
+        yes(r.bus.p99_ms <= 1.0)
+    );
+    if let Some(s) = scenario(r, "replica", Fault::CustomerDown) {
+        let _ = writeln!(
+            w,
+            "| Customer down → 100% of replica-mode checkouts succeed | {:.2}% ({} of {}) | {} |",
+            s.summary.success_rate * 100.0,
+            s.summary.succeeded,
+            s.summary.count,
+            yes(s.summary.succeeded == s.summary.count && s.summary.count > 0)
+        );
+    }
+    if let Some(s) = scenario(r, "sync", Fault::CustomerDown) {
+        let _ = writeln!(
+            w,
+            "| Customer down → sync-mode checkouts fail fast: p99 ≤ 300 ms, ≤ 10 ms once the breaker is open | {:.2}% succeed; p50 {:.2} ms (most requests meet the open breaker), p99 {:.1} ms | {} |",
+            s.summary.success_rate * 100.0,
+            s.summary.p50_ms,
+            s.summary.p99_ms,
+            yes(s.summary.p99_ms <= 300.0 && s.summary.p50_ms <= 10.0)
+        );
+    }
+    if let Some(s) = scenario(r, "replica", Fault::BusPaused) {
+        let _ = writeln!(
+            w,
+            "| bus paused → replicas converge within 1 s of resume | bus drained and checkout healthy again {} after resume ({:.0} s pause, {} orders queued behind it) | {} |",
+            s.settle_s
+                .map_or("not within the deadline".into(), |t| format!("{t:.2} s")),
+            r.sizes.lab_s,
+            s.summary.succeeded,
+            s.settle_s.map_or("**no**", |t| yes(t <= 1.0))
+        );
+    }
+    let _ = writeln!(
+        w,
+        "| bus paused 60 s: no accepted order lost; kill -9 under load: all orders terminal | not measured by `agora bench` (the crash and chaos suites check them) | — |\n"
+    );
+
+    // Baselines.
+    let _ = writeln!(w, "### This machine's baselines, same run\n");
+    let _ = writeln!(w, "| baseline | figure |\n|---|---|");
+    let hello_best = r
+        .hello
+        .iter()
+        .filter(|s| s.sustained)
+        .max_by(|a, b| a.rate.total_cmp(&b.rate));
+    let _ = writeln!(
+        w,
+        "| axum \"hello\" through the same load generator | highest sustained step {} req/s{}; steps: {} |",
+        num(r.hello_max_rate),
+        hello_best.map_or(String::new(), |s| format!(
+            " (p50 {:.2} ms, p99 {:.2} ms)",
+            s.summary.p50_ms, s.summary.p99_ms
+        )),
+        r.hello
+            .iter()
+            .map(|s| format!(
+                "{}/s → {} ok/s, p99 {:.1} ms{}",
+                num(s.rate),
+                num(s.ok_per_s),
+                s.summary.p99_ms,
+                if s.sustained { "" } else { " (not sustained)" }
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let _ = writeln!(
+        w,
+        "| raw SQLite, WAL, synchronous=FULL | {} single-row commits/s (p50 {:.3} ms, p99 {:.3} ms); {} rows/s in batches of 100 |",
+        num(r.sqlite.single_row_commits_per_s),
+        r.sqlite.commit_p50_ms,
+        r.sqlite.commit_p99_ms,
+        num(r.sqlite.rows_per_s_batches_of_100)
+    );
+    let _ = writeln!(
+        w,
+        "| embedded bus (Agora's) | {} msg/s publish→consume; at 1,000 msg/s p50 {:.3} ms, p99 {:.3} ms, publish p99 {:.3} ms |\n",
+        num(r.bus.throughput_msgs),
+        r.bus.p50_ms,
+        r.bus.p99_ms,
+        r.bus.publish_p99_ms.unwrap_or(0.0)
+    );
+    if r.hello_max_rate > 0.0 {
+        let _ = writeln!(
+            w,
+            "Ratios: checkout's highest sustained rate is {:.3} of the hello route's; {:.2} of raw \
+             SQLite's single-row commit rate.\n",
+            r.checkout_max_rate / r.hello_max_rate,
+            r.checkout_max_rate / r.sqlite.single_row_commits_per_s.max(1.0)
+        );
+    }
+
+    // Checkout steps.
+    let _ = writeln!(w, "### Checkout, offered rate stepped up\n");
+    let _ = writeln!(
+        w,
+        "{:.0} s per step; the bus is drained between steps (*drain*: how long the pipeline \
+         behind checkout — payment capture, stock, fulfilment, shipping, notification — took \
+         to catch up). CPU: cores this process kept busy during the step, by thread.\n",
+        r.sizes.checkout_step_s
+    );
+    steps_table(w, &r.checkout);
+    let _ = writeln!(
+        w,
+        "\n![Latency percentiles vs. offered load](bench/latency-vs-load.svg)\n"
+    );
+    let _ = writeln!(
+        w,
+        "### Checkout at {} orders/s for {:.0} s\n",
+        num(at.rate),
+        r.sizes.target_s
+    );
+    steps_table(w, std::slice::from_ref(at));
+    let _ = writeln!(w);
+
+    // Trade-off.
+    let _ = writeln!(w, "### The trade-off lab\n");
+    let _ = writeln!(
+        w,
+        "Checkouts at {:.0}/s for {:.0} s per scenario. Before each, every customer's address is \
+         changed (after the fault is applied for *healthy* and *bus paused*, just before it \
+         for the Customer faults, which cannot take writes). *Stale*: the order's address is \
+         not the latest its customer set; *age*: the order's time minus the time that latest \
+         address was set (0 when fresh), over successful orders. *Settle*: after the fault is \
+         healed, until the bus is drained and checkouts succeed again.\n",
+        r.sizes.lab_rate, r.sizes.lab_s
+    );
+    let _ = writeln!(
+        w,
+        "| customer_data | fault | success | p50 ms | p99 ms | failures | stale | age p50 / p99 / max | settle |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---|---:|---|---:|");
+    for s in &r.tradeoff {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.1}% ({}/{}) | {:.2} | {:.1} | {} | {:.1}% | {:.0} / {:.0} / {:.0} ms | {} |",
+            s.mode,
+            s.fault.label(),
+            s.summary.success_rate * 100.0,
+            s.summary.succeeded,
+            s.summary.count,
+            s.summary.p50_ms,
+            s.summary.p99_ms,
+            failures(&s.failures),
+            s.stale_fraction * 100.0,
+            s.age.p50_ms,
+            s.age.p99_ms,
+            s.age.max_ms,
+            s.settle_s.map_or("—".into(), |t| format!("{t:.1} s"))
+        );
+    }
+    let _ = writeln!(w, "\n![The trade-off lab](bench/tradeoff.svg)\n");
+    let _ = writeln!(
+        w,
+        "What the lab shows, checked by the run (it fails otherwise):\n"
+    );
+    for c in claims(r) {
+        let _ = writeln!(w, "- {} {}", if c.holds { "✔" } else { "✘" }, c.claim);
+    }
+    let _ = writeln!(w);
+
+    // Limits.
+    let _ = writeln!(w, "### Where the time went, this run\n");
+    if let Some(top) = r.checkout.iter().max_by(|a, b| a.rate.total_cmp(&b.rate)) {
+        let _ = writeln!(
+            w,
+            "- Highest checkout step ({} orders/s offered, {} ok/s, {}sustained): {}; the \
+             load generator's scheduler started a request up to {:.1} ms late.",
+            num(top.rate),
+            num(top.ok_per_s),
+            if top.sustained { "" } else { "not " },
+            top.cpu.describe(),
+            top.max_start_lag_ms
+        );
+    }
+    let _ = writeln!(
+        w,
+        "- Checkout at {} orders/s: {}; drain after it: {}.",
+        num(at.rate),
+        at.cpu.describe(),
+        at.drain_s
+            .map_or("not within the deadline".into(), |t| format!("{t:.1} s"))
+    );
+    if let Some(h) = r.hello.last() {
+        let _ = writeln!(
+            w,
+            "- Hello baseline, last step ({} req/s): {}.",
+            num(h.rate),
+            h.cpu.describe()
+        );
+    }
+    s
+}
+
+fn steps_table(w: &mut String, steps: &[Step]) {
+    let _ = writeln!(
+        w,
+        "| offered/s | ok/s | success | p50 ms | p90 ms | p99 ms | max ms | sustained | failures | CPU (cores busy) | drain |"
+    );
+    let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|");
+    for s in steps {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.2}% | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {:.2} | {} |",
+            num(s.rate),
+            num(s.ok_per_s),
+            s.summary.success_rate * 100.0,
+            s.summary.p50_ms,
+            s.summary.p90_ms,
+            s.summary.p99_ms,
+            s.summary.max_ms,
+            if s.sustained { "yes" } else { "no" },
+            failures(&s.failures),
+            s.cpu.busy_cores,
+            s.drain_s.map_or("—".into(), |t| format!("{t:.1} s"))
+        );
+    }
+}
+
+/// Writes the report section into `path` (between the markers, appended when they
+/// are absent; the rest of the file is kept) and the plots into `bench/` beside it.
+pub fn write(path: &Path, r: &Results) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let plots = dir.join("bench");
+    std::fs::create_dir_all(&plots).with_context(|| format!("create {}", plots.display()))?;
+    plot::latency_vs_load(&plots.join("latency-vs-load.svg"), r)?;
+    plot::tradeoff(&plots.join("tradeoff.svg"), r)?;
+
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let section = format!("{BEGIN}\n{}{END}", text(r));
+    let updated = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{section}{}",
+            &existing[..begin],
+            &existing[end + END.len()..]
+        ),
+        _ => {
+            let mut s = existing;
+            if !s.is_empty() && !s.ends_with("\n\n") {
+                s.push_str(if s.ends_with('\n') { "\n" } else { "\n\n" });
+            }
+            s.push_str(&section);
+            s.push('\n');
+            s
+        }
+    };
+    std::fs::write(path, updated).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
