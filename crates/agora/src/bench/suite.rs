@@ -282,7 +282,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Results> {
         })
         .await
     };
+    say(args, "stopping the shop");
     own.stop().await;
+    say(args, "done");
     let shop = driven?;
 
     Ok(Results {

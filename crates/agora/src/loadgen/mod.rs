@@ -109,8 +109,16 @@ impl OwnShop {
         })
     }
 
+    /// Stops the shop, waiting at most `STOP_WAIT` for it (an idle shop takes ~15 s to
+    /// stop today: its consumers finish a long poll), and removes its directory.
     pub async fn stop(self) {
-        self.shop.shutdown().await;
+        const STOP_WAIT: Duration = Duration::from_secs(3);
+        if tokio::time::timeout(STOP_WAIT, self.shop.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::info!("the shop did not stop within {STOP_WAIT:?}: left to the exit");
+        }
         drop(self.dir);
     }
 }
