@@ -472,11 +472,13 @@ pub(crate) async fn redrive(
 
 /// `GET /api/ops/events` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// The order or user the flow is about; without it, the most recent events of
     /// the whole shop (the console's live stream).
     pub correlation_id: Option<String>,
     /// At most this many events (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -498,13 +500,16 @@ pub(crate) async fn events(
     if let Err(error) = caller.require(Role::Admin) {
         return error.into_response();
     }
-    let Ok(Query(query)) = query else {
+    let valid = query.ok().and_then(|Query(query)| {
+        let limit = query.limit.unwrap_or(100);
+        (1..=1000).contains(&limit).then_some((query, limit))
+    });
+    let Some((query, limit)) = valid else {
         return Problem::bad_request(
             "Give an optional correlation_id and an optional limit of 1 to 1000.",
         )
         .into_response();
     };
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let events = match &query.correlation_id {
         Some(correlation_id) => state.timeline.events(correlation_id, limit).await,
         None => state.timeline.recent(limit).await,

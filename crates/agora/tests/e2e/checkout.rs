@@ -204,6 +204,17 @@ async fn happy_path_from_sign_up_to_an_accepted_order() {
     assert_eq!(last_two.len(), 2);
     assert!(time(&last_two[0]) <= time(&last_two[1]));
     assert!(time(&last_two[0]) >= times[times.len() - 2]);
+    // A limit outside 1..=1000 is refused, not silently clamped.
+    for limit in ["0", "1001", "2147483648", "many"] {
+        let refused = shop
+            .client
+            .get(shop.url(&format!("/api/ops/events?limit={limit}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "limit={limit}");
+    }
     shop.stop().await;
 }
 

@@ -113,6 +113,21 @@ async fn openapi_health_readiness_and_metrics() {
     for status in ["200", "401", "422", "429", "503"] {
         assert!(token[status].is_object(), "token answers {status}");
     }
+    // A parameter documented as "in: path" is in the path's template (a query
+    // parameter declared as a path one sends every client astray).
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "path" {
+                    let name = parameter["name"].as_str().unwrap();
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: path parameter {name} is not in the path"
+                    );
+                }
+            }
+        }
+    }
 
     for path in ["/healthz", "/readyz"] {
         let answer = shop.client.get(shop.url(path)).send().await.unwrap();
