@@ -284,6 +284,11 @@ pub struct Delivery {
     pub payload: Bytes,
     /// When the message was stored.
     pub published: SystemTime,
+    /// When the message's commit completed, where the backend knows it: the embedded
+    /// bus stamps messages it delivers from memory once their transaction is durable;
+    /// JetStream's stored time stands for it on NATS. `None` for history read back
+    /// from disk. Measures commit-to-consumer latency.
+    pub committed: Option<SystemTime>,
     /// 1 on the first delivery.
     pub deliveries: u32,
     /// The consumer's max deliveries: when `deliveries == max_deliver`, a nak
@@ -317,6 +322,7 @@ pub struct DeliveryParts {
     pub headers: Headers,
     pub payload: Bytes,
     pub published: SystemTime,
+    pub committed: Option<SystemTime>,
     pub deliveries: u32,
     pub max_deliver: u32,
 }
@@ -333,6 +339,7 @@ impl Delivery {
             headers,
             payload,
             published,
+            committed,
             deliveries,
             max_deliver,
         } = parts;
@@ -345,6 +352,7 @@ impl Delivery {
             headers,
             payload,
             published,
+            committed,
             deliveries,
             max_deliver,
             acker,

@@ -1003,6 +1003,7 @@ impl NatsAcker {
             headers: user_headers(self.message.headers.as_ref()),
             payload: self.message.payload.clone(),
             published,
+            committed: Some(published),
             deliveries: self.deliveries,
             max_deliver: self.ident.max_deliver,
         }

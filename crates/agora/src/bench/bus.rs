@@ -8,11 +8,13 @@
 //! - latency at a steady rate: messages published on a fixed schedule (open loop: a
 //!   slow publish does not delay the next one), each carrying the instant its publish
 //!   began; the consumer records `received - publish began`, so the figure includes
-//!   the durable commit (fsync) and the delivery.
+//!   the durable commit (fsync) and the delivery. For Agora's backends it also
+//!   records `received - committed` (the delivery's commit time): commit-to-consumer,
+//!   the bus's own delivery path.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use agora_bus::embedded::EmbeddedBus;
 use agora_bus::nats::NatsBus;
@@ -68,6 +70,12 @@ pub struct Figures {
     /// Publish call → durable acknowledgement, at the steady rate (Agora backends).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_p99_ms: Option<f64>,
+    /// Commit (the message durable) → consumer, at the steady rate (Agora backends:
+    /// the bus's own delivery path, without the fsync a publisher waits for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_to_consumer_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_to_consumer_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -187,8 +195,8 @@ fn print_table(r: &Report) {
     );
     println!();
     println!(
-        "{:<22} {:>14} {:>10} {:>10} {:>10}",
-        "", "msg/s", "p50 ms", "p99 ms", "max ms"
+        "{:<22} {:>14} {:>10} {:>10} {:>10} {:>16} {:>22}",
+        "", "msg/s", "p50 ms", "p99 ms", "max ms", "publish p99 ms", "commit→consumer p99"
     );
     let rows = [
         ("embedded (SQLite)", Some(&r.embedded)),
@@ -198,10 +206,16 @@ fn print_table(r: &Report) {
     ];
     for (name, figures) in rows {
         if let Some(f) = figures {
-            let publish = f.publish_p99_ms.map_or("-".into(), |p| format!("{p:.3}"));
+            let or_dash = |v: Option<f64>| v.map_or("-".into(), |p| format!("{p:.3}"));
             println!(
-                "{:<22} {:>14.0} {:>10.3} {:>10.3} {:>10.3} {:>16}",
-                name, f.throughput_msgs, f.p50_ms, f.p99_ms, f.max_ms, publish
+                "{:<22} {:>14.0} {:>10.3} {:>10.3} {:>10.3} {:>16} {:>22}",
+                name,
+                f.throughput_msgs,
+                f.p50_ms,
+                f.p99_ms,
+                f.max_ms,
+                or_dash(f.publish_p99_ms),
+                or_dash(f.commit_to_consumer_p99_ms)
             );
         }
     }
@@ -249,6 +263,8 @@ fn figures(throughput_msgs: f64, h: &Histogram<u64>) -> Figures {
         max_ms: ms(h.max()),
         latency_samples: h.len(),
         publish_p99_ms: None,
+        commit_to_consumer_p50_ms: None,
+        commit_to_consumer_p99_ms: None,
     }
 }
 
@@ -316,22 +332,26 @@ async fn bus_figures(bus: &SharedBus, args: &BusBenchArgs) -> anyhow::Result<Fig
     let total = (args.rate * args.latency_secs) as usize;
     let warmup = (args.rate as usize / 5).min(total / 10);
     let consume = tokio::spawn(async move {
-        let mut h = histogram();
+        let (mut h, mut from_commit) = (histogram(), histogram());
         let mut got = 0;
         while got < total {
             let batch = consumer.fetch(1000, Duration::from_secs(5)).await?;
             if batch.is_empty() {
                 bail!("latency run stalled at {got} of {total} messages");
             }
+            let received = SystemTime::now();
             for d in batch {
                 if got >= warmup {
                     h.record(latency_of(epoch, &d.payload).max(1_000))?;
+                    let committed = d.committed.context("a fresh message has no commit time")?;
+                    let since = received.duration_since(committed).unwrap_or_default();
+                    from_commit.record((since.as_nanos() as u64).max(1_000))?;
                 }
                 got += 1;
                 d.ack().await?;
             }
         }
-        Ok(h)
+        Ok((h, from_commit))
     });
     let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / args.rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -357,9 +377,12 @@ async fn bus_figures(bus: &SharedBus, args: &BusBenchArgs) -> anyhow::Result<Fig
             publish.record((took.as_nanos() as u64).max(1_000))?;
         }
     }
-    let h = consume.await??;
+    let (h, from_commit) = consume.await??;
     let mut f = figures(throughput, &h);
-    f.publish_p99_ms = Some(publish.value_at_quantile(0.99) as f64 / 1e6);
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
+    f.publish_p99_ms = Some(ms(&publish, 0.99));
+    f.commit_to_consumer_p50_ms = Some(ms(&from_commit, 0.50));
+    f.commit_to_consumer_p99_ms = Some(ms(&from_commit, 0.99));
     Ok(f)
 }
 

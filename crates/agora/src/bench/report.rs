@@ -208,12 +208,19 @@ pub fn text(r: &Results) -> String {
         num(r.sizes.bus_messages as f64),
         yes(r.bus.throughput_msgs >= 100_000.0)
     );
+    let from_commit_p99 = r.bus.commit_to_consumer_p99_ms.unwrap_or(f64::INFINITY);
     let _ = writeln!(
         w,
-        "| bus, embedded: commit-to-consumer p99 ≤ 1 ms at 1,000 msg/s | p50 {:.3} ms, p99 {:.3} ms (publish began → consumed, fsync included) | {} |",
+        "| bus, embedded: commit-to-consumer p99 ≤ 1 ms at 1,000 msg/s | commit → consumed p50 {:.3} ms, p99 {:.3} ms; with the fsync (publish began → consumed) p50 {:.3} ms, p99 {:.3} ms | {} |",
+        r.bus.commit_to_consumer_p50_ms.unwrap_or(f64::NAN),
+        from_commit_p99,
         r.bus.p50_ms,
         r.bus.p99_ms,
-        yes(r.bus.p99_ms <= 1.0)
+        match (from_commit_p99 <= 1.0, r.bus.p99_ms <= 1.0) {
+            (true, true) => "yes",
+            (true, false) => "yes (commit → consumer); **no** with the fsync",
+            _ => "**no**",
+        }
     );
     if let Some(s) = scenario(r, "replica", Fault::CustomerDown) {
         let _ = writeln!(
@@ -289,11 +296,12 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         w,
-        "| embedded bus (Agora's) | {} msg/s publish→consume; at 1,000 msg/s p50 {:.3} ms, p99 {:.3} ms, publish p99 {:.3} ms |\n",
+        "| embedded bus (Agora's) | {} msg/s publish→consume; at 1,000 msg/s p50 {:.3} ms, p99 {:.3} ms, publish p99 {:.3} ms, commit → consumer p99 {:.3} ms |\n",
         num(r.bus.throughput_msgs),
         r.bus.p50_ms,
         r.bus.p99_ms,
-        r.bus.publish_p99_ms.unwrap_or(0.0)
+        r.bus.publish_p99_ms.unwrap_or(0.0),
+        from_commit_p99
     );
     if r.hello_max_rate > 0.0 {
         let _ = writeln!(

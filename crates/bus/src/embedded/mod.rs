@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
@@ -258,10 +258,13 @@ fn publish_to_tails(streams: &RwLock<Vec<Arc<StreamState>>>, committed: store::C
     if committed.is_empty() {
         return;
     }
+    let now = SystemTime::now();
     let streams = streams.read();
     let mut touched: Vec<&Arc<StreamState>> = Vec::new();
     let mut current: Option<(&Arc<StreamState>, parking_lot::MutexGuard<'_, Tail>)> = None;
-    for (name, message) in committed {
+    for (name, mut message) in committed {
+        message.committed = Some(now);
+        let message = Arc::new(message);
         if current.as_ref().is_none_or(|(s, _)| s.name != name) {
             current = None;
             let Some(stream) = streams.iter().find(|s| s.name == name) else {
@@ -555,6 +558,7 @@ impl ConsumerCore {
                 headers: m.headers.clone(),
                 payload: m.payload.clone(),
                 published: m.time,
+                committed: m.committed,
                 deliveries: p.deliveries,
                 max_deliver,
             },

@@ -35,6 +35,9 @@ pub(super) struct StoredMessage {
     pub headers: Headers,
     pub payload: Bytes,
     pub time: SystemTime,
+    /// When its transaction became durable; known only for messages that went through
+    /// the writer in this process (stamped right after the commit).
+    pub committed: Option<SystemTime>,
 }
 
 /// Where a consumer's acks wait for the next commit. Acks need not be durable before
@@ -150,7 +153,7 @@ pub(super) enum Op {
 
 /// What the writer reports after each commit, so that the in-memory state can follow:
 /// the messages stored, with their streams, in order.
-pub(super) type Committed = Vec<(String, Arc<StoredMessage>)>;
+pub(super) type Committed = Vec<(String, StoredMessage)>;
 
 /// A consumer's durable row.
 #[derive(Debug, Clone)]
@@ -558,14 +561,15 @@ fn insert_messages(
             });
             stored.push((
                 stream,
-                Arc::new(StoredMessage {
+                StoredMessage {
                     seq,
                     id: m.id,
                     subject: m.subject,
                     headers: m.headers,
                     payload: m.payload,
                     time: now,
-                }),
+                    committed: None,
+                },
             ));
         } else {
             let existing: i64 = tx
@@ -752,6 +756,7 @@ impl Reader {
                     headers: decode_headers(&r.get::<_, Vec<u8>>(3)?),
                     payload: Bytes::from(r.get::<_, Vec<u8>>(4)?),
                     time: from_nanos(r.get(5)?),
+                    committed: None,
                 }))
             })
             .map_err(storage)?;

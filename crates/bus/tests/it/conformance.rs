@@ -139,6 +139,10 @@ pub async fn publish_then_consume(mut h: impl Harness) {
     assert_eq!(d.headers.get("Trace").map(String::as_str), Some("t-1"));
     assert_eq!(d.deliveries, 1);
     assert_eq!(d.stream_sequence, 1);
+    let committed = d
+        .committed
+        .expect("a fresh message carries its commit time");
+    assert!(committed >= d.published && committed <= SystemTime::now());
     got.into_iter().next().unwrap().ack().await.unwrap();
     assert_nothing_for(&consumer, Duration::from_millis(300)).await;
 }
