@@ -1,6 +1,10 @@
-//! The inbox and the subscriber runtime: each delivery is handled in one transaction
-//! that also records "event processed by this consumer", so a redelivery — after a
-//! crash, an ack lost, or an ack wait that ran out — changes nothing.
+//! The inbox and the subscriber runtime: each delivery is handled in the same
+//! transaction that records "event processed by this consumer", so a redelivery —
+//! after a crash, an ack lost, or an ack wait that ran out — changes nothing.
+//!
+//! A fetched batch is handled in one transaction, each delivery in a savepoint of its
+//! own: a failing handler rolls back its own delivery alone, and the batch costs one
+//! commit (one fsync) instead of one per event. Nothing is acked before that commit.
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
@@ -10,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use agora_bus::{ConsumerConfig, DeliverPolicy, Delivery, SharedBus, StreamConfig};
 use async_trait::async_trait;
 use futures::FutureExt;
-use sqlx::{Any, Transaction};
+use sqlx::{Acquire, Any, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -354,21 +358,8 @@ async fn worker_loop(
                 continue;
             }
         };
-        let mut deliveries = batch.into_iter();
-        for delivery in deliveries.by_ref() {
-            worker.process(delivery).await;
-            if *stopped.borrow() {
-                break;
-            }
-        }
-        for unhandled in deliveries {
-            // Not a failure: hand it back at once without a reason worth recording. On
-            // the last attempt a nak would dead-letter it, so leave it to the ack wait.
-            if !unhandled.is_last_attempt() {
-                let _ = unhandled
-                    .nak(Duration::ZERO, "subscriber shutting down")
-                    .await;
-            }
+        if !batch.is_empty() {
+            worker.process(batch).await;
         }
     }
 }
@@ -379,50 +370,105 @@ enum Outcome {
 }
 
 impl Worker {
-    async fn process(&self, delivery: Delivery) {
-        let span = tracing::info_span!(
-            "handle",
-            message_id = %delivery.message_id,
-            subject = %delivery.subject,
-            deliveries = delivery.deliveries,
-            event_type = tracing::field::Empty,
-            correlation_id = tracing::field::Empty,
-        );
-        self.process_in(delivery).instrument(span).await;
+    /// Handles a fetched batch: decodes it, applies what decodes in one transaction,
+    /// then settles every delivery.
+    async fn process(&self, batch: Vec<Delivery>) {
+        let config = &self.config;
+        let mut decoded = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match Envelope::from_json(&delivery.payload) {
+                Ok(envelope) => decoded.push((delivery, envelope)),
+                Err(error) => {
+                    // Never crash on bad bytes: retry like any failure (a newer build of
+                    // this consumer may read them), then the bus dead-letters them.
+                    let span = span_of(&delivery, None);
+                    let delay = config.backoff.delay(delivery.deliveries);
+                    async {
+                        tracing::warn!(%error, "undecodable delivery");
+                        if let Err(error) = delivery.nak(delay, "undecodable").await {
+                            tracing::warn!(%error, "nak failed; the message returns after the ack wait");
+                        }
+                    }
+                    .instrument(span)
+                    .await;
+                }
+            }
+        }
+        if decoded.is_empty() {
+            return;
+        }
+        let outcomes = match self.apply(&decoded).await {
+            Ok(outcomes) => outcomes,
+            // Nothing of the batch is committed: every delivery is retried.
+            Err(error) => decoded
+                .iter()
+                .map(|_| Err(HandlerError::transient(error.reason())))
+                .collect(),
+        };
+        if outcomes.iter().any(Result::is_ok) {
+            config.faults.checkpoint(CrashPoint::CommitBeforeAck).await;
+        }
+        for ((delivery, envelope), outcome) in decoded.into_iter().zip(outcomes) {
+            let span = span_of(&delivery, Some(&envelope));
+            self.settle(delivery, outcome).instrument(span).await;
+        }
     }
 
-    async fn process_in(&self, delivery: Delivery) {
+    /// The transaction: for each delivery, in a savepoint, the inbox record and the
+    /// handler; then one commit. A delivery whose handler fails (or panics) is rolled
+    /// back to its savepoint and the others go on.
+    async fn apply(
+        &self,
+        decoded: &[(Delivery, Envelope)],
+    ) -> Result<Vec<Result<Outcome, HandlerError>>, HandlerError> {
         let config = &self.config;
-        let envelope = match Envelope::from_json(&delivery.payload) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                // Never crash on bad bytes: retry like any failure (a newer build of this
-                // consumer may read them), then the bus dead-letters them.
-                tracing::warn!(%error, "undecodable delivery");
-                let delay = config.backoff.delay(delivery.deliveries);
-                if let Err(error) = delivery.nak(delay, "undecodable").await {
-                    tracing::warn!(%error, "nak failed; the message returns after the ack wait");
-                }
-                return;
-            }
-        };
-        let span = tracing::Span::current();
-        span.record("event_type", envelope.event_type.as_str());
-        span.record("correlation_id", envelope.correlation_id.as_str());
+        let mut tx = self.db.begin().await?;
+        let mut outcomes = Vec::with_capacity(decoded.len());
+        for (delivery, envelope) in decoded {
+            config.faults.checkpoint(CrashPoint::BeforeHandle).await;
+            let outcome = AssertUnwindSafe(self.apply_one(&mut tx, envelope))
+                .catch_unwind()
+                .instrument(span_of(delivery, Some(envelope)))
+                .await
+                .unwrap_or_else(|_| Err(HandlerError::transient("the handler panicked")));
+            outcomes.push(outcome);
+        }
+        config
+            .faults
+            .checkpoint(CrashPoint::HandlerBeforeCommit)
+            .await;
+        tx.commit().await?;
+        // The handlers may have appended events to the outbox.
+        self.db.wake_relay();
+        Ok(outcomes)
+    }
 
-        config.faults.checkpoint(CrashPoint::BeforeHandle).await;
-        // A panicking handler must not take its worker down with it: the panic is a
-        // failure like any other (the transaction is rolled back as it unwinds).
-        let applied = AssertUnwindSafe(self.apply(&envelope))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(HandlerError::transient("the handler panicked")));
-        let settled = match applied {
+    /// One delivery inside the batch's transaction, in a savepoint: dropping it on any
+    /// error (or unwinding) rolls back this delivery's changes only.
+    async fn apply_one(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        envelope: &Envelope,
+    ) -> Result<Outcome, HandlerError> {
+        let mut savepoint = (&mut **tx).begin().await?;
+        if !Inbox::record(&mut savepoint, &self.config.consumer, envelope.id).await? {
+            savepoint.rollback().await?;
+            return Ok(Outcome::Duplicate);
+        }
+        if let Err(error) = self.handler.handle(&mut savepoint, envelope).await {
+            savepoint.rollback().await?;
+            return Err(error);
+        }
+        savepoint.commit().await?;
+        Ok(Outcome::Applied)
+    }
+
+    async fn settle(&self, delivery: Delivery, outcome: Result<Outcome, HandlerError>) {
+        let settled = match outcome {
             Ok(outcome) => {
                 if matches!(outcome, Outcome::Duplicate) {
                     tracing::debug!("already processed; acking the redelivery");
                 }
-                config.faults.checkpoint(CrashPoint::CommitBeforeAck).await;
                 delivery.ack().await
             }
             Err(error) => {
@@ -431,7 +477,7 @@ impl Worker {
                     tracing::warn!(reason, "handler failed permanently; dead-lettering");
                     delivery.term(reason).await
                 } else {
-                    let delay = config.backoff.delay(delivery.deliveries);
+                    let delay = self.config.backoff.delay(delivery.deliveries);
                     tracing::warn!(reason, ?delay, "handler failed; will retry");
                     delivery.nak(delay, reason).await
                 }
@@ -443,25 +489,18 @@ impl Worker {
             tracing::warn!(%error, "settling the delivery failed");
         }
     }
+}
 
-    /// The transaction: inbox record, handler, commit. Dropping the transaction on any
-    /// error rolls it back.
-    async fn apply(&self, envelope: &Envelope) -> Result<Outcome, HandlerError> {
-        let mut tx = self.db.begin().await?;
-        if !Inbox::record(&mut tx, &self.config.consumer, envelope.id).await? {
-            tx.rollback().await?;
-            return Ok(Outcome::Duplicate);
-        }
-        self.handler.handle(&mut tx, envelope).await?;
-        self.config
-            .faults
-            .checkpoint(CrashPoint::HandlerBeforeCommit)
-            .await;
-        tx.commit().await?;
-        // The handler may have appended events to the outbox.
-        self.db.wake_relay();
-        Ok(Outcome::Applied)
-    }
+/// The span a delivery's handling is logged in.
+fn span_of(delivery: &Delivery, envelope: Option<&Envelope>) -> tracing::Span {
+    tracing::info_span!(
+        "handle",
+        message_id = %delivery.message_id,
+        subject = %delivery.subject,
+        deliveries = delivery.deliveries,
+        event_type = envelope.map(|e| e.event_type.as_str()),
+        correlation_id = envelope.map(|e| e.correlation_id.as_str()),
+    )
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -25,6 +25,7 @@ crate::on_both_backends!(
     events_flow_from_outbox_to_handler_and_effects_flow_on,
     shutdown_is_prompt_and_clean,
     a_panicking_handler_is_a_failure_not_a_dead_worker,
+    in_a_batch_a_failing_delivery_is_rolled_back_alone,
 );
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -342,5 +343,64 @@ async fn a_panicking_handler_is_a_failure_not_a_dead_worker(store: TestStore) {
     .await;
     eventually(WAIT, "settled", || settled(&bus, &config)).await;
     subscriber.shutdown().await;
+    assert!(bus.dead_letters().await.unwrap().is_empty());
+}
+
+/// Writes its effect like [`CountingHandler`], then fails once for one event: the
+/// write must be rolled back with it, and only with it.
+struct FailsOnceAfterWriting {
+    event_id: uuid::Uuid,
+    failed: std::sync::atomic::AtomicBool,
+    inner: CountingHandler,
+}
+
+#[async_trait]
+impl Handler for FailsOnceAfterWriting {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        self.inner.handle(tx, envelope).await?;
+        if envelope.id == self.event_id && !self.failed.swap(true, Ordering::SeqCst) {
+            return Err(HandlerError::transient("failed after writing"));
+        }
+        Ok(())
+    }
+}
+
+async fn in_a_batch_a_failing_delivery_is_rolled_back_alone(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let envelopes: Vec<_> = (1..=5).map(credited).collect();
+    for envelope in &envelopes {
+        bus.publish(envelope.to_message().unwrap()).await.unwrap();
+    }
+    let handler = FailsOnceAfterWriting {
+        event_id: envelopes[2].id,
+        failed: false.into(),
+        inner: CountingHandler::new("ledger-view"),
+    };
+    let calls = handler.inner.calls.clone();
+    // One worker: the five come in one fetch, so they share one transaction.
+    let config = config("ledger-view").workers(1);
+    let subscriber = Subscriber::spawn(&store.db, &bus, config.clone(), handler)
+        .await
+        .unwrap();
+    eventually(WAIT, "all applied", || async {
+        applied(&store.db, "ledger-view").await.len() == 5
+    })
+    .await;
+    eventually(WAIT, "settled", || settled(&bus, &config)).await;
+    subscriber.shutdown().await;
+
+    let mut applied = applied(&store.db, "ledger-view").await;
+    applied.sort();
+    let mut expected: Vec<_> = envelopes.iter().map(|e| (e.id.to_string(), 1)).collect();
+    expected.sort();
+    assert_eq!(
+        applied, expected,
+        "each applied once: the failed write was rolled back, the others kept"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 6, "five, and one retry");
     assert!(bus.dead_letters().await.unwrap().is_empty());
 }

@@ -107,6 +107,9 @@ async fn a_deleted_product_keeps_its_last_name_and_late_adds_are_ignored(backend
     let (customer, token) = env.issuer.customer();
     let (mug, ghost) = (Uuid::now_v7(), Uuid::now_v7());
     env.product(mug, "Mug", 1).await;
+    // Settled in between: two workers could otherwise apply the deletion first, which
+    // is the late-add case below.
+    env.settled().await;
     env.delete_product(mug, 2).await;
     // Deleted, then its (older) add delivered late: stays deleted, name never known.
     env.delete_product(ghost, 2).await;
