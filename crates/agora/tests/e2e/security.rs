@@ -156,23 +156,78 @@ async fn tokens_issued_before_a_password_change_are_refused_everywhere_within_2_
     let (_, email, first) = shop.customer().await;
     let second = shop.token(&email, PASSWORD).await;
     let (_, _, bystander) = shop.customer().await;
-    let customer_url = shop.shop.service_url("customer").await.unwrap();
-    let catalog_url = shop.shop.service_url("catalog").await.unwrap();
-    let ordering_url = shop.shop.service_url("ordering").await.unwrap();
-    let me = shop
-        .client
-        .get(format!("{customer_url}/api/customers/me"))
-        .bearer_auth(&second)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), StatusCode::OK, "valid before, at customer");
-
-    assert_eq!(
-        status_with(&shop, &second).await,
-        StatusCode::FORBIDDEN,
-        "valid before"
+    let url = async |service: &str| shop.shop.service_url(service).await.unwrap();
+    let (identity_url, customer_url, catalog_url, ordering_url) = (
+        url("identity").await,
+        url("customer").await,
+        url("catalog").await,
+        url("ordering").await,
     );
+    let (inventory_url, shipping_url, notification_url) = (
+        url("inventory").await,
+        url("shipping").await,
+        url("notification").await,
+    );
+    let product = uuid::Uuid::now_v7();
+    // What every service that checks tokens answers this token: the gateway's edge,
+    // then each service called directly (not through the edge).
+    let answers = async |token: &str| {
+        let client = &shop.client;
+        let status = async |request: reqwest::RequestBuilder| {
+            request.bearer_auth(token).send().await.unwrap().status()
+        };
+        [
+            ("gateway", status(client.get(shop.url("/api/ops/status"))).await),
+            (
+                "identity",
+                // A wrong current password: a valid token gets 422, and nothing changes.
+                status(
+                    client
+                        .put(format!("{identity_url}/api/identity/users/me/password"))
+                        .json(&json!({"current_password": "not it at all", "new_password": "another new password"})),
+                )
+                .await,
+            ),
+            ("customer", status(client.get(format!("{customer_url}/api/customers/me"))).await),
+            (
+                "catalog",
+                status(
+                    client
+                        .post(format!("{catalog_url}/api/catalog/products"))
+                        .json(&json!({"name": "x", "description": "y"})),
+                )
+                .await,
+            ),
+            ("ordering", status(client.get(format!("{ordering_url}/api/ordering/orders"))).await),
+            (
+                "inventory",
+                status(
+                    client
+                        .put(format!("{inventory_url}/api/inventory/stock/{product}"))
+                        .json(&json!({"available": 1})),
+                )
+                .await,
+            ),
+            (
+                "shipping",
+                status(client.get(format!("{shipping_url}/api/shipping/shipments?order_id={product}")))
+                    .await,
+            ),
+            (
+                "notification",
+                status(client.get(format!("{notification_url}/api/notifications/me"))).await,
+            ),
+        ]
+    };
+    let before = answers(&second).await;
+    for (service, status) in before {
+        assert_ne!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "valid before, at {service}"
+        );
+    }
+    assert_eq!(before[2], ("customer", StatusCode::OK));
 
     let changed = shop
         .client
@@ -184,55 +239,11 @@ async fn tokens_issued_before_a_password_change_are_refused_everywhere_within_2_
         .unwrap();
     assert_eq!(changed.status(), StatusCode::NO_CONTENT);
 
-    // Every service that checks tokens: the gateway, identity, customer, catalog,
-    // ordering.
     let refused_everywhere = || async {
-        let edge = shop
-            .client
-            .get(shop.url("/api/ops/status"))
-            .bearer_auth(&second)
-            .send()
+        answers(&second)
             .await
-            .unwrap()
-            .status();
-        let identity = shop
-            .client
-            .put(shop.url("/api/identity/users/me/password"))
-            .bearer_auth(&second)
-            .json(&json!({"current_password": PASSWORD, "new_password": "another new password"}))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        // Customer and catalog, called directly (not through the gateway's edge).
-        let customer = shop
-            .client
-            .get(format!("{customer_url}/api/customers/me"))
-            .bearer_auth(&second)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        let catalog = shop
-            .client
-            .post(format!("{catalog_url}/api/catalog/products"))
-            .bearer_auth(&second)
-            .json(&json!({"name": "x", "description": "y"}))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        let ordering = shop
-            .client
-            .get(format!("{ordering_url}/api/ordering/orders"))
-            .bearer_auth(&second)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        [edge, identity, customer, catalog, ordering]
             .iter()
-            .all(|status| *status == StatusCode::UNAUTHORIZED)
+            .all(|(_, status)| *status == StatusCode::UNAUTHORIZED)
     };
     let took = eventually(Duration::from_secs(2), refused_everywhere).await;
     assert!(took.is_some(), "old tokens still accepted after 2 s");
