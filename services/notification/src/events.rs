@@ -70,41 +70,50 @@ impl Handler for Users {
     }
 }
 
+/// When this process first tried each order still waiting for something, so that a
+/// wait counts from there too: a notification catching up after downtime (old orders,
+/// replicas behind) then waits for the events on their way instead of falling back at
+/// once.
+#[derive(Default)]
+struct FirstTries(std::sync::Mutex<std::collections::HashMap<Uuid, tokio::time::Instant>>);
+
+impl FirstTries {
+    /// Whether `order_id` has waited `wait` since `since` and since this process first
+    /// tried it.
+    fn waited(&self, order_id: Uuid, since: OffsetDateTime, wait: Duration) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut first_tries = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = *first_tries.entry(order_id).or_insert(now);
+        OffsetDateTime::now_utc() >= since + wait && now >= first + wait
+    }
+
+    fn forget(&self, order_id: Uuid) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&order_id);
+    }
+}
+
 /// Ordering's order events → confirmations, cancellations and shipment messages.
 pub struct Orders {
-    pub name_wait: Duration,
-    /// When this process first tried to confirm each order still waiting for a name:
-    /// a confirmation falls back only after waiting `name_wait` here too, so that a
-    /// notification catching up after downtime (old orders, replica behind) waits for
-    /// the catalog's events instead of naming every product by id.
-    pub first_tries: std::sync::Mutex<std::collections::HashMap<Uuid, tokio::time::Instant>>,
+    name_wait: Duration,
+    /// Confirmations waiting for product names: one falls back only after waiting
+    /// `name_wait` from the order's acceptance and from its first attempt here.
+    confirmations: FirstTries,
+    shipped: Shipped,
 }
 
 impl Orders {
     pub fn new(name_wait: Duration) -> Self {
         Self {
             name_wait,
-            first_tries: Default::default(),
+            confirmations: FirstTries::default(),
+            shipped: Shipped::new(name_wait),
         }
-    }
-
-    /// Whether the confirmation of `order` has waited long enough for names.
-    fn waited_enough(&self, order: &OrderAccepted) -> bool {
-        let now = tokio::time::Instant::now();
-        let mut first_tries = self
-            .first_tries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let first = *first_tries.entry(order.order_id).or_insert(now);
-        OffsetDateTime::now_utc() >= order.accepted_at + self.name_wait
-            && now >= first + self.name_wait
-    }
-
-    fn done_waiting(&self, order_id: Uuid) {
-        self.first_tries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&order_id);
     }
 }
 
@@ -132,17 +141,14 @@ impl Handler for Orders {
             .await
         } else if envelope.is::<OrderShipped>() {
             let order: OrderShipped = envelope.decode()?;
-            let (subject, body) =
-                shipped_text(order.order_id, None, order.tracking_number.as_deref());
-            send(
-                tx,
-                order.customer_id,
-                order.order_id,
-                Kind::Shipped,
-                subject,
-                body,
-            )
-            .await
+            let shipment = Shipment {
+                order_id: order.order_id,
+                customer_id: order.customer_id,
+                carrier: None,
+                tracking_number: order.tracking_number.as_deref(),
+                at: order.shipped_at,
+            };
+            self.shipped.send(tx, &shipment).await
         } else {
             Ok(())
         }
@@ -155,34 +161,28 @@ impl Orders {
         tx: &mut Transaction<'_, Any>,
         order: &OrderAccepted,
     ) -> Result<(), HandlerError> {
+        // Kept for the shipped message. While the confirmation waits for a name this
+        // transaction is rolled back, so the lines are kept with the attempt that
+        // sends it (or, for an order confirmed before they were kept, a redelivery).
+        let lines: Vec<_> = order
+            .lines
+            .iter()
+            .map(|line| (line.product_id, line.quantity))
+            .collect();
+        store::save_order_lines(tx, order.order_id, &lines)
+            .await
+            .map_err(handler_error)?;
         if store::has_message(tx, order.order_id, Kind::Confirmation)
             .await
             .map_err(handler_error)?
         {
             return Ok(());
         }
-        let waited_enough = self.waited_enough(order);
-        let mut items = Vec::new();
-        for line in &order.lines {
-            let name = match store::product_name(tx, line.product_id)
-                .await
-                .map_err(handler_error)?
-            {
-                ProductName::Known(name) => name,
-                ProductName::Unknown if !waited_enough => {
-                    // The catalog's event is on its way: try again a little later.
-                    return Err(HandlerError::transient(format!(
-                        "the name of product {} is not known yet",
-                        line.product_id
-                    )));
-                }
-                ProductName::Unknown | ProductName::Deleted => {
-                    format!("product {}", line.product_id)
-                }
-            };
-            items.push(format!("{} × {}", line.quantity, name));
-        }
-        self.done_waiting(order.order_id);
+        let waited_enough =
+            self.confirmations
+                .waited(order.order_id, order.accepted_at, self.name_wait);
+        let items = items(tx, &lines, waited_enough).await?;
+        self.confirmations.forget(order.order_id);
         let subject = format!("Your order {} is confirmed", short(order.order_id));
         let body = format!(
             "Thank you for your order {}.\n\n{}\n\nTotal: {} {}\n\nWe will let you know when \
@@ -204,8 +204,46 @@ impl Orders {
     }
 }
 
+/// One line per `(product, quantity)`, "2 × Teapot", with the names from the replica.
+/// A name not known yet is a transient error unless `waited_enough`, when it falls
+/// back to "product <id>".
+async fn items(
+    tx: &mut Transaction<'_, Any>,
+    lines: &[(Uuid, u32)],
+    waited_enough: bool,
+) -> Result<Vec<String>, HandlerError> {
+    let mut items = Vec::new();
+    for &(product_id, quantity) in lines {
+        let name = match store::product_name(tx, product_id)
+            .await
+            .map_err(handler_error)?
+        {
+            ProductName::Known(name) => name,
+            ProductName::Unknown if !waited_enough => {
+                // The catalog's event is on its way: try again a little later.
+                return Err(HandlerError::transient(format!(
+                    "the name of product {product_id} is not known yet"
+                )));
+            }
+            ProductName::Unknown | ProductName::Deleted => format!("product {product_id}"),
+        };
+        items.push(format!("{quantity} × {name}"));
+    }
+    Ok(items)
+}
+
 /// Shipping's `ShipmentDispatched` → the shipment message.
-pub struct Shipments;
+pub struct Shipments {
+    shipped: Shipped,
+}
+
+impl Shipments {
+    pub fn new(name_wait: Duration) -> Self {
+        Self {
+            shipped: Shipped::new(name_wait),
+        }
+    }
+}
 
 #[async_trait]
 impl Handler for Shipments {
@@ -214,16 +252,75 @@ impl Handler for Shipments {
         tx: &mut Transaction<'_, Any>,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
-        let shipment: ShipmentDispatched = envelope.decode()?;
-        let (subject, body) = shipped_text(
-            shipment.order_id,
-            shipment.carrier.as_deref(),
-            shipment.tracking_number.as_deref(),
-        );
+        let dispatched: ShipmentDispatched = envelope.decode()?;
+        let shipment = Shipment {
+            order_id: dispatched.order_id,
+            customer_id: dispatched.customer_id,
+            carrier: dispatched.carrier.as_deref(),
+            tracking_number: dispatched.tracking_number.as_deref(),
+            at: dispatched.dispatched_at,
+        };
+        self.shipped.send(tx, &shipment).await
+    }
+}
+
+/// What the shipped message says, from `ShipmentDispatched` or `OrderShipped`.
+struct Shipment<'a> {
+    order_id: Uuid,
+    customer_id: Uuid,
+    carrier: Option<&'a str>,
+    tracking_number: Option<&'a str>,
+    at: OffsetDateTime,
+}
+
+/// The shipped message, naming the order's products as its confirmation does.
+struct Shipped {
+    /// How long it waits for the order's lines (kept with its confirmation): twice the
+    /// confirmation's `name_wait`, so that a confirmation still waiting for names has
+    /// the time to fall back first. After that it is sent without the products.
+    lines_wait: Duration,
+    waiting: FirstTries,
+}
+
+impl Shipped {
+    fn new(name_wait: Duration) -> Self {
+        Self {
+            lines_wait: name_wait.saturating_mul(2),
+            waiting: FirstTries::default(),
+        }
+    }
+
+    async fn send(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        shipment: &Shipment<'_>,
+    ) -> Result<(), HandlerError> {
+        let order_id = shipment.order_id;
+        if store::has_message(tx, order_id, Kind::Shipped)
+            .await
+            .map_err(handler_error)?
+        {
+            return Ok(());
+        }
+        let lines = store::order_lines(tx, order_id)
+            .await
+            .map_err(handler_error)?;
+        if lines.is_empty() && !self.waiting.waited(order_id, shipment.at, self.lines_wait) {
+            // The order's acceptance is on its way (or its confirmation waits for a
+            // name): try again a little later.
+            return Err(HandlerError::transient(format!(
+                "the lines of order {order_id} are not known yet"
+            )));
+        }
+        self.waiting.forget(order_id);
+        // The confirmation waited for the names already.
+        let items = items(tx, &lines, true).await?;
+        let (subject, body) =
+            shipped_text(order_id, &items, shipment.carrier, shipment.tracking_number);
         send(
             tx,
             shipment.customer_id,
-            shipment.order_id,
+            order_id,
             Kind::Shipped,
             subject,
             body,
@@ -295,6 +392,7 @@ fn cancelled_text(order_id: Uuid, reason: &CancelReason) -> (String, String) {
 
 fn shipped_text(
     order_id: Uuid,
+    items: &[String],
     carrier: Option<&str>,
     tracking_number: Option<&str>,
 ) -> (String, String) {
@@ -303,8 +401,11 @@ fn shipped_text(
         body.push_str(&format!(" with {carrier}"));
     }
     body.push('.');
+    if !items.is_empty() {
+        body.push_str(&format!("\n\n{}", items.join("\n")));
+    }
     if let Some(tracking) = tracking_number {
-        body.push_str(&format!(" Tracking number: {tracking}."));
+        body.push_str(&format!("\n\nTracking number: {tracking}."));
     }
     (format!("Your order {} has shipped", short(order_id)), body)
 }

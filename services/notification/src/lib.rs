@@ -13,8 +13,10 @@
 //! "product <id>"); `order_cancelled` on
 //! `OrderCancelled`, with the reason; `order_shipped` on shipping's
 //! `ShipmentDispatched` or ordering's `OrderShipped`, whichever comes first (consumers
-//! [`CONSUMER_ORDERS`] and [`CONSUMER_SHIPMENTS`]). A message is unique per (order,
-//! kind), so redeliveries and duplicates send nothing twice.
+//! [`CONSUMER_ORDERS`] and [`CONSUMER_SHIPMENTS`]), naming the products as the
+//! confirmation does, from the order's lines kept with it (lines not kept yet are
+//! waited for, twice `name_wait`, then the message goes without them). A message is
+//! unique per (order, kind), so redeliveries and duplicates send nothing twice.
 //!
 //! [`build`] makes the service from a [`NotificationConfig`];
 //! [`Notification::router`] serves `GET /api/notifications/me`, the caller's mailbox,
@@ -76,10 +78,16 @@ pub fn orders_subscriber_config() -> SubscriberConfig {
 }
 
 /// The subscriber of [`CONSUMER_SHIPMENTS`]: shipping's stream, `ShipmentDispatched`
-/// only.
+/// only. Redelivered while the order's lines are awaited, as
+/// [`orders_subscriber_config`].
 pub fn shipments_subscriber_config() -> SubscriberConfig {
     SubscriberConfig::on_source(CONSUMER_SHIPMENTS, "shipping")
         .filter(bus_subject::<ShipmentDispatched>())
+        .backoff(Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+        ))
+        .max_deliver(40)
 }
 
 /// How notification runs. Built explicitly by the composition (the `agora` binary).
@@ -92,7 +100,8 @@ pub struct NotificationConfig {
     pub keys: Arc<dyn KeySource>,
     /// How long an order's confirmation waits for product names the replica does not
     /// know yet — counted both from the order's acceptance and from the first attempt
-    /// of this process — before naming them "product <id>". Keep it within what
+    /// of this process — before naming them "product <id>". A shipped message waits
+    /// twice as long for the order's lines; keep that within what
     /// [`orders_subscriber_config`] redelivers (about 70 s).
     pub name_wait: Duration,
 }
@@ -189,7 +198,7 @@ pub async fn build(config: NotificationConfig) -> Result<Notification, Error> {
             &db,
             &config.bus,
             shipments_subscriber_config(),
-            events::Shipments,
+            events::Shipments::new(config.name_wait),
         )
         .await?,
     ];

@@ -37,12 +37,32 @@ CREATE INDEX notification_messages_customer
     ON notification_messages (customer_id, sent_at_ms);
 ";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "product and customer replicas, messages",
-    sqlite: TABLES,
-    postgres: TABLES,
-}];
+/// Each accepted order's lines, kept so that its shipped message can name the products
+/// too.
+const ORDER_LINES: &str = "
+CREATE TABLE notification_order_lines (
+    order_id TEXT NOT NULL,
+    line_no BIGINT NOT NULL,
+    product_id TEXT NOT NULL,
+    quantity BIGINT NOT NULL,
+    PRIMARY KEY (order_id, line_no)
+);
+";
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "product and customer replicas, messages",
+        sqlite: TABLES,
+        postgres: TABLES,
+    },
+    Migration {
+        version: 2,
+        description: "order lines",
+        sqlite: ORDER_LINES,
+        postgres: ORDER_LINES,
+    },
+];
 
 pub fn ms_of(time: OffsetDateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
@@ -150,6 +170,53 @@ pub async fn customer(
         .await?;
     row.map(|row| Ok((row.try_get("name")?, row.try_get("email")?)))
         .transpose()
+}
+
+/// Keeps an order's `(product, quantity)` lines, in order; lines kept already stay.
+pub async fn save_order_lines(
+    tx: &mut Transaction<'_, Any>,
+    order_id: Uuid,
+    lines: &[(Uuid, u32)],
+) -> Result<(), Error> {
+    for (line_no, (product_id, quantity)) in lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO notification_order_lines (order_id, line_no, product_id, quantity)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (order_id, line_no) DO NOTHING",
+        )
+        .bind(order_id.to_string())
+        .bind(i64::try_from(line_no).map_err(|_| Error::Corrupt("order line"))?)
+        .bind(product_id.to_string())
+        .bind(i64::from(*quantity))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// An order's `(product, quantity)` lines, in order; empty when its acceptance has
+/// not been handled yet.
+pub async fn order_lines(
+    tx: &mut Transaction<'_, Any>,
+    order_id: Uuid,
+) -> Result<Vec<(Uuid, u32)>, Error> {
+    sqlx::query(
+        "SELECT product_id, quantity FROM notification_order_lines
+         WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(order_id.to_string())
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|row| {
+        let product_id: String = row.try_get("product_id")?;
+        let quantity: i64 = row.try_get("quantity")?;
+        Ok((
+            uuid_of(&product_id)?,
+            u32::try_from(quantity).map_err(|_| Error::Corrupt("quantity"))?,
+        ))
+    })
+    .collect()
 }
 
 /// The kinds of message.

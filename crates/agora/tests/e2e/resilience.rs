@@ -97,6 +97,18 @@ impl TestShop {
             .unwrap_or_default()
     }
 
+    /// How many authorization requests reached payment's handler: each one leaves a
+    /// row in payment's store as soon as it is handled (pending, then authorized or
+    /// declined; only a request the provider failed to answer is deleted, and the
+    /// provider stays up in these tests).
+    fn payment_requests(&self) -> i64 {
+        let db = rusqlite::Connection::open(self.dir.path().join("payment.db")).unwrap();
+        db.query_row("SELECT COUNT(*) FROM payment_requests", [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+    }
+
     async fn chaos(&self, service: &str, body: Value) {
         let admin = self.admin_token().await;
         let answer = self
@@ -122,6 +134,8 @@ async fn a_slow_payment_opens_the_breaker_and_checkout_fails_fast_until_it_recov
     let token = shop.ready_buyer().await;
     let (status, _) = shop.checkout(&token, "before").await;
     assert_eq!(status, StatusCode::CREATED);
+    let reached = shop.payment_requests();
+    assert_eq!(reached, 1, "the first checkout reached payment");
 
     shop.chaos("payment", json!({"mode": "slow", "latency_ms": 2000}))
         .await;
@@ -146,27 +160,66 @@ async fn a_slow_payment_opens_the_breaker_and_checkout_fails_fast_until_it_recov
     .await;
     assert!(open.is_some(), "the ops console shows the breaker open");
 
-    // Open: no call reaches payment, every checkout fails in milliseconds.
+    // Open: every checkout fails in milliseconds. The statement is "< 10 ms" for each,
+    // but the whole round trip (test client, gateway, ordering's own work before the
+    // breaker) measured 3 to 10 ms on an idle machine, with one to four of 20 at 10 to
+    // 25 ms, and a loaded 2-core CI machine running the whole suite adds stalls that
+    // have nothing to do with payment. So at least 15 of 20 (the p75, stronger than the
+    // median) must be under 10 ms, and every one well under ordering's 500 ms
+    // per-attempt timeout, which a call to the slowed payment would have waited out.
     let mut latencies = Vec::new();
     for i in 0..20 {
         let (status, took) = shop.checkout(&token, &format!("open-{i}")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         latencies.push(took);
     }
-    let median = {
-        latencies.sort();
-        latencies[latencies.len() / 2]
-    };
-    assert!(median < Duration::from_millis(10), "median {median:?}");
+    let fast = latencies
+        .iter()
+        .filter(|took| **took < Duration::from_millis(10))
+        .count();
+    assert!(fast >= 15, "{fast} of 20 under 10 ms: {latencies:?}");
+    let slowest = latencies.iter().max().unwrap();
+    assert!(
+        *slowest < Duration::from_millis(500),
+        "slowest {slowest:?}: {latencies:?}"
+    );
+    // Nothing reached payment's handler. On its own this proves little: a request
+    // held by payment's 2 s chaos is dropped with the connection when ordering gives
+    // up, before its handler runs, so the slow checkouts above left no row either.
+    assert_eq!(shop.payment_requests(), reached);
 
-    // Payment heals: after the open period a probe closes the breaker.
+    // So payment is healed while the breaker is still open (it opened at most a
+    // second before the fast checkout and stays open 5 s). Payment now handles at
+    // once whatever reaches it, which would leave a row and make the checkout a 201:
+    // these fail fast because the breaker keeps them from payment.
     shop.chaos("payment", json!({"mode": "ok"})).await;
+    for i in 0..5 {
+        let (status, took) = shop.checkout(&token, &format!("open-healthy-{i}")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(took < Duration::from_millis(500), "took {took:?}");
+    }
+    assert_eq!(
+        shop.payment_requests(),
+        reached,
+        "no checkout reached payment while the breaker was open"
+    );
+    assert_eq!(
+        shop.breaker("ordering", "payment").await,
+        "open",
+        "all of them within the open period, none a half-open probe"
+    );
+
+    // After the open period a probe closes the breaker.
     let healed = eventually(Duration::from_secs(15), || async {
         shop.checkout(&token, "healed").await.0 == StatusCode::CREATED
     })
     .await;
     assert!(healed.is_some(), "checkout works again");
     assert_eq!(shop.breaker("ordering", "payment").await, "closed");
+    assert!(
+        shop.payment_requests() > reached,
+        "the healed checkout reached payment"
+    );
     shop.stop().await;
 }
 

@@ -17,6 +17,8 @@ crate::on_both_backends!(
     an_unknown_name_falls_back_after_the_wait,
     a_deleted_product_keeps_its_last_name_and_late_adds_are_ignored,
     cancellation_and_shipment_are_sent_once_each,
+    a_shipment_before_the_acceptance_waits_for_the_lines,
+    a_shipment_whose_lines_never_come_is_sent_after_the_wait,
 );
 
 async fn the_confirmation_names_products_from_the_replica_once(backend: Backend) {
@@ -133,6 +135,7 @@ async fn cancellation_and_shipment_are_sent_once_each(backend: Backend) {
     let (customer, token) = env.issuer.customer();
     let (_, other) = env.issuer.customer();
     let (cancelled, shipped) = (Uuid::now_v7(), Uuid::now_v7());
+    let (teapot, cup) = (Uuid::now_v7(), Uuid::now_v7());
 
     let cancel = env
         .cancel(cancelled, customer, CancelReason::OutOfStock)
@@ -141,23 +144,33 @@ async fn cancellation_and_shipment_are_sent_once_each(backend: Backend) {
     env.cancel(cancelled, customer, CancelReason::OutOfStock)
         .await;
     env.settled().await;
+    env.product(teapot, "Teapot", 1).await;
+    env.product(cup, "Cup", 1).await;
+    env.settled().await;
+    env.accept(shipped, customer, &[(teapot, 2), (cup, 1)])
+        .await;
+    env.settled().await;
     let dispatched = env.dispatched(shipped, customer).await;
     env.publish(&dispatched).await;
     env.shipped(shipped, customer).await;
     env.settled().await;
 
-    let messages = mailbox_of(&router, &token, 2).await;
-    assert_eq!(messages.len(), 2, "{messages:?}");
+    let messages = mailbox_of(&router, &token, 3).await;
+    assert_eq!(messages.len(), 3, "{messages:?}");
     // Newest first.
     assert_eq!(messages[0]["kind"], "order_shipped");
     assert_eq!(messages[0]["order_id"], shipped.to_string());
     let shipped_body = messages[0]["body"].as_str().unwrap();
     // Whichever of ShipmentDispatched and OrderShipped came first; both name the
-    // tracking number.
+    // tracking number and, as the confirmation does, the products.
     assert!(shipped_body.contains("AP123"), "{shipped_body}");
-    assert_eq!(messages[1]["kind"], "order_cancelled");
-    assert_eq!(messages[1]["order_id"], cancelled.to_string());
-    let cancelled_body = messages[1]["body"].as_str().unwrap();
+    assert!(shipped_body.contains("2 × Teapot"), "{shipped_body}");
+    assert!(shipped_body.contains("1 × Cup"), "{shipped_body}");
+    assert_eq!(messages[1]["kind"], "order_confirmation");
+    assert_eq!(messages[1]["order_id"], shipped.to_string());
+    assert_eq!(messages[2]["kind"], "order_cancelled");
+    assert_eq!(messages[2]["order_id"], cancelled.to_string());
+    let cancelled_body = messages[2]["body"].as_str().unwrap();
     assert!(cancelled_body.contains("out of stock"), "{cancelled_body}");
     assert!(cancelled_body.contains("out_of_stock"), "{cancelled_body}");
     assert!(mailbox(&router, &other).await.is_empty());
@@ -181,5 +194,49 @@ async fn an_old_order_still_waits_for_names_after_downtime(backend: Backend) {
     let messages = mailbox_of(&router, &token, 1).await;
     let body = messages[0]["body"].as_str().unwrap();
     assert!(body.contains("1 × Kettle"), "{body}");
+    notification.shutdown().await;
+}
+
+async fn a_shipment_before_the_acceptance_waits_for_the_lines(backend: Backend) {
+    let Some((env, notification)) = start(backend).await else {
+        return;
+    };
+    let router = notification.router();
+    let (customer, token) = env.issuer.customer();
+    let (order, kettle) = (Uuid::now_v7(), Uuid::now_v7());
+    env.product(kettle, "Kettle", 1).await;
+    env.settled().await;
+    env.dispatched(order, customer).await;
+    env.shipments_retried().await;
+    assert!(mailbox(&router, &token).await.is_empty());
+    env.accept(order, customer, &[(kettle, 3)]).await;
+    let messages = mailbox_of(&router, &token, 2).await;
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    let shipped = messages
+        .iter()
+        .find(|m| m["kind"] == "order_shipped")
+        .expect("a shipped message");
+    let body = shipped["body"].as_str().unwrap();
+    assert!(body.contains("3 × Kettle"), "{body}");
+    assert!(body.contains("AP123"), "{body}");
+    notification.shutdown().await;
+}
+
+async fn a_shipment_whose_lines_never_come_is_sent_after_the_wait(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let mut config = env.config();
+    config.name_wait = Duration::from_millis(300);
+    let notification = env.start_with(config).await;
+    let router = notification.router();
+    let (customer, token) = env.issuer.customer();
+    let order = Uuid::now_v7();
+    env.dispatched(order, customer).await;
+    let messages = mailbox_of(&router, &token, 1).await;
+    assert_eq!(messages[0]["kind"], "order_shipped");
+    let body = messages[0]["body"].as_str().unwrap();
+    assert!(body.contains("AP123"), "{body}");
+    assert!(!body.contains(" × "), "no lines known: {body}");
     notification.shutdown().await;
 }

@@ -204,6 +204,16 @@ impl Env {
         }
     }
 
+    /// Waits until the shipments consumer has tried some message more than once.
+    pub async fn shipments_retried(&self) {
+        let config = agora_notification::shipments_subscriber_config();
+        let consumer = self.bus.consumer(&config.consumer_config()).await.unwrap();
+        eventually("a shipment event is retried", || async {
+            consumer.info().await.unwrap().redelivered > 0
+        })
+        .await;
+    }
+
     /// Waits until the orders consumer has tried some message more than once.
     pub async fn orders_retried(&self) {
         let config = agora_notification::orders_subscriber_config();
