@@ -191,6 +191,16 @@ pub async fn place_order(
     key: &IdempotencyKey,
     request: &CheckoutRequest,
 ) -> Result<Answer, ApiError> {
+    // Payment known out of reach (its breaker open): a key never seen before gets a
+    // 503 at once, with nothing written; a key already claimed or answered goes the
+    // usual way (its stored answer stands).
+    if state.payment.known_unavailable()
+        && store::idempotency_row(&state.db, customer_id, key.as_str())
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::Unavailable("payment"));
+    }
     let fingerprint = request_fingerprint(&request.lines, request.shipping_address.as_ref());
     let now = now_ms();
     let lease = i64::try_from(state.limits.idempotency_lease.as_millis()).unwrap_or(i64::MAX);

@@ -65,6 +65,12 @@ pub trait PaymentClient: Send + Sync + Debug + 'static {
         &self,
         request: &AuthorizationRequest,
     ) -> Result<Authorization, PaymentError>;
+
+    /// Whether payment is known to be out of reach right now (its breaker open):
+    /// checkout then answers 503 before writing anything. No by default.
+    fn known_unavailable(&self) -> bool {
+        false
+    }
 }
 
 /// A customer as the customer service serves it on its internal route.
@@ -254,6 +260,10 @@ impl ResilientPaymentClient {
 
 #[async_trait]
 impl PaymentClient for ResilientPaymentClient {
+    fn known_unavailable(&self) -> bool {
+        self.client.breaker().open_remaining().is_some()
+    }
+
     async fn authorize(
         &self,
         request: &AuthorizationRequest,

@@ -160,15 +160,14 @@ async fn a_slow_payment_opens_the_breaker_and_checkout_fails_fast_until_it_recov
     .await;
     assert!(open.is_some(), "the ops console shows the breaker open");
 
-    // Open: every checkout fails in milliseconds. The statement is "< 10 ms" for each,
-    // but the whole round trip (test client, gateway, ordering's own work before the
-    // breaker) measured 3 to 10 ms on an idle machine, with one to four of 20 at 10 to
-    // 25 ms, and a loaded 2-core CI machine running the whole suite adds stalls that
-    // have nothing to do with payment. So at least half of them (the median) must be
-    // under 10 ms, and every one well under ordering's 500 ms per-attempt timeout,
-    // which a call to the slowed payment would have waited out. (Before the breaker,
-    // ordering claims the idempotency key and releases it: two fsync'd commits that a
-    // check of the breaker before any write would save.)
+    // Open: every checkout fails in milliseconds. Ordering answers a fresh key 503
+    // before writing anything while the breaker is open: about 1 ms each here (it was
+    // 3 to 25 ms when the idempotency key was claimed and released first). The
+    // statement is "< 10 ms" for each; a loaded 2-core CI machine running the whole
+    // suite may stall one request for reasons that have nothing to do with payment,
+    // so at least 19 of 20 (the p95) under 10 ms, and every one well under ordering's
+    // 500 ms per-attempt timeout, which a call to the slowed payment would have waited
+    // out.
     let mut latencies = Vec::new();
     for i in 0..20 {
         let (status, took) = shop.checkout(&token, &format!("open-{i}")).await;
@@ -179,7 +178,7 @@ async fn a_slow_payment_opens_the_breaker_and_checkout_fails_fast_until_it_recov
         .iter()
         .filter(|took| **took < Duration::from_millis(10))
         .count();
-    assert!(fast >= 10, "{fast} of 20 under 10 ms: {latencies:?}");
+    assert!(fast >= 19, "{fast} of 20 under 10 ms: {latencies:?}");
     let slowest = latencies.iter().max().unwrap();
     assert!(
         *slowest < Duration::from_millis(500),
