@@ -5,7 +5,8 @@
 //! there), and an authorized order is written with its `OrderAccepted` event in one
 //! local transaction (outbox). Checkout is idempotent per customer and
 //! `Idempotency-Key`: the store arbitrates, so concurrent duplicates make one order and
-//! one authorization call.
+//! one authorization call. While payment's breaker is open, a key never seen before is
+//! answered 503 at once, before anything is written.
 //!
 //! The customer's address and payment method come from ordering's own replica, fed by
 //! customer's events (`customer_data = replica`, the default: checkout goes on when
