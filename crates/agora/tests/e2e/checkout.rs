@@ -407,7 +407,6 @@ async fn payment_unreachable_means_503_within_the_deadline_and_no_order() {
     let shop = TestShop::start().await;
     shop.set_price(PRODUCT, 1_290).await;
     let (_, token) = shop.shopper("Cashless Close 3").await;
-    let admin = shop.admin_token().await;
     // Both ways payment can be unreachable: refusing connections, and hanging.
     for (key, chaos) in [
         ("payment-down", json!({"mode": "down"})),
@@ -416,15 +415,7 @@ async fn payment_unreachable_means_503_within_the_deadline_and_no_order() {
             json!({"mode": "slow", "latency_ms": 5_000}),
         ),
     ] {
-        let set = shop
-            .client
-            .put(shop.url("/api/ops/chaos/payment"))
-            .bearer_auth(&admin)
-            .json(&chaos)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(set.status(), StatusCode::OK, "{key}");
+        shop.chaos("payment", chaos).await;
         let started = Instant::now();
         let answer = shop.order(&token, key, &lines(1)).await;
         let took = started.elapsed();

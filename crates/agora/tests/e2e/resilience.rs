@@ -108,19 +108,6 @@ impl TestShop {
         })
         .unwrap()
     }
-
-    async fn chaos(&self, service: &str, body: Value) {
-        let admin = self.admin_token().await;
-        let answer = self
-            .client
-            .put(self.url(&format!("/api/ops/chaos/{service}")))
-            .bearer_auth(admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), StatusCode::OK);
-    }
 }
 
 fn p99(mut latencies: Vec<Duration>) -> Duration {

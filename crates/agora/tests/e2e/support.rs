@@ -68,20 +68,22 @@ impl TestShop {
 
     /// Sets a service's chaos through the ops API, as an admin would.
     pub async fn set_chaos(&self, service: &str, mode: ChaosMode) {
+        self.chaos(service, json!({"mode": mode})).await;
+    }
+
+    /// Sets a service's chaos from the body `PUT /api/ops/chaos/{service}` takes
+    /// (`{"mode": "slow", "latency_ms": 2000}`).
+    pub async fn chaos(&self, service: &str, body: Value) {
         let admin = self.admin_token().await;
         let answer = self
             .client
             .put(self.url(&format!("/api/ops/chaos/{service}")))
             .bearer_auth(admin)
-            .json(&json!({"mode": mode}))
+            .json(&body)
             .send()
             .await
             .expect("set chaos");
-        assert_eq!(
-            answer.status(),
-            StatusCode::OK,
-            "chaos {mode:?} on {service}"
-        );
+        assert_eq!(answer.status(), StatusCode::OK, "chaos {body} on {service}");
     }
 
     pub async fn stop(self) {
