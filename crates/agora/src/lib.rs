@@ -10,4 +10,5 @@ pub mod audit;
 pub mod demo;
 pub mod host;
 pub mod provider;
+pub mod secrets;
 pub mod shop;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_auth::{HttpKeySource, KeySource};
+use agora_auth::{HttpKeySource, InternalKey, KeySource};
 use agora_bus::embedded::EmbeddedBus;
 use agora_bus::{Bus, BusSwitch, SharedBus, StreamConfig, SwitchedBus};
 use agora_gateway::{
@@ -210,7 +210,8 @@ struct Composition {
 }
 
 impl Composition {
-    fn db_url(&self, service: &str) -> String {
+    /// The service's own SQLite file (created readable by the owner only).
+    fn db_url(&self, service: &str) -> anyhow::Result<String> {
         sqlite_url(&self.data_dir, service)
     }
 
@@ -258,9 +259,11 @@ impl Composition {
 impl Shop {
     pub async fn start(config: ShopConfig) -> anyhow::Result<Shop> {
         let data = &config.data_dir;
-        std::fs::create_dir_all(data)
-            .with_context(|| format!("create the data directory {}", data.display()))?;
+        crate::secrets::prepare_data_dir(data)?;
+        let internal = InternalKey::load_or_create(&data.join(crate::secrets::INTERNAL_KEY_FILE))
+            .context("the internal-plane key")?;
         let bus_path = data.join("bus.db");
+        crate::secrets::create_private(&bus_path)?;
         let bus = Arc::new(
             EmbeddedBus::open(&bus_path)
                 .await
@@ -281,7 +284,7 @@ impl Shop {
 
         let (bus_view, switch) = c.bus_for("identity");
         let identity = agora_identity::build(IdentityConfig {
-            db_url: c.db_url("identity"),
+            db_url: c.db_url("identity")?,
             bus: bus_view,
             data_dir: data.clone(),
             admin_password: config.admin_password.clone(),
@@ -304,9 +307,10 @@ impl Shop {
 
         let (bus_view, switch) = c.bus_for("customer");
         let customer = agora_customer::build(agora_customer::CustomerConfig {
-            db_url: c.db_url("customer"),
+            db_url: c.db_url("customer")?,
             bus: bus_view,
             keys: keys.clone(),
+            internal: internal.clone(),
         })
         .await
         .context("start customer")?;
@@ -324,7 +328,7 @@ impl Shop {
 
         let (bus_view, switch) = c.bus_for("catalog");
         let catalog = agora_catalog::build(agora_catalog::CatalogConfig {
-            db_url: c.db_url("catalog"),
+            db_url: c.db_url("catalog")?,
             bus: bus_view,
             keys: keys.clone(),
         })
@@ -343,13 +347,12 @@ impl Shop {
         .await?;
 
         let (bus_view, switch) = c.bus_for("inventory");
-        let inventory = agora_inventory::build(agora_inventory::InventoryConfig::new(
-            c.db_url("inventory"),
-            bus_view,
-            keys.clone(),
-        ))
-        .await
-        .context("start inventory")?;
+        let mut inventory_config =
+            agora_inventory::InventoryConfig::new(c.db_url("inventory")?, bus_view, keys.clone());
+        inventory_config.internal = internal.clone();
+        let inventory = agora_inventory::build(inventory_config)
+            .await
+            .context("start inventory")?;
         let stock: Vec<(uuid::Uuid, u32)> = agora_catalog::demo_products()
             .iter()
             .map(|p| (p.id, p.stock))
@@ -370,8 +373,9 @@ impl Shop {
         let (bus_view, switch) = c.bus_for("payment");
         let provider = SwitchedProvider::default();
         let mut payment_config =
-            agora_payment::PaymentConfig::new(c.db_url("payment"), bus_view, keys.clone());
+            agora_payment::PaymentConfig::new(c.db_url("payment")?, bus_view, keys.clone());
         payment_config.provider = Arc::new(provider.clone());
+        payment_config.internal = internal.clone();
         payment_config.capture_max_deliveries = config.capture_max_deliveries;
         payment_config.capture_retry = config.capture_retry;
         let payment = agora_payment::build(payment_config)
@@ -387,28 +391,35 @@ impl Shop {
         // Payment answers in milliseconds; one attempt may take 500 ms, a checkout's
         // whole authorization (retry included) 900 ms, so that a slow payment is a
         // 503 within a second and counts against its breaker.
-        let payment_client = agora_ordering::ResilientPaymentClient::new(
-            &payment_url,
-            ClientConfig {
-                timeout: Duration::from_millis(500),
-                ..ClientConfig::default()
-            },
+        // Each call carries a service token of ordering's for its target.
+        let ordering_plane = internal.service(agora_ordering::SOURCE);
+        let payment_client = agora_ordering::ResilientPaymentClient::over(
+            agora_resilience::client(
+                "payment",
+                &payment_url,
+                ClientConfig {
+                    timeout: Duration::from_millis(500),
+                    ..ClientConfig::default()
+                },
+            )?
+            .with_credentials(ordering_plane.credentials_for("payment")),
             Duration::from_millis(900),
-        )?;
-        let customer_client = agora_ordering::ResilientCustomerClient::new(
-            &customer_url,
-            ClientConfig::default(),
+        );
+        let customer_client = agora_ordering::ResilientCustomerClient::over(
+            agora_resilience::client("customer", &customer_url, ClientConfig::default())?
+                .with_credentials(ordering_plane.credentials_for("customer")),
             Duration::from_millis(250),
-        )?;
+        );
         let (bus_view, switch) = c.bus_for("ordering");
         let mut ordering_config = agora_ordering::OrderingConfig::new(
-            c.db_url("ordering"),
+            c.db_url("ordering")?,
             bus_view,
             keys.clone(),
             Arc::new(payment_client.clone()),
             Arc::new(customer_client.clone()),
         );
         ordering_config.payment_deadline = Duration::from_millis(900);
+        ordering_config.internal = internal.clone();
         ordering_config.breakers = vec![
             payment_client.breaker().clone(),
             customer_client.breaker().clone(),
@@ -431,12 +442,13 @@ impl Shop {
 
         let (bus_view, switch) = c.bus_for("fulfilment");
         let fulfilment = agora_fulfilment::build(agora_fulfilment::FulfilmentConfig {
-            db_url: c.db_url("fulfilment"),
+            db_url: c.db_url("fulfilment")?,
             bus: bus_view,
             keys: keys.clone(),
             payment_url: payment_url.clone(),
             inventory_url: inventory_url.clone(),
             timeout: config.fulfilment_timeout,
+            internal: internal.clone(),
         })
         .await
         .context("start fulfilment")?;
@@ -453,7 +465,7 @@ impl Shop {
 
         let (bus_view, switch) = c.bus_for("shipping");
         let shipping = agora_shipping::build(agora_shipping::ShippingConfig::new(
-            c.db_url("shipping"),
+            c.db_url("shipping")?,
             bus_view,
             keys.clone(),
         ))
@@ -472,7 +484,7 @@ impl Shop {
 
         let (bus_view, switch) = c.bus_for("notification");
         let notification = agora_notification::build(agora_notification::NotificationConfig::new(
-            c.db_url("notification"),
+            c.db_url("notification")?,
             bus_view,
             keys.clone(),
         ))
@@ -514,11 +526,12 @@ impl Shop {
         });
         let gateway_bus: SharedBus =
             Arc::new(SwitchedBus::new(c.bus.clone(), vec![c.bus_switch.clone()]));
-        let mut gateway_config = GatewayConfig::new(c.db_url("gateway"), gateway_bus, keys);
+        let mut gateway_config = GatewayConfig::new(c.db_url("gateway")?, gateway_bus, keys);
         gateway_config.upstreams = c.upstreams.clone();
         gateway_config.service_docs = std::mem::take(&mut c.docs);
         gateway_config.limits = config.limits;
         gateway_config.control = Some(control.clone());
+        gateway_config.internal = internal;
         let gateway = agora_gateway::build(gateway_config)
             .await
             .context("start the gateway")?;
@@ -607,10 +620,10 @@ fn admin_password(config: &ShopConfig) -> Option<String> {
     })
 }
 
-/// `sqlite://<data_dir>/<service>.db`.
-fn sqlite_url(data_dir: &Path, service: &str) -> String {
-    format!(
-        "sqlite://{}",
-        data_dir.join(format!("{service}.db")).display()
-    )
+/// `sqlite://<data_dir>/<service>.db`, the file created first readable by its owner
+/// only (SQLite gives the WAL and shared-memory files the database file's mode).
+fn sqlite_url(data_dir: &Path, service: &str) -> anyhow::Result<String> {
+    let path = data_dir.join(format!("{service}.db"));
+    crate::secrets::create_private(&path)?;
+    Ok(format!("sqlite://{}", path.display()))
 }

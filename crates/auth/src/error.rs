@@ -36,6 +36,8 @@ pub enum Error {
     Revoked,
     #[error("the caller lacks the {0} role")]
     Forbidden(Role),
+    #[error("a user's token is not accepted on the internal plane, only a service's")]
+    NotAService,
     #[error("not an Ed25519 key")]
     InvalidKey,
     #[error("cannot fetch the signing keys: {0}")]
@@ -48,7 +50,7 @@ impl Error {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::NotAService => StatusCode::FORBIDDEN,
             // Neither happens while a request is verified (a key source failure there
             // is an unknown key), but if one is ever rendered it says nothing inside.
             Error::InvalidKey | Error::KeySource(_) | Error::Store(_) => {

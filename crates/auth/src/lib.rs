@@ -31,6 +31,7 @@
 mod caller;
 mod claims;
 mod error;
+mod internal;
 mod jwks;
 mod keys;
 mod revocation;
@@ -42,6 +43,10 @@ mod verifier;
 pub use caller::Caller;
 pub use claims::{AUDIENCE, Claims, ISSUER, MAX_TOKEN_TTL};
 pub use error::Error;
+pub use internal::{
+    INTERNAL_ISSUER, InternalAuth, InternalCaller, InternalKey, SERVICE_TOKEN_TTL, ServiceClaims,
+    write_private,
+};
 pub use jwks::{Jwk, Jwks};
 pub use keys::{HttpKeySource, JWKS_FETCH_TIMEOUT, KeySource, MemoryKeySource};
 pub use revocation::{MIGRATION_COMPONENT, MIGRATIONS, PasswordChangedHandler, Revocations};

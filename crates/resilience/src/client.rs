@@ -151,6 +151,24 @@ impl Service<Request<Bytes>> for ReqwestTransport {
     }
 }
 
+/// What a client proves itself with: the `Authorization` value it puts on every
+/// request that has none of its own (a service token, made fresh when the old one
+/// nears its end). `None` sends the request without.
+#[derive(Clone)]
+pub struct Credentials(Arc<dyn Fn() -> Option<HeaderValue> + Send + Sync>);
+
+impl Credentials {
+    pub fn new(authorization: impl Fn() -> Option<HeaderValue> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(authorization))
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(..)")
+    }
+}
+
 /// The client of one target (a service's base URL), with every policy of
 /// [`resilient_stack`]. Cheap to clone; clones share the breaker, the bulkhead and the
 /// retry budget.
@@ -162,6 +180,7 @@ pub struct ResilientClient {
     base_url: Arc<str>,
     breaker: CircuitBreaker,
     service: ResilientService,
+    credentials: Option<Credentials>,
 }
 
 /// The resilient client of the target `name` (the breaker's name, e.g. `"payment"`) at
@@ -205,7 +224,15 @@ impl ResilientClient {
             base_url: base_url.into(),
             breaker,
             service,
+            credentials: None,
         })
+    }
+
+    /// This client with `credentials`: every request without an `Authorization`
+    /// header of its own gets theirs.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// The target's name (also its breaker's).
@@ -224,7 +251,13 @@ impl ResilientClient {
 
     /// Sends a prepared request through the stack. Any status is an `Ok` answer here;
     /// the URI must be absolute (see [`ResilientClient::url`]).
-    pub async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, CallError> {
+    pub async fn send(&self, mut request: Request<Bytes>) -> Result<Response<Bytes>, CallError> {
+        if let Some(credentials) = &self.credentials
+            && !request.headers().contains_key(AUTHORIZATION)
+            && let Some(value) = (credentials.0)()
+        {
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
         self.service.clone().oneshot(request).await
     }
 

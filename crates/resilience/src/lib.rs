@@ -84,7 +84,7 @@ pub use breaker::{
 };
 pub use bulkhead::{Bulkhead, BulkheadLayer};
 pub use client::{
-    Call, ClientConfig, ReqwestTransport, ResilientClient, ResilientService, client,
+    Call, ClientConfig, Credentials, ReqwestTransport, ResilientClient, ResilientService, client,
     resilient_stack,
 };
 pub use deadline::{

@@ -2,7 +2,7 @@
 //! one (`/internal/customers/{id}`), their OpenAPI document, and the one table that
 //! maps errors to problems.
 
-use agora_auth::{Caller, Verifier};
+use agora_auth::{Caller, InternalAuth, Verifier};
 use agora_contracts::{CustomerAddressChanged, PaymentMethodChanged, Role};
 use agora_httpkit::{FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Envelope, Outbox};
@@ -38,12 +38,17 @@ impl FromRef<State> for Verifier {
 /// Request bodies over 64 KiB are refused (413).
 const BODY_LIMIT: usize = 64 * 1024;
 
-pub fn router(state: State) -> Router {
+/// The public routes, and the internal one behind `internal`'s guard (a service
+/// token for customer, nothing else).
+pub fn router(state: State, internal: &InternalAuth) -> Router {
+    let internal = Router::new()
+        .route("/internal/customers/{id}", get(get_internal))
+        .route_layer(internal.guard());
     Router::new()
         .route("/api/customers/me", get(get_me))
         .route("/api/customers/me/address", put(put_address))
         .route("/api/customers/me/payment-method", put(put_payment_method))
-        .route("/internal/customers/{id}", get(get_internal))
+        .merge(internal)
         // The API's limit; the Json extractor answers 413 over it.
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // The caller's budget (`Agora-Budget-Ms`): no work starts once it is spent (504).
@@ -430,7 +435,7 @@ async fn put_payment_method(
 }
 
 /// `GET /internal/customers/{id}`: the profile with `updated_at`; 404 when there is
-/// none (also for an id that is not a UUID). Unauthenticated: internal only.
+/// none (also for an id that is not a UUID). A service token only.
 async fn get_internal(
     AxumState(state): AxumState<State>,
     Path(id): Path<String>,

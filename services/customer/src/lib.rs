@@ -45,7 +45,7 @@ mod users;
 
 use std::sync::Arc;
 
-use agora_auth::{KeySource, ServiceAuth};
+use agora_auth::{InternalKey, KeySource, ServiceAuth};
 use agora_bus::SharedBus;
 use agora_contracts::{UserSignedUp, bus_subject};
 use agora_messaging::{
@@ -66,6 +66,9 @@ pub struct CustomerConfig {
     pub bus: SharedBus,
     /// Identity's public keys, to verify tokens with.
     pub keys: Arc<dyn KeySource>,
+    /// The deployment's internal-plane key: `/internal/customers/{id}` takes only a
+    /// service token signed with it.
+    pub internal: InternalKey,
 }
 
 impl std::fmt::Debug for CustomerConfig {
@@ -151,7 +154,7 @@ pub async fn build(config: CustomerConfig) -> Result<Customer, Error> {
     };
     tracing::info!("customer started");
     Ok(Customer {
-        router: http::router(state),
+        router: http::router(state, &config.internal.service(SOURCE)),
         relay,
         users,
         auth,

@@ -1,6 +1,7 @@
 //! The compensations fulfilment asks of payment and inventory: synchronous, idempotent
 //! internal calls, made through the resilient client.
 
+use agora_auth::InternalAuth;
 use agora_contracts::CancelReason;
 use agora_resilience::{ClientConfig, ResilientClient};
 use async_trait::async_trait;
@@ -58,12 +59,20 @@ pub struct HttpCompensator {
 }
 
 impl HttpCompensator {
-    pub fn new(payment_url: &str, inventory_url: &str) -> Result<Self, crate::Error> {
+    /// Clients of payment and inventory at these URLs, each call with a service token
+    /// of `internal` (fulfilment's side of the internal plane) for its target.
+    pub fn new(
+        payment_url: &str,
+        inventory_url: &str,
+        internal: &InternalAuth,
+    ) -> Result<Self, crate::Error> {
         let config = || ClientConfig::default();
         let payment = agora_resilience::client("payment", payment_url, config())
-            .map_err(|e| crate::Error::Config(format!("payment URL: {e}")))?;
+            .map_err(|e| crate::Error::Config(format!("payment URL: {e}")))?
+            .with_credentials(internal.credentials_for("payment"));
         let inventory = agora_resilience::client("inventory", inventory_url, config())
-            .map_err(|e| crate::Error::Config(format!("inventory URL: {e}")))?;
+            .map_err(|e| crate::Error::Config(format!("inventory URL: {e}")))?
+            .with_credentials(internal.credentials_for("inventory"));
         Ok(Self { payment, inventory })
     }
 

@@ -1,5 +1,6 @@
 //! Fulfilment's only route, internal: a process instance for the ops console.
 
+use agora_auth::InternalAuth;
 use agora_httpkit::Problem;
 use agora_messaging::{InstanceStatus, ProcessManager};
 use axum::Router;
@@ -22,12 +23,14 @@ pub(crate) struct State {
 #[openapi(info(title = "Agora fulfilment", description = "No public paths."))]
 pub(crate) struct ApiDoc;
 
-pub(crate) fn router(state: State) -> Router {
+/// The one route, behind `internal`'s guard: a service token for fulfilment only.
+pub(crate) fn router(state: State, internal: &InternalAuth) -> Router {
     Router::new()
         .route(
             "/internal/fulfilment/processes/{order_id}",
             get(get_process),
         )
+        .route_layer(internal.guard())
         .with_state(state)
 }
 

@@ -54,8 +54,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct FulfilmentConfig {
     pub db_url: String,
     pub bus: SharedBus,
-    /// Token verification keys; fulfilment has no authenticated route today.
+    /// Token verification keys; fulfilment has no route for users.
     pub keys: Arc<dyn agora_auth::KeySource>,
+    /// The deployment's internal-plane key: fulfilment signs its calls to payment and
+    /// inventory with it, and its `/internal` route takes only a service token.
+    pub internal: agora_auth::InternalKey,
     /// Base URL of payment (refund, void), e.g. `http://127.0.0.1:8083`.
     pub payment_url: String,
     /// Base URL of inventory (release).
@@ -157,11 +160,13 @@ pub async fn build_with(config: FulfilmentConfig, runtime: Runtime) -> Result<Fu
             "the fulfilment timeout must be positive".into(),
         ));
     }
+    let internal = config.internal.service(SOURCE);
     let compensator = match runtime.compensator {
         Some(compensator) => compensator,
         None => Arc::new(HttpCompensator::new(
             &config.payment_url,
             &config.inventory_url,
+            &internal,
         )?),
     };
     let db = Db::connect(&config.db_url).await?;
@@ -213,7 +218,7 @@ pub async fn build_with(config: FulfilmentConfig, runtime: Runtime) -> Result<Fu
     });
     tracing::info!(timeout = ?config.timeout, "fulfilment started");
     Ok(Fulfilment {
-        router: http::router(http::State { manager }),
+        router: http::router(http::State { manager }, &internal),
         db,
         relay,
         timer,

@@ -10,7 +10,7 @@ use agora_httpkit::Problem;
 use agora_resilience::Deadline;
 use axum::Json;
 use axum::extract::State as AxumState;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -137,7 +137,17 @@ async fn part<T: serde::de::DeserializeOwned>(
         .routes()
         .iter()
         .find(|r| r.upstream.name == service)?;
-    let call = route.client.get_json::<T>(&path);
+    let mut call = route.client.request(Method::GET, &path);
+    if path.starts_with("/internal/") {
+        match state.internal.token_for(service) {
+            Ok(token) => call = call.bearer(&token),
+            Err(error) => {
+                tracing::error!(%error, "cannot sign a service token");
+                return None;
+            }
+        }
+    }
+    let call = call.json::<T>();
     match Deadline::after(PART_BUDGET).scope(call).await {
         Ok(value) => Some(value),
         Err(error) => {

@@ -33,7 +33,7 @@ mod ui;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_auth::{KeySource, ServiceAuth, Verifier};
+use agora_auth::{InternalAuth, InternalKey, KeySource, ServiceAuth, Verifier};
 use agora_bus::SharedBus;
 use agora_messaging::{Db, SubscriberHandle};
 use axum::Router;
@@ -97,6 +97,10 @@ pub struct GatewayConfig {
     /// The levers of the running shop (chaos, bus pause), when the composition offers
     /// them; without, those ops routes answer 404.
     pub control: Option<Arc<dyn OpsControl>>,
+    /// The deployment's internal-plane key: the gateway signs its own calls to
+    /// `/internal/...` (ops levers, stock for the storefront) with it. It never
+    /// forwards a public request there. [`GatewayConfig::new`] makes a fresh one.
+    pub internal: InternalKey,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -121,6 +125,7 @@ impl GatewayConfig {
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
             control: None,
+            internal: InternalKey::generate(),
         }
     }
 }
@@ -151,6 +156,7 @@ pub(crate) struct State {
     pub control: Option<Arc<dyn OpsControl>>,
     pub bus: SharedBus,
     pub timeline: timeline::Timeline,
+    pub internal: InternalAuth,
 }
 
 impl FromRef<State> for Verifier {
@@ -209,6 +215,7 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
         control: config.control.clone(),
         bus: config.bus.clone(),
         timeline,
+        internal: config.internal.service(SOURCE),
     };
     Ok(Gateway {
         router: edge::router(state),

@@ -10,6 +10,7 @@ use agora_resilience::BreakerState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -76,9 +77,10 @@ pub(crate) async fn status(AxumState(state): AxumState<State>, caller: Caller) -
         return error.into_response();
     }
     let client = state.proxy.client();
+    let shared = &state;
     let probes = state.proxy.upstreams().map(|upstream| async move {
         let (healthy, breakers) =
-            tokio::join!(healthy(client, upstream), breakers(client, upstream));
+            tokio::join!(healthy(client, upstream), breakers(shared, upstream));
         (upstream, healthy, breakers)
     });
     let mut services: Vec<ServiceStatus> = futures::future::join_all(probes)
@@ -176,12 +178,18 @@ pub(crate) async fn readyz(AxumState(state): AxumState<State>) -> Response {
 
 /// The breakers of a service's own outgoing calls, from its
 /// `/internal/<service>/breakers` when it has one.
-async fn breakers(client: &reqwest::Client, upstream: &Upstream) -> Vec<BreakerStatus> {
-    let probe = client
+async fn breakers(state: &State, upstream: &Upstream) -> Vec<BreakerStatus> {
+    let Some(authorization) = service_token(state, &upstream.name) else {
+        return Vec::new();
+    };
+    let probe = state
+        .proxy
+        .client()
         .get(format!(
             "{}/internal/{}/breakers",
             upstream.url, upstream.name
         ))
+        .header(header::AUTHORIZATION, authorization)
         .timeout(PROBE_TIMEOUT)
         .send()
         .await;
@@ -211,12 +219,22 @@ async fn customer_data(state: &State) -> Option<String> {
         .proxy
         .client()
         .get(format!("{}/internal/ordering/settings", ordering.url))
+        .header(header::AUTHORIZATION, service_token(state, "ordering")?)
         .timeout(PROBE_TIMEOUT)
         .send()
         .await
         .ok()?;
     let settings: OrderingSettings = answer.error_for_status().ok()?.json().await.ok()?;
     Some(settings.customer_data)
+}
+
+/// `Bearer <service token for service>`, for the gateway's own internal calls.
+fn service_token(state: &State, service: &str) -> Option<HeaderValue> {
+    state
+        .internal
+        .authorization_for(service)
+        .inspect_err(|error| tracing::error!(%error, "cannot sign a service token"))
+        .ok()
 }
 
 pub(crate) fn breaker_state(state: BreakerState) -> &'static str {
@@ -358,10 +376,14 @@ pub(crate) async fn set_settings(
     let Some(ordering) = state.proxy.upstreams().find(|u| u.name == "ordering") else {
         return unavailable();
     };
+    let Some(authorization) = service_token(&state, "ordering") else {
+        return Problem::internal().into_response();
+    };
     let answer = state
         .proxy
         .client()
         .put(format!("{}/internal/ordering/settings", ordering.url))
+        .header(header::AUTHORIZATION, authorization)
         .json(&body)
         .timeout(Duration::from_secs(2))
         .send()

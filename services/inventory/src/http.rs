@@ -2,7 +2,7 @@
 //! batch read and fulfilment's release), their OpenAPI document, and the one table
 //! that maps errors to problems.
 
-use agora_auth::{Caller, Verifier};
+use agora_auth::{Caller, InternalAuth, Verifier};
 use agora_contracts::{CancelReason, Role, StockLine, StockReleased};
 use agora_httpkit::{FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Envelope, Outbox};
@@ -39,17 +39,22 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// The most products one batch read may name.
 const MAX_BATCH: usize = 1000;
 
-pub fn router(state: State) -> Router {
-    Router::new()
-        .route(
-            "/api/inventory/stock/{product_id}",
-            get(get_stock).put(put_stock),
-        )
+/// The public routes, and the internal ones behind `internal`'s guard: a service
+/// token for inventory, nothing else.
+pub fn router(state: State, internal: &InternalAuth) -> Router {
+    let internal = Router::new()
         .route("/internal/inventory/stock", get(get_stocks))
         .route(
             "/internal/inventory/reservations/{order_id}/release",
             post(release),
         )
+        .route_layer(internal.guard());
+    Router::new()
+        .route(
+            "/api/inventory/stock/{product_id}",
+            get(get_stock).put(put_stock),
+        )
+        .merge(internal)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -38,7 +38,7 @@ mod store;
 
 use std::sync::Arc;
 
-use agora_auth::{KeySource, ServiceAuth};
+use agora_auth::{InternalKey, KeySource, ServiceAuth};
 use agora_bus::SharedBus;
 use agora_contracts::{OrderAccepted, ShipmentDispatched, bus_subject};
 use agora_messaging::{
@@ -79,6 +79,10 @@ pub struct InventoryConfig {
     pub bus: SharedBus,
     /// Identity's public keys, to verify tokens with.
     pub keys: Arc<dyn KeySource>,
+    /// The deployment's internal-plane key: `/internal/inventory/...` takes only a
+    /// service token signed with it. [`InventoryConfig::new`] makes a fresh one, which
+    /// no other service holds.
+    pub internal: InternalKey,
 }
 
 impl InventoryConfig {
@@ -87,6 +91,7 @@ impl InventoryConfig {
             db_url: db_url.into(),
             bus,
             keys,
+            internal: InternalKey::generate(),
         }
     }
 }
@@ -189,7 +194,7 @@ pub async fn build(config: InventoryConfig) -> Result<Inventory, Error> {
     };
     tracing::info!("inventory started");
     Ok(Inventory {
-        router: http::router(state),
+        router: http::router(state, &config.internal.service(SOURCE)),
         relay,
         orders,
         shipments,

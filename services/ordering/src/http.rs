@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_auth::{Caller, Verifier};
+use agora_auth::{Caller, InternalAuth, Verifier};
 use agora_contracts::{Address, PriceChanged, Role};
 use agora_httpkit::{FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Envelope, Outbox};
@@ -51,18 +51,23 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// The `Retry-After` of 503 and 409 answers.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-pub fn router(state: State) -> Router {
+/// The public routes, and the internal ones (the ops levers) behind `internal`'s
+/// guard: a service token for ordering, nothing else.
+pub fn router(state: State, internal: &InternalAuth) -> Router {
+    let internal = Router::new()
+        .route(
+            "/internal/ordering/settings",
+            get(get_settings).put(put_settings),
+        )
+        .route("/internal/ordering/breakers", get(get_breakers))
+        .route_layer(internal.guard());
     Router::new()
         .route("/api/ordering/prices", get(list_prices))
         .route("/api/ordering/prices/{product_id}", put(set_price))
         .route("/api/ordering/checkout/preview", post(preview))
         .route("/api/ordering/orders", post(place_order).get(my_orders))
         .route("/api/ordering/orders/{id}", get(get_order))
-        .route(
-            "/internal/ordering/settings",
-            get(get_settings).put(put_settings),
-        )
-        .route("/internal/ordering/breakers", get(get_breakers))
+        .merge(internal)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -47,7 +47,7 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_auth::{KeySource, ServiceAuth};
+use agora_auth::{InternalKey, KeySource, ServiceAuth};
 use agora_bus::{DeliverPolicy, SharedBus};
 use agora_messaging::{
     Db, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig, SubscriberHandle,
@@ -110,6 +110,10 @@ pub struct OrderingConfig {
     /// The breakers of the clients above (e.g. [`ResilientPaymentClient::breaker`]),
     /// served at `GET /internal/ordering/breakers` for the ops console. Empty by default.
     pub breakers: Vec<CircuitBreaker>,
+    /// The deployment's internal-plane key: `/internal/ordering/...` takes only a
+    /// service token signed with it. [`OrderingConfig::new`] makes a fresh one, which no
+    /// other service holds. (The clients above carry their own credentials.)
+    pub internal: InternalKey,
 }
 
 impl OrderingConfig {
@@ -133,6 +137,7 @@ impl OrderingConfig {
             idempotency_wait: Duration::from_secs(3),
             idempotency_lease: Duration::from_secs(30),
             breakers: Vec::new(),
+            internal: InternalKey::generate(),
         }
     }
 }
@@ -394,7 +399,7 @@ pub async fn build(config: OrderingConfig) -> Result<Ordering, Error> {
     };
     tracing::info!("ordering started");
     Ok(Ordering {
-        router: http::router(state),
+        router: http::router(state, &config.internal.service(SOURCE)),
         db,
         bus: config.bus,
         relay,

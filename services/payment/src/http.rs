@@ -17,6 +17,7 @@
 
 use std::time::Duration;
 
+use agora_auth::InternalAuth;
 use agora_httpkit::{FieldError, Json, Problem};
 use agora_messaging::Context;
 use agora_resilience::{ReceiveDeadlineLayer, deadline_exceeded_problem};
@@ -47,12 +48,14 @@ struct AppState {
     settler: Settler,
 }
 
-pub fn router(authorizer: Authorizer, settler: Settler) -> Router {
+/// Every route is internal: only a service token for payment gets through.
+pub fn router(authorizer: Authorizer, settler: Settler, internal: &InternalAuth) -> Router {
     Router::new()
         .route("/internal/payment/authorizations", post(authorize))
         .route("/internal/payment/authorizations/{id}", get(authorization))
         .route("/internal/payment/authorizations/{id}/refund", post(refund))
         .route("/internal/payment/authorizations/{id}/void", post(void))
+        .route_layer(internal.guard())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // The caller's remaining budget (`Agora-Budget-Ms`): 504 when it is spent.
         .layer(ReceiveDeadlineLayer::new())

@@ -41,7 +41,7 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_auth::KeySource;
+use agora_auth::{InternalKey, KeySource};
 use agora_bus::SharedBus;
 use agora_contracts::{OrderAccepted, bus_subject};
 use agora_messaging::{
@@ -88,6 +88,10 @@ pub struct PaymentConfig {
     /// Identity's public keys. Unused while payment has only internal routes; kept so
     /// that every service is configured alike.
     pub keys: Arc<dyn KeySource>,
+    /// The deployment's internal-plane key: every route of payment is internal and
+    /// takes only a service token signed with it. [`PaymentConfig::new`] makes a
+    /// fresh one, which no other service holds.
+    pub internal: InternalKey,
     /// The payment provider, e.g. `Arc::new(SimulatedProvider { latency, decline_rate,
     /// capture_decline_rate })`.
     pub provider: Arc<dyn PaymentProvider>,
@@ -110,6 +114,7 @@ impl PaymentConfig {
             db_url: db_url.into(),
             bus,
             keys,
+            internal: InternalKey::generate(),
             provider: Arc::new(SimulatedProvider::default()),
             provider_timeout: DEFAULT_PROVIDER_TIMEOUT,
             capture_retry: DEFAULT_CAPTURE_RETRY,
@@ -210,7 +215,7 @@ pub async fn build(config: PaymentConfig) -> Result<Payment, Error> {
     );
     tracing::info!(provider_timeout = ?config.provider_timeout, "payment started");
     Ok(Payment {
-        router: http::router(authorizer, settler),
+        router: http::router(authorizer, settler, &config.internal.service(SOURCE)),
         relay,
         orders,
         db,

@@ -5,6 +5,7 @@
 mod checkout;
 mod edge;
 mod fulfilment;
+mod plane;
 mod resilience;
 mod security;
 mod support;

@@ -449,6 +449,7 @@ async fn the_config_debug_shows_no_database_url() {
         db_url: "postgres://agora:s3cret@db.internal:5432/customer".into(),
         bus: std::sync::Arc::new(bus),
         keys: agora_auth::TestIssuer::new().keys(),
+        internal: agora_auth::InternalKey::generate(),
     };
     let debug = format!("{config:?}");
     assert!(debug.contains("postgres"), "{debug}");

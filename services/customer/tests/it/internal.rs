@@ -32,6 +32,7 @@ fn decode(body: &serde_json::Value) -> InternalCustomer {
 }
 
 crate::on_both_backends!(
+    the_internal_route_takes_a_service_token_for_customer_only,
     the_internal_route_answers_a_profile_with_its_update_time,
     the_internal_route_answers_404_for_an_unknown_customer,
     a_spent_time_budget_is_answered_504_without_work,
@@ -46,8 +47,9 @@ async fn the_internal_route_answers_a_profile_with_its_update_time(backend: Back
     let path = format!("/internal/customers/{id}");
     put_address(&router, &token, berlin()).await;
 
-    // No token needed; before the sign-up, name and email are empty.
-    let answer = call(&router, Method::GET, &path, None, None).await;
+    // A service token; before the sign-up, name and email are empty.
+    let service = env.service_token();
+    let answer = call(&router, Method::GET, &path, Some(&service), None).await;
     assert_eq!(answer.status, StatusCode::OK);
     let early = decode(&answer.body);
     assert_eq!((early.id, early.version), (id, 1));
@@ -58,13 +60,16 @@ async fn the_internal_route_answers_a_profile_with_its_update_time(backend: Back
     env.publish_sign_up(id, "Ada Lovelace", "ada@example.org")
         .await;
     eventually("the sign-up is merged", || async {
-        call(&router, Method::GET, &path, None, None).await.body["version"] == 2
+        call(&router, Method::GET, &path, Some(&service), None)
+            .await
+            .body["version"]
+            == 2
     })
     .await;
     let changed = put_payment_method(&router, &token, visa()).await;
     assert_eq!(changed.body["version"], 3);
 
-    let answer = call(&router, Method::GET, &path, None, None).await;
+    let answer = call(&router, Method::GET, &path, Some(&service), None).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.content_type, "application/json");
     let updated_at = answer.body["updated_at"].as_str().unwrap().to_owned();
@@ -96,15 +101,16 @@ async fn the_internal_route_answers_a_profile_with_its_update_time(backend: Back
 }
 
 async fn the_internal_route_answers_404_for_an_unknown_customer(backend: Backend) {
-    let Some((_env, customer)) = start(backend).await else {
+    let Some((env, customer)) = start(backend).await else {
         return;
     };
     let router = customer.router();
+    let service = env.service_token();
     for path in [
         format!("/internal/customers/{}", Uuid::now_v7()),
         "/internal/customers/not-a-uuid".to_owned(),
     ] {
-        let answer = call(&router, Method::GET, &path, None, None).await;
+        let answer = call(&router, Method::GET, &path, Some(&service), None).await;
         answer.assert_problem(StatusCode::NOT_FOUND);
         assert_eq!(answer.body["type"], "urn:agora:problem:not-found");
     }
@@ -119,11 +125,12 @@ async fn a_spent_time_budget_is_answered_504_without_work(backend: Backend) {
     let (id, token) = env.issuer.customer();
     put_address(&router, &token, berlin()).await;
     let path = format!("/internal/customers/{id}");
+    let authorization = format!("Bearer {}", env.service_token());
     let answer = send(
         &router,
         Method::GET,
         &path,
-        &[("agora-budget-ms", "0")],
+        &[("agora-budget-ms", "0"), ("authorization", &authorization)],
         None,
     )
     .await;
@@ -133,7 +140,7 @@ async fn a_spent_time_budget_is_answered_504_without_work(backend: Backend) {
         &router,
         Method::GET,
         &path,
-        &[("agora-budget-ms", "5000")],
+        &[("agora-budget-ms", "5000"), ("authorization", &authorization)],
         None,
     )
     .await;
@@ -157,8 +164,57 @@ async fn a_spent_time_budget_is_answered_504_without_work(backend: Backend) {
     )
     .await;
     answer.assert_problem(StatusCode::GATEWAY_TIMEOUT);
-    let answer = call(&router, Method::GET, &path, None, None).await;
+    let service = env.service_token();
+    let answer = call(&router, Method::GET, &path, Some(&service), None).await;
     assert_eq!(answer.body["payment_method"], json!(null));
     assert_eq!(answer.body["version"], 1);
+    customer.shutdown().await;
+}
+
+async fn the_internal_route_takes_a_service_token_for_customer_only(backend: Backend) {
+    let Some((env, customer)) = start(backend).await else {
+        return;
+    };
+    let router = customer.router();
+    let (id, token) = env.issuer.customer();
+    put_address(&router, &token, berlin()).await;
+    let path = format!("/internal/customers/{id}");
+
+    // No token, a token for another service, another deployment's: 401.
+    let other_audience = env
+        .internal
+        .service("ordering")
+        .token_for("payment")
+        .unwrap();
+    let other_deployment = agora_auth::InternalKey::generate()
+        .service("ordering")
+        .token_for("customer")
+        .unwrap();
+    for refused in [
+        None,
+        Some(other_audience.as_str()),
+        Some(other_deployment.as_str()),
+    ] {
+        let answer = call(&router, Method::GET, &path, refused, None).await;
+        answer.assert_problem(StatusCode::UNAUTHORIZED);
+        assert_eq!(answer.body.get("address"), None, "nothing of the profile");
+    }
+    // A user's token, the customer's own or an admin's: 403.
+    let (_, admin) = env.issuer.admin();
+    for user in [&token, &admin] {
+        let answer = call(&router, Method::GET, &path, Some(user), None).await;
+        answer.assert_problem(StatusCode::FORBIDDEN);
+    }
+    // The service token: the profile.
+    let answer = call(
+        &router,
+        Method::GET,
+        &path,
+        Some(&env.service_token()),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body["id"], json!(id));
     customer.shutdown().await;
 }

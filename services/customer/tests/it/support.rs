@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use agora_auth::TestIssuer;
+use agora_auth::{InternalKey, TestIssuer};
 use agora_bus::embedded::EmbeddedBus;
 use agora_bus::{Bus, ConsumerConfig, SharedBus};
 use agora_contracts::{Role, UserSignedUp, bus_subject};
@@ -27,6 +27,8 @@ pub struct Env {
     pub db_url: String,
     pub bus: Arc<EmbeddedBus>,
     pub issuer: TestIssuer,
+    /// The deployment's internal-plane key, which customer is given.
+    pub internal: InternalKey,
     _dir: tempfile::TempDir,
     _pg: Option<PgDatabase>,
 }
@@ -53,6 +55,7 @@ impl Env {
             db_url,
             bus: Arc::new(bus),
             issuer: TestIssuer::new(),
+            internal: InternalKey::generate(),
             _dir: dir,
             _pg: pg,
         })
@@ -63,7 +66,16 @@ impl Env {
             db_url: self.db_url.clone(),
             bus: self.bus.clone() as SharedBus,
             keys: self.issuer.keys(),
+            internal: self.internal.clone(),
         }
+    }
+
+    /// A service token of ordering's for customer (what the sync-mode client sends).
+    pub fn service_token(&self) -> String {
+        self.internal
+            .service("ordering")
+            .token_for("customer")
+            .expect("a service token")
     }
 
     pub async fn start(&self) -> Customer {

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use agora_auth::InternalKey;
 use agora_contracts::CancelReason;
 use agora_fulfilment::{Compensator, HttpCompensator};
 use axum::Router;
@@ -23,8 +24,12 @@ struct Recorder {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-/// Answers `status` to every POST, recording it.
-async fn stand_in(status: StatusCode) -> (String, Recorder) {
+/// The deployment's internal-plane key in these tests.
+static PLANE: std::sync::LazyLock<InternalKey> = std::sync::LazyLock::new(InternalKey::generate);
+
+/// Answers `status` to every POST with a service token for `service` (the real guard;
+/// anything else is refused), recording it.
+async fn stand_in(service: &str, status: StatusCode) -> (String, Recorder) {
     let recorder = Recorder::default();
     let app = Router::new()
         .route(
@@ -48,6 +53,7 @@ async fn stand_in(status: StatusCode) -> (String, Recorder) {
                 },
             ),
         )
+        .route_layer(PLANE.service(service).guard())
         .with_state(recorder.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -57,9 +63,10 @@ async fn stand_in(status: StatusCode) -> (String, Recorder) {
 
 #[tokio::test]
 async fn calls_the_internal_endpoints_with_their_bodies() {
-    let (payment_url, payment) = stand_in(StatusCode::OK).await;
-    let (inventory_url, inventory) = stand_in(StatusCode::ACCEPTED).await;
-    let compensator = HttpCompensator::new(&payment_url, &inventory_url).unwrap();
+    let (payment_url, payment) = stand_in("payment", StatusCode::OK).await;
+    let (inventory_url, inventory) = stand_in("inventory", StatusCode::ACCEPTED).await;
+    let compensator =
+        HttpCompensator::new(&payment_url, &inventory_url, &PLANE.service("fulfilment")).unwrap();
     let (authorization, order) = (Uuid::now_v7(), Uuid::now_v7());
 
     compensator
@@ -104,12 +111,25 @@ async fn calls_the_internal_endpoints_with_their_bodies() {
 
 #[tokio::test]
 async fn an_error_answer_is_a_failed_compensation() {
-    let (url, _) = stand_in(StatusCode::CONFLICT).await;
-    let compensator = HttpCompensator::new(&url, &url).unwrap();
+    let (url, _) = stand_in("inventory", StatusCode::CONFLICT).await;
+    let compensator = HttpCompensator::new(&url, &url, &PLANE.service("fulfilment")).unwrap();
     let error = compensator
         .release(Uuid::now_v7(), &CancelReason::Timeout)
         .await
         .unwrap_err();
     assert_eq!(error.target, "inventory");
     assert_eq!(error.operation, "release");
+}
+
+#[tokio::test]
+async fn a_compensator_of_another_deployment_is_refused() {
+    let (url, seen) = stand_in("payment", StatusCode::OK).await;
+    let stranger = InternalKey::generate().service("fulfilment");
+    let compensator = HttpCompensator::new(&url, &url, &stranger).unwrap();
+    let error = compensator
+        .refund(Uuid::now_v7(), Uuid::now_v7(), &CancelReason::Timeout)
+        .await
+        .unwrap_err();
+    assert_eq!(error.target, "payment");
+    assert!(seen.seen.lock().unwrap().is_empty(), "never reached");
 }

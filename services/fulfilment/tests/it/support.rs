@@ -150,6 +150,7 @@ impl Env {
             payment_url: "http://127.0.0.1:9".into(),
             inventory_url: "http://127.0.0.1:9".into(),
             timeout: TIMEOUT,
+            internal: TEST_PLANE.clone(),
         }
     }
 
@@ -224,9 +225,19 @@ impl Env {
     }
 }
 
-/// `GET /internal/fulfilment/processes/{order_id}`: the status and the JSON body.
+/// The internal-plane key of every fulfilment the tests start.
+pub static TEST_PLANE: std::sync::LazyLock<agora_auth::InternalKey> =
+    std::sync::LazyLock::new(agora_auth::InternalKey::generate);
+
+/// `GET /internal/fulfilment/processes/{order_id}` with the gateway's service token:
+/// the status and the JSON body.
 pub async fn get_process(service: &Fulfilment, order_id: &str) -> (StatusCode, Value) {
+    let token = TEST_PLANE
+        .service("gateway")
+        .token_for("fulfilment")
+        .expect("a service token");
     let request = Request::get(format!("/internal/fulfilment/processes/{order_id}"))
+        .header("authorization", format!("Bearer {token}"))
         .body(Body::empty())
         .unwrap();
     let response = service.router().oneshot(request).await.unwrap();

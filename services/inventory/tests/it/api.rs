@@ -1,6 +1,6 @@
 //! The HTTP paths: every answer they give.
 
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, Request, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -16,6 +16,7 @@ crate::on_both_backends!(
     the_batch_read_refuses_bad_ids,
     seeding_fills_only_an_empty_store,
     the_release_refuses_what_it_cannot_read,
+    the_internal_routes_take_a_service_token_for_inventory_only,
 );
 
 async fn an_admin_sets_stock_and_anyone_reads_it(backend: Backend) {
@@ -262,5 +263,57 @@ async fn the_release_refuses_what_it_cannot_read(backend: Backend) {
     )
     .await;
     assert_eq!(answer.invalid_fields(), ["reason"]);
+    inventory.shutdown().await;
+}
+
+async fn the_internal_routes_take_a_service_token_for_inventory_only(backend: Backend) {
+    let Some((env, inventory)) = start(backend).await else {
+        return;
+    };
+    let router = inventory.router();
+    let product = Uuid::now_v7();
+    set_stock(&env, &router, product, 5).await;
+    let (_, customer) = env.issuer.customer();
+    let (_, admin) = env.issuer.admin();
+    let wrong_audience = crate::support::TEST_PLANE
+        .service("fulfilment")
+        .token_for("payment")
+        .unwrap();
+    let order = Uuid::now_v7();
+    let routes = [
+        (
+            Method::GET,
+            format!("/internal/inventory/stock?ids={product}"),
+        ),
+        (
+            Method::POST,
+            format!("/internal/inventory/reservations/{order}/release"),
+        ),
+    ];
+    for (method, path) in &routes {
+        for (token, status) in [
+            ("not-a-jwt", StatusCode::UNAUTHORIZED),
+            (wrong_audience.as_str(), StatusCode::UNAUTHORIZED),
+            (customer.as_str(), StatusCode::FORBIDDEN),
+            (admin.as_str(), StatusCode::FORBIDDEN),
+        ] {
+            call(&router, method.clone(), path, Some(token), None)
+                .await
+                .assert_problem(status);
+        }
+        let bare = Request::builder()
+            .method(method.clone())
+            .uri(path.as_str())
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let answer = tower::ServiceExt::oneshot(router.clone(), bare)
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The stock is as it was, and with the service token the read works.
+    let answer = call(&router, Method::GET, &routes[0].1, None, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body[0]["available"], 5);
     inventory.shutdown().await;
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use agora_auth::TestIssuer;
+use agora_auth::{InternalKey, TestIssuer};
 use agora_bus::embedded::EmbeddedBus;
 use agora_bus::{Bus, ConsumerConfig, SharedBus};
 use agora_contracts::{Address, AddressSource, OrderAccepted, OrderLine, ShipmentDispatched};
@@ -59,11 +59,14 @@ impl Env {
     }
 
     pub fn config(&self) -> InventoryConfig {
-        InventoryConfig::new(
-            self.db_url.clone(),
-            self.bus.clone() as SharedBus,
-            self.issuer.keys(),
-        )
+        InventoryConfig {
+            internal: TEST_PLANE.clone(),
+            ..InventoryConfig::new(
+                self.db_url.clone(),
+                self.bus.clone() as SharedBus,
+                self.issuer.keys(),
+            )
+        }
     }
 
     pub async fn start(&self) -> Inventory {
@@ -236,6 +239,19 @@ impl Answer {
 }
 
 /// One request through the router, with a raw body and its content type.
+/// The internal-plane key of every inventory the tests start.
+pub static TEST_PLANE: std::sync::LazyLock<InternalKey> =
+    std::sync::LazyLock::new(InternalKey::generate);
+
+/// A service token of fulfilment's for inventory.
+pub fn service_token() -> String {
+    TEST_PLANE
+        .service("fulfilment")
+        .token_for("inventory")
+        .expect("a service token")
+}
+
+/// One request; to an `/internal` path without `token`, with a [`service_token`].
 pub async fn send(
     router: &axum::Router,
     method: Method,
@@ -244,7 +260,8 @@ pub async fn send(
     body: Option<(&str, Vec<u8>)>,
 ) -> Answer {
     let mut request = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
+    let service = path.starts_with("/internal/").then(service_token);
+    if let Some(token) = token.or(service.as_deref()) {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let body = match body {

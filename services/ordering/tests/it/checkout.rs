@@ -27,6 +27,7 @@ crate::on_both_backends!(
     refusals,
     preview_has_the_documented_shape,
     settings_switch_at_runtime,
+    the_settings_lever_takes_a_service_token_only,
 );
 
 async fn replica_mode_accepts_and_publishes_order_accepted(backend: Backend) {
@@ -486,5 +487,51 @@ async fn settings_switch_at_runtime(backend: Backend) {
         .unwrap();
     let (_, _, body) = call(&router, Method::GET, path, None, &[], None).await;
     assert_eq!(body, json!({"customer_data": "replica"}));
+    ordering.shutdown().await;
+}
+
+async fn the_settings_lever_takes_a_service_token_only(backend: Backend) {
+    let Some((env, ordering)) = start(backend).await else {
+        return;
+    };
+    let router = ordering.router();
+    let (_, customer) = env.issuer.customer();
+    let (_, admin) = env.issuer.admin();
+    let foreign = agora_auth::InternalKey::generate()
+        .service("gateway")
+        .token_for("ordering")
+        .unwrap();
+    let sync = json!({"customer_data": "sync"});
+    for (token, status) in [
+        (customer.as_str(), StatusCode::FORBIDDEN),
+        (admin.as_str(), StatusCode::FORBIDDEN),
+        (foreign.as_str(), StatusCode::UNAUTHORIZED),
+        ("", StatusCode::UNAUTHORIZED),
+    ] {
+        for path in ["/internal/ordering/settings", "/internal/ordering/breakers"] {
+            let (got, content_type, _) = call(
+                &router,
+                Method::PUT,
+                path,
+                Some(token),
+                &[],
+                Some(sync.clone()),
+            )
+            .await;
+            // The breakers take no PUT: 405 whoever asks.
+            if path.ends_with("settings") {
+                assert_eq!(
+                    (got, content_type.as_str()),
+                    (status, "application/problem+json")
+                );
+            }
+            let (got, _, body) = call(&router, Method::GET, path, Some(token), &[], None).await;
+            assert_eq!(got, status, "{path}: {body}");
+        }
+    }
+    assert_eq!(
+        ordering.customer_data().await.unwrap(),
+        CustomerData::Replica
+    );
     ordering.shutdown().await;
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
-use agora_auth::TestIssuer;
+use agora_auth::{InternalKey, TestIssuer};
 use agora_bus::embedded::EmbeddedBus;
 use agora_bus::{Bus, ConsumerConfig, SharedBus};
 use agora_contracts::{
@@ -208,13 +208,16 @@ impl Env {
     }
 
     pub fn config(&self) -> OrderingConfig {
-        OrderingConfig::new(
-            self.db_url.clone(),
-            self.bus.clone() as SharedBus,
-            self.issuer.keys(),
-            self.payment.clone(),
-            self.customer.clone(),
-        )
+        OrderingConfig {
+            internal: TEST_PLANE.clone(),
+            ..OrderingConfig::new(
+                self.db_url.clone(),
+                self.bus.clone() as SharedBus,
+                self.issuer.keys(),
+                self.payment.clone(),
+                self.customer.clone(),
+            )
+        }
     }
 
     pub async fn start(&self) -> Ordering {
@@ -372,6 +375,19 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// The internal-plane key of every ordering the tests start.
+pub static TEST_PLANE: std::sync::LazyLock<InternalKey> =
+    std::sync::LazyLock::new(InternalKey::generate);
+
+/// A service token of the gateway's for ordering (what the ops console's calls carry).
+pub fn service_token() -> String {
+    TEST_PLANE
+        .service("gateway")
+        .token_for("ordering")
+        .expect("a service token")
+}
+
+/// One request; to an `/internal` path without `token`, with a [`service_token`].
 pub async fn request(
     router: &axum::Router,
     method: Method,
@@ -381,7 +397,8 @@ pub async fn request(
     body: Option<Value>,
 ) -> Answer {
     let mut request = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
+    let service = path.starts_with("/internal/").then(service_token);
+    if let Some(token) = token.or(service.as_deref()) {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     for (name, value) in headers {

@@ -19,6 +19,7 @@ crate::on_both_backends!(
     invalid_requests_are_refused_with_the_fields_named,
     unknown_and_malformed_ids_are_not_found,
     the_event_carries_the_callers_trace,
+    only_a_service_token_for_payment_reaches_a_route,
 );
 
 async fn an_authorization_is_answered_stored_and_published(backend: Backend) {
@@ -244,5 +245,80 @@ async fn the_event_carries_the_callers_trace(backend: Backend) {
     assert_eq!(answer.status, StatusCode::CREATED);
     let events = env.events(1).await;
     assert_eq!(events[0].traceparent.as_deref(), Some(traceparent));
+    payment.shutdown().await;
+}
+
+async fn only_a_service_token_for_payment_reaches_a_route(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let provider = FakeProvider::new(Answer::Approve);
+    let payment = env.start(provider.clone()).await;
+    let router = payment.router();
+    let issuer = agora_auth::TestIssuer::new();
+    let (_, customer) = issuer.customer();
+    let (_, admin) = issuer.admin();
+    let plane = &crate::support::TEST_PLANE;
+    let bearer = |token: String| format!("Bearer {token}");
+    let refused = [
+        (None, StatusCode::UNAUTHORIZED),
+        (
+            Some(bearer(
+                plane.service("ordering").token_for("customer").unwrap(),
+            )),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some(bearer(
+                agora_auth::InternalKey::generate()
+                    .service("ordering")
+                    .token_for("payment")
+                    .unwrap(),
+            )),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some("Bearer not-a-jwt".to_owned()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Some(bearer(customer)), StatusCode::FORBIDDEN),
+        (Some(bearer(admin)), StatusCode::FORBIDDEN),
+    ];
+    let id = Uuid::now_v7();
+    let body = request_body().to_string().into_bytes();
+    let routes = [
+        (Method::POST, "/internal/payment/authorizations".to_owned()),
+        (
+            Method::GET,
+            format!("/internal/payment/authorizations/{id}"),
+        ),
+        (
+            Method::POST,
+            format!("/internal/payment/authorizations/{id}/refund"),
+        ),
+        (
+            Method::POST,
+            format!("/internal/payment/authorizations/{id}/void"),
+        ),
+    ];
+    for (method, path) in &routes {
+        for (authorization, status) in &refused {
+            // A header that is not a bearer token at all stands for "none".
+            let header = authorization.as_deref().unwrap_or("Basic Zm9vOmJhcg==");
+            let answer = call_with_headers(
+                &router,
+                method.clone(),
+                path,
+                &[("authorization", header)],
+                Some(("application/json", body.clone())),
+            )
+            .await;
+            answer.assert_problem(*status);
+        }
+    }
+    assert_eq!(provider.calls(), 0, "nothing reached the provider");
+    // With ordering's token for payment, the same request goes through.
+    let answer = authorize(&router, &request_body()).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
     payment.shutdown().await;
 }

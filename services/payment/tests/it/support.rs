@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agora_auth::TestIssuer;
+use agora_auth::{InternalKey, TestIssuer};
 use agora_bus::embedded::EmbeddedBus;
 use agora_bus::{Bus, ConsumerConfig, SharedBus};
 use agora_contracts::{Address, AddressSource, Money, OrderAccepted, OrderLine};
@@ -253,6 +253,7 @@ impl Env {
             provider,
             provider_timeout: Duration::from_secs(5),
             capture_retry: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
+            internal: TEST_PLANE.clone(),
             ..PaymentConfig::new(
                 self.db_url.clone(),
                 self.bus.clone() as SharedBus,
@@ -434,7 +435,21 @@ pub async fn call_raw(
     call_with_headers(router, method, path, &[], body).await
 }
 
-/// One request through the router, with extra headers.
+/// The internal-plane key of every payment the tests start.
+pub static TEST_PLANE: std::sync::LazyLock<InternalKey> =
+    std::sync::LazyLock::new(InternalKey::generate);
+
+/// `Bearer <a service token of ordering's for payment>`.
+pub fn service_authorization() -> String {
+    let token = TEST_PLANE
+        .service("ordering")
+        .token_for("payment")
+        .expect("a service token");
+    format!("Bearer {token}")
+}
+
+/// One request through the router, with extra headers; with a service token unless
+/// `headers` has an `authorization` of its own.
 pub async fn call_with_headers(
     router: &axum::Router,
     method: Method,
@@ -443,6 +458,12 @@ pub async fn call_with_headers(
     body: Option<(&str, Vec<u8>)>,
 ) -> Reply {
     let mut request = Request::builder().method(method).uri(path);
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        request = request.header(header::AUTHORIZATION, service_authorization());
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
