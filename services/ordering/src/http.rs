@@ -11,7 +11,8 @@ use agora_httpkit::{FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Envelope, Outbox};
 use agora_resilience::{BreakerState, CircuitBreaker};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Path, State as AxumState};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Path, Query, State as AxumState};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -91,6 +92,8 @@ pub enum ApiError {
     InProgress,
     #[error("not found")]
     NotFound,
+    #[error("bad query: {0}")]
+    BadQuery(&'static str),
     #[error(transparent)]
     Auth(#[from] agora_auth::Error),
     #[error(transparent)]
@@ -129,6 +132,7 @@ impl ApiError {
                 problem
             }
             ApiError::NotFound => Problem::not_found(),
+            ApiError::BadQuery(what) => Problem::bad_request(*what),
             ApiError::Auth(error) => match error.status() {
                 StatusCode::UNAUTHORIZED => Problem::unauthorized(),
                 StatusCode::FORBIDDEN => Problem::forbidden(),
@@ -621,14 +625,34 @@ async fn place_order(
     Ok(response)
 }
 
-/// `GET /api/ordering/orders` (customer): my orders, newest first.
+/// `GET /api/ordering/orders` query: a page of my orders.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrdersQuery {
+    /// At most this many orders (1..=100, default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// Where the page starts: the `cursor` of the previous page's `Link: rel="next"`.
+    pub cursor: Option<String>,
+}
+
+/// Orders per page when the query names no limit.
+pub const DEFAULT_PAGE: u32 = 50;
+/// The most orders one page may have.
+pub const MAX_PAGE: u32 = 100;
+
+/// `GET /api/ordering/orders` (customer): my orders, newest first, a page at a time;
+/// `Link: <…?cursor=…>; rel="next"` when there are more.
 #[utoipa::path(
     get,
     path = "/api/ordering/orders",
     tag = "ordering",
+    params(OrdersQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "My orders, newest first", body = [OrderView]),
+        (status = 200, description = "My orders, newest first", body = [OrderView],
+            headers(("Link" = String, description = "The next page (RFC 8288 `rel=\"next\"`), when there is one"))),
+        (status = 400, description = "A limit outside 1..=100 or a cursor this service did not give", body = ProblemView, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
         (status = 403, description = "Not a customer", body = ProblemView, content_type = "application/problem+json"),
     )
@@ -636,10 +660,35 @@ async fn place_order(
 async fn my_orders(
     AxumState(state): AxumState<State>,
     caller: Caller,
-) -> Result<Json<Vec<OrderView>>, ApiError> {
+    query: Result<Query<OrdersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let customer_id = customer(&caller)?;
-    let orders = store::orders_of(&state.db, customer_id).await?;
-    Ok(Json(orders.iter().map(order_view).collect()))
+    let bad = || {
+        ApiError::BadQuery(
+            "Give an optional limit of 1 to 100 and an optional cursor from a Link header.",
+        )
+    };
+    let Query(query) = query.map_err(|_| bad())?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(bad());
+    }
+    let cursor = match query.cursor.as_deref() {
+        None => None,
+        Some(text) => Some(store::OrderCursor::decode(text).ok_or_else(bad)?),
+    };
+    let (orders, next) = store::orders_of(&state.db, customer_id, limit, cursor).await?;
+    let mut response = Json(orders.iter().map(order_view).collect::<Vec<_>>()).into_response();
+    if let Some(next) = next {
+        let link = format!(
+            "</api/ordering/orders?limit={limit}&cursor={}>; rel=\"next\"",
+            next.encode()
+        );
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 /// `GET /api/ordering/orders/{id}` (owner or admin); another customer's order is 404.

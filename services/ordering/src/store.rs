@@ -945,51 +945,107 @@ pub async fn order(db: &Db, id: Uuid) -> Result<Option<Order>, Error> {
     .bind(id.to_string())
     .fetch_optional(db.pool())
     .await?;
-    let Some(mut order) = row.as_ref().map(order_of).transpose()? else {
+    let Some(order) = row.as_ref().map(order_of).transpose()? else {
         return Ok(None);
     };
-    let mut details = details(db, "o.id = $1", &id.to_string()).await?;
-    if let Some((lines, history)) = details.remove(&order.id) {
-        order.lines = lines;
-        order.history = history;
-    }
-    Ok(Some(order))
+    let mut orders = with_details(db, vec![order]).await?;
+    Ok(orders.pop())
 }
 
-/// The orders of `customer_id`, newest first.
-pub async fn orders_of(db: &Db, customer_id: Uuid) -> Result<Vec<Order>, Error> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {ORDER_COLUMNS} FROM ordering_orders WHERE customer_id = $1
-         ORDER BY created_at_ms DESC, id DESC"
-    )))
-    .bind(customer_id.to_string())
-    .fetch_all(db.pool())
-    .await?;
-    let mut orders = rows.iter().map(order_of).collect::<Result<Vec<_>, _>>()?;
-    let mut details = details(db, "o.customer_id = $1", &customer_id.to_string()).await?;
-    for order in &mut orders {
-        if let Some((lines, history)) = details.remove(&order.id) {
-            order.lines = lines;
-            order.history = history;
+/// Where a page of a customer's orders starts: after the order made at
+/// `created_at_ms` with `id` (newest first). Shown to clients as an opaque string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderCursor {
+    pub created_at_ms: i64,
+    pub id: Uuid,
+}
+
+impl OrderCursor {
+    /// The cursor after `order`.
+    pub fn after(order: &Order) -> Self {
+        Self {
+            created_at_ms: order.created_at_ms,
+            id: order.id,
         }
     }
-    Ok(orders)
+
+    /// `<created_at_ms>.<id without dashes>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at_ms, self.id.simple())
+    }
+
+    /// `None` for anything [`OrderCursor::encode`] did not make.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (ms, id) = text.split_once('.')?;
+        if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) || id.len() != 32 {
+            return None;
+        }
+        Some(Self {
+            created_at_ms: ms.parse().ok()?,
+            id: Uuid::try_parse(id).ok()?,
+        })
+    }
 }
 
-type Details = HashMap<Uuid, (Vec<StoredLine>, Vec<HistoryEntry>)>;
+/// At most `limit` orders of `customer_id`, newest first, after `cursor` if given;
+/// and the cursor of the next page when there are more.
+pub async fn orders_of(
+    db: &Db,
+    customer_id: Uuid,
+    limit: u32,
+    cursor: Option<OrderCursor>,
+) -> Result<(Vec<Order>, Option<OrderCursor>), Error> {
+    let fetch = i64::from(limit) + 1;
+    let query = match cursor {
+        None => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ORDER_COLUMNS} FROM ordering_orders WHERE customer_id = $1
+             ORDER BY created_at_ms DESC, id DESC LIMIT $2"
+        )))
+        .bind(customer_id.to_string())
+        .bind(fetch),
+        Some(cursor) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ORDER_COLUMNS} FROM ordering_orders WHERE customer_id = $1
+               AND (created_at_ms < $2 OR (created_at_ms = $2 AND id < $3))
+             ORDER BY created_at_ms DESC, id DESC LIMIT $4"
+        )))
+        .bind(customer_id.to_string())
+        .bind(cursor.created_at_ms)
+        .bind(cursor.id.to_string())
+        .bind(fetch),
+    };
+    let rows = query.fetch_all(db.pool()).await?;
+    let mut orders = rows.iter().map(order_of).collect::<Result<Vec<_>, _>>()?;
+    let more = orders.len() > limit as usize;
+    orders.truncate(limit as usize);
+    let next = if more {
+        orders.last().map(OrderCursor::after)
+    } else {
+        None
+    };
+    Ok((with_details(db, orders).await?, next))
+}
 
-/// Lines and history of the orders matching `filter` (on `ordering_orders o`).
-async fn details(db: &Db, filter: &str, value: &str) -> Result<Details, Error> {
-    let mut details: Details = HashMap::new();
-    let lines = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT l.order_id, l.product_id, l.name, l.quantity, l.unit_price_cents
-         FROM ordering_order_lines l JOIN ordering_orders o ON o.id = l.order_id
-         WHERE {filter} ORDER BY l.order_id, l.line_no"
-    )))
-    .bind(value.to_owned())
-    .fetch_all(db.pool())
-    .await?;
-    for row in lines {
+/// `orders` with their lines and history.
+async fn with_details(db: &Db, mut orders: Vec<Order>) -> Result<Vec<Order>, Error> {
+    if orders.is_empty() {
+        return Ok(orders);
+    }
+    let ids: Vec<String> = orders.iter().map(|o| o.id.to_string()).collect();
+    let placeholders = (1..=ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut details: HashMap<Uuid, (Vec<StoredLine>, Vec<HistoryEntry>)> = HashMap::new();
+    let sql = format!(
+        "SELECT order_id, product_id, name, quantity, unit_price_cents
+         FROM ordering_order_lines WHERE order_id IN ({placeholders})
+         ORDER BY order_id, line_no"
+    );
+    let mut lines = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in &ids {
+        lines = lines.bind(id.clone());
+    }
+    for row in lines.fetch_all(db.pool()).await? {
         let quantity: i64 = row.try_get("quantity")?;
         details
             .entry(uuid_of(&row, "order_id")?)
@@ -1002,15 +1058,16 @@ async fn details(db: &Db, filter: &str, value: &str) -> Result<Details, Error> {
                 unit_price_cents: row.try_get("unit_price_cents")?,
             });
     }
-    let history = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT h.order_id, h.status, h.at_ms, h.reason
-         FROM ordering_order_history h JOIN ordering_orders o ON o.id = h.order_id
-         WHERE {filter} ORDER BY h.order_id, h.seq"
-    )))
-    .bind(value.to_owned())
-    .fetch_all(db.pool())
-    .await?;
-    for row in history {
+    let sql = format!(
+        "SELECT order_id, status, at_ms, reason
+         FROM ordering_order_history WHERE order_id IN ({placeholders})
+         ORDER BY order_id, seq"
+    );
+    let mut history = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in &ids {
+        history = history.bind(id.clone());
+    }
+    for row in history.fetch_all(db.pool()).await? {
         details
             .entry(uuid_of(&row, "order_id")?)
             .or_default()
@@ -1021,7 +1078,13 @@ async fn details(db: &Db, filter: &str, value: &str) -> Result<Details, Error> {
                 reason: row.try_get("reason")?,
             });
     }
-    Ok(details)
+    for order in &mut orders {
+        if let Some((lines, history)) = details.remove(&order.id) {
+            order.lines = lines;
+            order.history = history;
+        }
+    }
+    Ok(orders)
 }
 
 /// How many orders are stored (for tests and tools).

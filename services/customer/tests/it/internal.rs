@@ -140,7 +140,10 @@ async fn a_spent_time_budget_is_answered_504_without_work(backend: Backend) {
         &router,
         Method::GET,
         &path,
-        &[("agora-budget-ms", "5000"), ("authorization", &authorization)],
+        &[
+            ("agora-budget-ms", "5000"),
+            ("authorization", &authorization),
+        ],
         None,
     )
     .await;

@@ -8,7 +8,8 @@ use crate::support::{
 
 crate::on_both_backends!(
     my_orders_newest_first,
-    an_order_is_shown_to_its_owner_and_admins_only
+    an_order_is_shown_to_its_owner_and_admins_only,
+    my_orders_come_in_pages_linked_by_a_cursor,
 );
 
 async fn my_orders_newest_first(backend: Backend) {
@@ -106,5 +107,100 @@ async fn an_order_is_shown_to_its_owner_and_admins_only(backend: Backend) {
     )
     .await;
     assert_problem(&answer, StatusCode::NOT_FOUND);
+    ordering.shutdown().await;
+}
+
+async fn my_orders_come_in_pages_linked_by_a_cursor(backend: Backend) {
+    let Some((env, ordering)) = start(backend).await else {
+        return;
+    };
+    let lamp = product(&env, &ordering, "Lamp", 1000).await;
+    let (_, token) = customer_with_data(&env, &ordering).await;
+    let (_, other) = customer_with_data(&env, &ordering).await;
+    let mut placed = Vec::new();
+    for n in 0..7 {
+        let key = format!("order-{n}");
+        let answer = place_order(&ordering, &token, Some(&key), lines(&[(lamp, 1)])).await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+        placed.push(answer.body["id"].clone());
+    }
+    placed.reverse();
+    let answer = place_order(&ordering, &other, Some("x"), lines(&[(lamp, 1)])).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+
+    // Pages of 3 by following the Link header: 3, 3, 1, the last without a link.
+    let mut path = "/api/ordering/orders?limit=3".to_owned();
+    let mut seen = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let answer = request(
+            &ordering.router(),
+            Method::GET,
+            &path,
+            Some(&token),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
+        let page = answer.body.as_array().unwrap().clone();
+        pages.push(page.len());
+        seen.extend(page.iter().map(|o| o["id"].clone()));
+        assert!(page.iter().all(|o| o["lines"][0]["name"] == "Lamp"));
+        let Some(link) = answer.headers.get("link") else {
+            break;
+        };
+        let link = link.to_str().unwrap();
+        assert!(link.ends_with(">; rel=\"next\""), "{link}");
+        path = link
+            .trim_start_matches('<')
+            .split_once('>')
+            .unwrap()
+            .0
+            .to_owned();
+        assert!(
+            path.starts_with("/api/ordering/orders?limit=3&cursor="),
+            "{path}"
+        );
+    }
+    assert_eq!(pages, [3, 3, 1]);
+    assert_eq!(
+        seen, placed,
+        "every order once, newest first, none of another's"
+    );
+
+    // No limit: the default page (50) holds them all, with no link.
+    let answer = request(
+        &ordering.router(),
+        Method::GET,
+        "/api/ordering/orders",
+        Some(&token),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(answer.body.as_array().unwrap().len(), 7);
+    assert!(answer.headers.get("link").is_none());
+
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=-1",
+        "limit=many",
+        "cursor=nope",
+        "cursor=12.zz",
+        "cursor=.0190a0a0a0a07000800000000000000",
+    ] {
+        let answer = request(
+            &ordering.router(),
+            Method::GET,
+            &format!("/api/ordering/orders?{bad}"),
+            Some(&token),
+            &[],
+            None,
+        )
+        .await;
+        assert_problem(&answer, StatusCode::BAD_REQUEST);
+    }
     ordering.shutdown().await;
 }
