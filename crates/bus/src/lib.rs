@@ -376,6 +376,12 @@ impl Delivery {
         self.acker.term(reason).await
     }
 
+    /// Still working on it: the ack wait starts again from now, so the message is not
+    /// delivered again meanwhile (and no delivery is counted).
+    pub async fn progress(&self) -> Result<(), BusError> {
+        self.acker.progress().await
+    }
+
     /// Whether a failure now would dead-letter the message.
     pub fn is_last_attempt(&self) -> bool {
         self.deliveries >= self.max_deliver
@@ -388,6 +394,8 @@ pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<(), BusError>;
     async fn nak(&self, delay: Duration, reason: &str) -> Result<(), BusError>;
     async fn term(&self, reason: &str) -> Result<(), BusError>;
+    /// Restarts the delivery's ack wait.
+    async fn progress(&self) -> Result<(), BusError>;
 }
 
 /// A handle on a durable consumer. Clone the `Arc` (or open the consumer again) to add

@@ -1069,6 +1069,10 @@ impl Acker for NatsAcker {
     async fn term(&self, reason: &str) -> Result<(), BusError> {
         self.give_up(reason, self.deliveries).await
     }
+
+    async fn progress(&self) -> Result<(), BusError> {
+        self.send(AckKind::Progress).await
+    }
 }
 
 /// A delivery given up on, and why.

@@ -49,6 +49,8 @@ impl CrashPoint {
 #[derive(Clone, Debug, Default)]
 pub struct FaultPlan {
     inner: Option<Arc<Plan>>,
+    /// Commits left to fail, as a database hiccup would ([`FaultPlan::fail_commits`]).
+    failing_commits: Option<Arc<AtomicU64>>,
 }
 
 #[derive(Debug)]
@@ -75,7 +77,26 @@ impl FaultPlan {
                 crashed: AtomicBool::new(false),
                 crash_seen: Notify::new(),
             })),
+            failing_commits: None,
         }
+    }
+
+    /// No crash; the next `times` commits of a subscriber's batch fail (the store
+    /// hiccups), then they succeed again.
+    pub fn fail_commits(times: u64) -> Self {
+        Self {
+            inner: None,
+            failing_commits: Some(Arc::new(AtomicU64::new(times))),
+        }
+    }
+
+    /// Whether the commit about to be made is to fail (one of
+    /// [`FaultPlan::fail_commits`]'s failures is used up).
+    pub fn commit_fails(&self) -> bool {
+        self.failing_commits.as_ref().is_some_and(|left| {
+            left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        })
     }
 
     pub fn has_crashed(&self) -> bool {

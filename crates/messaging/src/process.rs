@@ -17,8 +17,9 @@
 //! run the compensation steps, write the instance with `version = expected + 1` only if
 //! its version is still `expected`, and append the events to the outbox. When another
 //! worker advanced the instance in between, the write matches no row and the turn fails
-//! with a transient [`HandlerError`]: the delivery is retried on the new state, so two
-//! workers never both advance one instance from the same version.
+//! with [`HandlerError::not_the_message`]: the delivery is retried on the new state
+//! (without spending one of its attempts), so two workers never both advance one
+//! instance from the same version.
 //!
 //! Compensation steps are side effects outside the store (e.g. a refund call): they
 //! must be idempotent, since a turn that fails after running them (a conflict, a crash
@@ -641,7 +642,7 @@ impl<P: Process> ProcessManager<P> {
             .await?
         };
         if written.rows_affected() != 1 {
-            return Err(HandlerError::transient(format!(
+            return Err(HandlerError::not_the_message(format!(
                 "process {} instance {id} was advanced concurrently (expected version {version})",
                 P::NAME
             )));

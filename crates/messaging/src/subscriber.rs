@@ -46,28 +46,51 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Result<(), HandlerError>;
 }
 
-/// Why a handler failed. A transient error (the default) is retried with backoff until
-/// the consumer's max deliveries; a permanent one dead-letters the message at once.
+/// Why a handler failed, which decides what becomes of the message:
+///
+/// - [`HandlerError::transient`]: this attempt failed (e.g. a downstream service said
+///   no for now): redelivered with backoff, counted, dead-lettered after the
+///   consumer's max deliveries;
+/// - [`HandlerError::permanent`]: retrying cannot help: dead-lettered at once;
+/// - [`HandlerError::not_the_message`]: the store failed, or another worker got there
+///   first (an optimistic-concurrency conflict): nothing is wrong with the message.
+///   The worker backs off and tries again, holding the delivery (its ack wait kept
+///   alive), so no attempt is spent and a database hiccup never dead-letters anything.
+///   Database errors (`?` on sqlx) are of this kind.
 #[derive(Debug)]
 pub struct HandlerError {
     reason: String,
-    permanent: bool,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Transient,
+    Permanent,
+    NotTheMessage,
 }
 
 impl HandlerError {
-    /// Worth retrying: a database or downstream hiccup.
+    /// Worth retrying, and counted against the message's deliveries.
     pub fn transient(reason: impl fmt::Display) -> Self {
-        Self {
-            reason: reason.to_string(),
-            permanent: false,
-        }
+        Self::of(reason, Kind::Transient)
     }
 
     /// Retrying cannot help (e.g. the data does not fit the contract): dead-letter now.
     pub fn permanent(reason: impl fmt::Display) -> Self {
+        Self::of(reason, Kind::Permanent)
+    }
+
+    /// The store or a concurrent writer, not the message: retried without spending
+    /// the message's deliveries.
+    pub fn not_the_message(reason: impl fmt::Display) -> Self {
+        Self::of(reason, Kind::NotTheMessage)
+    }
+
+    fn of(reason: impl fmt::Display, kind: Kind) -> Self {
         Self {
             reason: reason.to_string(),
-            permanent: true,
+            kind,
         }
     }
 
@@ -76,7 +99,12 @@ impl HandlerError {
     }
 
     pub fn is_permanent(&self) -> bool {
-        self.permanent
+        self.kind == Kind::Permanent
+    }
+
+    /// Whether the failure is the store's or a conflict's ([`HandlerError::not_the_message`]).
+    pub fn is_not_the_message(&self) -> bool {
+        self.kind == Kind::NotTheMessage
     }
 }
 
@@ -89,8 +117,49 @@ impl fmt::Display for HandlerError {
 impl std::error::Error for HandlerError {}
 
 impl From<sqlx::Error> for HandlerError {
+    /// The store's own failures (unreachable, busy, a serialization conflict) are
+    /// [`HandlerError::not_the_message`]; an error the data caused (a constraint, a
+    /// malformed value) is [`HandlerError::transient`], so that it ends in the dead
+    /// letters instead of holding a worker forever.
     fn from(error: sqlx::Error) -> Self {
-        HandlerError::transient(format!("database: {error}"))
+        let reason = format!("database: {error}");
+        if is_the_stores(&error) {
+            HandlerError::not_the_message(reason)
+        } else {
+            HandlerError::transient(reason)
+        }
+    }
+}
+
+/// Whether `error` is the store failing rather than the statement: connection and pool
+/// failures; SQLite's busy, locked, I/O, full and can't-open codes; PostgreSQL's
+/// connection (08), transaction rollback (40: serialization, deadlock), resource
+/// (53), operator intervention (57) and system (58) classes.
+fn is_the_stores(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => {
+            let Some(code) = database.code() else {
+                return false;
+            };
+            if database
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                return ["08", "40", "53", "57", "58"]
+                    .iter()
+                    .any(|class| code.starts_with(class));
+            }
+            // SQLite: the primary result code is the low byte of the extended one.
+            code.parse::<u32>()
+                .is_ok_and(|extended| matches!(extended & 0xff, 5 | 6 | 10 | 13 | 14))
+        }
+        _ => false,
     }
 }
 
@@ -102,6 +171,7 @@ impl From<Error> for HandlerError {
             Error::Decode(_) | Error::WrongEventType { .. } | Error::Encode(_) => {
                 HandlerError::permanent(error)
             }
+            Error::Database(error) => HandlerError::from(error),
             _ => HandlerError::transient(error),
         }
     }
@@ -359,7 +429,7 @@ async fn worker_loop(
             }
         };
         if !batch.is_empty() {
-            worker.process(batch).await;
+            worker.process(batch, &stopped).await;
         }
     }
 }
@@ -372,7 +442,11 @@ enum Outcome {
 impl Worker {
     /// Handles a fetched batch: decodes it, applies what decodes in one transaction,
     /// then settles every delivery.
-    async fn process(&self, batch: Vec<Delivery>) {
+    ///
+    /// Deliveries that failed because of the store or a conflict
+    /// ([`HandlerError::not_the_message`]) are held and tried again with backoff, as
+    /// long as it takes, without being settled: no attempt of theirs is spent.
+    async fn process(&self, batch: Vec<Delivery>, stopped: &watch::Receiver<bool>) {
         let config = &self.config;
         let mut decoded = Vec::with_capacity(batch.len());
         for delivery in batch {
@@ -394,23 +468,76 @@ impl Worker {
                 }
             }
         }
-        if decoded.is_empty() {
-            return;
+        let mut held = decoded;
+        let mut attempt: u32 = 0;
+        while !held.is_empty() {
+            let outcomes = match self.apply(&held).await {
+                Ok(outcomes) => outcomes,
+                // Nothing of the batch is committed: every delivery shares its fate.
+                Err(error) => held
+                    .iter()
+                    .map(|_| Err(HandlerError::of(error.reason(), error.kind)))
+                    .collect(),
+            };
+            if outcomes.iter().any(Result::is_ok) {
+                config.faults.checkpoint(CrashPoint::CommitBeforeAck).await;
+            }
+            let mut again = Vec::new();
+            for ((delivery, envelope), outcome) in held.into_iter().zip(outcomes) {
+                match outcome {
+                    Err(error) if error.is_not_the_message() => {
+                        again.push((delivery, envelope, error));
+                    }
+                    outcome => {
+                        let span = span_of(&delivery, Some(&envelope));
+                        self.settle(delivery, outcome).instrument(span).await;
+                    }
+                }
+            }
+            if again.is_empty() {
+                return;
+            }
+            attempt = attempt.saturating_add(1);
+            let delay = config.backoff.delay(attempt);
+            tracing::warn!(
+                reason = truncate(again[0].2.reason(), MAX_REASON_BYTES),
+                deliveries = again.len(),
+                ?delay,
+                "the store failed or another worker got there first; holding the deliveries and trying again"
+            );
+            held = again.into_iter().map(|(d, e, _)| (d, e)).collect();
+            if !self.hold(&held, delay, stopped).await {
+                // Shutting down: unsettled, they come back after their ack wait.
+                return;
+            }
         }
-        let outcomes = match self.apply(&decoded).await {
-            Ok(outcomes) => outcomes,
-            // Nothing of the batch is committed: every delivery is retried.
-            Err(error) => decoded
-                .iter()
-                .map(|_| Err(HandlerError::transient(error.reason())))
-                .collect(),
-        };
-        if outcomes.iter().any(Result::is_ok) {
-            config.faults.checkpoint(CrashPoint::CommitBeforeAck).await;
-        }
-        for ((delivery, envelope), outcome) in decoded.into_iter().zip(outcomes) {
-            let span = span_of(&delivery, Some(&envelope));
-            self.settle(delivery, outcome).instrument(span).await;
+    }
+
+    /// Waits `delay` while keeping `held` from being delivered again (their ack wait
+    /// restarted at least every third of it). `false` if the subscriber is stopping.
+    async fn hold(
+        &self,
+        held: &[(Delivery, Envelope)],
+        delay: Duration,
+        stopped: &watch::Receiver<bool>,
+    ) -> bool {
+        let tick = (self.config.ack_wait / 3).max(Duration::from_millis(1));
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            for (delivery, _) in held {
+                if let Err(error) = delivery.progress().await {
+                    tracing::warn!(%error, "cannot extend the ack wait; the message may come back");
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return true;
+            }
+            let mut stopped = stopped.clone();
+            tokio::select! {
+                _ = tokio::time::sleep((until - now).min(tick)) => {}
+                _ = stopped.wait_for(|stop| *stop) => return false,
+            }
         }
     }
 
@@ -437,6 +564,10 @@ impl Worker {
             .faults
             .checkpoint(CrashPoint::HandlerBeforeCommit)
             .await;
+        if config.faults.commit_fails() {
+            tx.rollback().await?;
+            return Err(HandlerError::not_the_message("injected commit failure"));
+        }
         tx.commit().await?;
         // The handlers may have appended events to the outbox.
         self.db.wake_relay();
@@ -512,4 +643,45 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stores_failures_are_not_the_messages_and_the_datas_are() {
+        for error in [sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            assert!(HandlerError::from(error).is_not_the_message());
+        }
+        for error in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::ColumnNotFound("x".into()),
+        ] {
+            let error = HandlerError::from(error);
+            assert!(!error.is_not_the_message() && !error.is_permanent());
+        }
+        assert!(HandlerError::from(Error::Decode("bad".into())).is_permanent());
+        assert!(
+            HandlerError::from(Error::Database(sqlx::Error::PoolTimedOut)).is_not_the_message()
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_busy_is_the_stores_and_a_constraint_the_datas() {
+        let db = Db::connect("sqlite::memory:").await.expect("db");
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .execute(db.pool())
+            .await
+            .expect("table");
+        sqlx::query("INSERT INTO t (id) VALUES (1)")
+            .execute(db.pool())
+            .await
+            .expect("row");
+        let duplicate = sqlx::query("INSERT INTO t (id) VALUES (1)")
+            .execute(db.pool())
+            .await
+            .expect_err("a unique violation");
+        assert!(!HandlerError::from(duplicate).is_not_the_message());
+    }
 }

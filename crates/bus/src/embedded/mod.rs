@@ -826,4 +826,14 @@ impl Acker for EmbeddedAcker {
         }
         c.dead_letter(&mut state, self.seq, reason.to_owned()).await
     }
+
+    async fn progress(&self) -> Result<(), BusError> {
+        let c = &self.consumer;
+        let mut state = c.state.lock().await;
+        if self.is_current(&state) {
+            let ack_wait = c.config.lock().ack_wait;
+            state.schedule(self.seq, Instant::now() + ack_wait);
+        }
+        Ok(())
+    }
 }

@@ -35,6 +35,7 @@ macro_rules! conformance_tests {
             consumer_group_of_three_shares_ten_thousand,
             nak_with_delay_redelivers_after_the_delay,
             unacked_delivery_comes_back_after_ack_wait,
+            progress_holds_a_delivery_past_its_ack_wait,
             max_deliveries_dead_letter_then_redrive,
             term_dead_letters_at_once,
             replay_from_start_and_from_sequence,
@@ -270,6 +271,29 @@ pub async fn unacked_delivery_comes_back_after_ack_wait(mut h: impl Harness) {
     let info = consumer.info().await.unwrap();
     assert_eq!(info.redelivered, 1);
     again.ack().await.unwrap();
+}
+
+pub async fn progress_holds_a_delivery_past_its_ack_wait(mut h: impl Harness) {
+    let bus = setup(&mut h).await;
+    bus.publish(msg("slow", "long work")).await.unwrap();
+    let ack_wait = Duration::from_millis(500);
+    let config = ConsumerConfig::new(STREAM, "reader").ack_wait(ack_wait);
+    let consumer = bus.consumer(&config).await.unwrap();
+    let delivery = fetch_n(&consumer, 1, WAIT)
+        .await
+        .pop()
+        .expect("first delivery");
+    // Three ack waits of work, telling the bus every 150 ms: never delivered again.
+    let started = Instant::now();
+    while started.elapsed() < ack_wait * 3 {
+        delivery.progress().await.unwrap();
+        assert_nothing_for(&consumer, Duration::from_millis(150)).await;
+    }
+    assert_eq!(delivery.deliveries, 1);
+    delivery.ack().await.unwrap();
+    assert_nothing_for(&consumer, ack_wait + Duration::from_millis(300)).await;
+    let info = consumer.info().await.unwrap();
+    assert_eq!((info.redelivered, info.ack_pending), (0, 0));
 }
 
 pub async fn max_deliveries_dead_letter_then_redrive(mut h: impl Harness) {

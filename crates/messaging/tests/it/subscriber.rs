@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use agora_bus::{OutgoingMessage, SharedBus};
 use agora_contracts::Event;
 use agora_messaging::{
-    Backoff, Context, Envelope, Handler, HandlerError, Inbox, Outbox, Relay, RelayConfig,
-    Subscriber, SubscriberConfig,
+    Backoff, Context, Envelope, FaultPlan, Handler, HandlerError, Inbox, Outbox, Relay,
+    RelayConfig, Subscriber, SubscriberConfig,
 };
 use async_trait::async_trait;
 use sqlx::{Any, Transaction};
@@ -26,6 +26,8 @@ crate::on_both_backends!(
     shutdown_is_prompt_and_clean,
     a_panicking_handler_is_a_failure_not_a_dead_worker,
     in_a_batch_a_failing_delivery_is_rolled_back_alone,
+    failed_commits_spend_no_attempt_and_dead_letter_nothing,
+    a_store_failure_in_the_handler_spends_no_attempt,
 );
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -403,4 +405,75 @@ async fn in_a_batch_a_failing_delivery_is_rolled_back_alone(store: TestStore) {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 6, "five, and one retry");
     assert!(bus.dead_letters().await.unwrap().is_empty());
+}
+
+async fn failed_commits_spend_no_attempt_and_dead_letter_nothing(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let envelope = credited(1);
+    bus.publish(envelope.to_message().unwrap()).await.unwrap();
+
+    let handler = CountingHandler::new("ledger-view");
+    let calls = handler.calls.clone();
+    // Three times as many failed commits as the message has deliveries.
+    let config = config("ledger-view")
+        .workers(1)
+        .max_deliver(2)
+        .faults(FaultPlan::fail_commits(6));
+    let subscriber = Subscriber::spawn(&store.db, &bus, config.clone(), handler)
+        .await
+        .unwrap();
+    eventually(WAIT, "applied", || async {
+        !applied(&store.db, "ledger-view").await.is_empty()
+    })
+    .await;
+    eventually(WAIT, "settled", || settled(&bus, &config)).await;
+    subscriber.shutdown().await;
+
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        7,
+        "six rolled back, one committed"
+    );
+    assert_eq!(
+        applied(&store.db, "ledger-view").await,
+        [(envelope.id.to_string(), 1)]
+    );
+    assert!(bus.dead_letters().await.unwrap().is_empty());
+    let info = bus
+        .consumer(&config.consumer_config())
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.redelivered, 0,
+        "held by its worker, never delivered again"
+    );
+}
+
+async fn a_store_failure_in_the_handler_spends_no_attempt(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let (first, second) = (credited(1), credited(2));
+    for envelope in [&first, &second] {
+        bus.publish(envelope.to_message().unwrap()).await.unwrap();
+    }
+    let handler = CountingHandler::new("ledger-view");
+    handler.store_failures_left.store(5, Ordering::SeqCst);
+    let config = config("ledger-view").workers(1).max_deliver(2);
+    let subscriber = Subscriber::spawn(&store.db, &bus, config.clone(), handler)
+        .await
+        .unwrap();
+    eventually(WAIT, "both applied", || async {
+        applied(&store.db, "ledger-view").await.len() == 2
+    })
+    .await;
+    eventually(WAIT, "settled", || settled(&bus, &config)).await;
+    subscriber.shutdown().await;
+    assert!(bus.dead_letters().await.unwrap().is_empty());
+    let mut applied = applied(&store.db, "ledger-view").await;
+    applied.sort();
+    let mut expected = vec![(first.id.to_string(), 1), (second.id.to_string(), 1)];
+    expected.sort();
+    assert_eq!(applied, expected, "each once");
 }

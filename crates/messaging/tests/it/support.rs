@@ -168,6 +168,8 @@ pub struct CountingHandler {
     pub consumer: String,
     /// Calls that fail (transiently) before calls succeed.
     pub failures_left: Arc<AtomicU32>,
+    /// Calls that fail as if the store were unreachable, before the others.
+    pub store_failures_left: Arc<AtomicU32>,
     pub calls: Arc<AtomicU32>,
 }
 
@@ -176,6 +178,7 @@ impl CountingHandler {
         Self {
             consumer: consumer.to_owned(),
             failures_left: Arc::new(AtomicU32::new(0)),
+            store_failures_left: Arc::new(AtomicU32::new(0)),
             calls: Arc::new(AtomicU32::new(0)),
         }
     }
@@ -190,6 +193,13 @@ impl Handler for CountingHandler {
     ) -> Result<(), HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let event: Credited = envelope.decode()?;
+        let take = |left: &AtomicU32| {
+            left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        if take(&self.store_failures_left) {
+            return Err(HandlerError::from(sqlx::Error::PoolTimedOut));
+        }
         if self
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
