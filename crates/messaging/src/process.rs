@@ -240,8 +240,11 @@ pub trait Process: Send + Sync + 'static {
     /// The process's name, the first half of an instance's key: never change it.
     const NAME: &'static str;
 
-    /// The instance `envelope` belongs to; `None`: not for this process (acked, ignored).
-    fn correlate(&self, envelope: &Envelope) -> Option<Uuid>;
+    /// The instance `envelope` belongs to; `Ok(None)`: not for this process (acked,
+    /// ignored). An event of a type the process takes whose data does not decode is an
+    /// error ([`HandlerError::permanent`]: it goes to the dead letters, where it can be
+    /// seen and redriven, instead of being acked unseen).
+    fn correlate(&self, envelope: &Envelope) -> Result<Option<Uuid>, HandlerError>;
 
     /// Applies `envelope` to the state of an active instance.
     fn handle(
@@ -527,7 +530,7 @@ impl<P: Process> ProcessManager<P> {
         tx: &mut Transaction<'_, Any>,
         envelope: &Envelope,
     ) -> Result<TurnOutcome, HandlerError> {
-        let Some(id) = self.shared.process.correlate(envelope) else {
+        let Some(id) = self.shared.process.correlate(envelope)? else {
             return Ok(TurnOutcome::Ignored);
         };
         self.turn(tx, id, Trigger::Event(envelope)).await

@@ -138,7 +138,7 @@ impl Process for FulfilmentProcess {
     type Step = Compensation;
     const NAME: &'static str = NAME;
 
-    fn correlate(&self, envelope: &Envelope) -> Option<Uuid> {
+    fn correlate(&self, envelope: &Envelope) -> Result<Option<Uuid>, HandlerError> {
         let order_id = if envelope.is::<OrderAccepted>() {
             envelope.decode::<OrderAccepted>().map(|e| e.order_id)
         } else if envelope.is::<CustomerBilled>() {
@@ -152,16 +152,10 @@ impl Process for FulfilmentProcess {
                 .decode::<StockReservationFailed>()
                 .map(|e| e.order_id)
         } else {
-            return None;
+            return Ok(None);
         };
-        match order_id {
-            Ok(order_id) => Some(order_id),
-            Err(error) => {
-                // `handle` is not reached: say why the event is skipped.
-                tracing::warn!(%error, event_type = %envelope.event_type, "undecodable event");
-                None
-            }
-        }
+        // An event the process takes that does not decode is dead-lettered (permanent).
+        Ok(Some(order_id?))
     }
 
     fn handle(

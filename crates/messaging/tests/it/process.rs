@@ -106,8 +106,11 @@ impl Process for Rendezvous {
     type Step = Uuid;
     const NAME: &'static str = "rendezvous";
 
-    fn correlate(&self, envelope: &Envelope) -> Option<Uuid> {
-        envelope.decode::<PartArrived>().ok().map(|part| part.flow)
+    fn correlate(&self, envelope: &Envelope) -> Result<Option<Uuid>, HandlerError> {
+        if !envelope.is::<PartArrived>() {
+            return Ok(None);
+        }
+        Ok(Some(envelope.decode::<PartArrived>()?.flow))
     }
 
     fn handle(
@@ -428,7 +431,38 @@ on_both_backends!(
     failed_compensation_writes_nothing_and_is_retried,
     failed_timeout_stays_due_and_is_retried,
     concurrent_workers_never_lose_an_advance,
+    a_malformed_event_of_its_type_is_refused_permanently,
 );
+
+async fn a_malformed_event_of_its_type_is_refused_permanently(store: TestStore) {
+    let f = fixture(&store.db).await;
+    let flow = Uuid::now_v7();
+    // A PartArrived whose data lacks the flow: the process cannot tell whose it is.
+    let mut malformed = part(flow, "a");
+    malformed.data = serde_json::json!({"part": "a", "version": 1});
+    let error = deliver(&f.manager, &store.db, &malformed)
+        .await
+        .unwrap_err();
+    assert!(
+        error.is_permanent(),
+        "dead-lettered, not acked unseen: {error}"
+    );
+    assert!(f.manager.instance(flow).await.unwrap().is_none());
+    // An event of a type the process does not take is still ignored.
+    let other = Envelope::new(
+        &FlowEnded {
+            flow,
+            outcome: "completed".into(),
+            version: 1,
+        },
+        &Context::new(flow.to_string()),
+    )
+    .unwrap();
+    assert_eq!(
+        deliver(&f.manager, &store.db, &other).await.unwrap(),
+        TurnOutcome::Ignored
+    );
+}
 
 /// PostgreSQL runs transactions side by side (SQLite's `BEGIN IMMEDIATE` serializes
 /// them), so there the interleaving that optimistic concurrency guards against can be
