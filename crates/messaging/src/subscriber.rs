@@ -471,7 +471,7 @@ impl Worker {
         let mut held = decoded;
         let mut attempt: u32 = 0;
         while !held.is_empty() {
-            let outcomes = match self.apply(&held).await {
+            let outcomes = match self.apply_in_time(&held).await {
                 Ok(outcomes) => outcomes,
                 // Nothing of the batch is committed: every delivery shares its fate.
                 Err(error) => held
@@ -509,6 +509,30 @@ impl Worker {
             if !self.hold(&held, delay, stopped).await {
                 // Shutting down: unsettled, they come back after their ack wait.
                 return;
+            }
+        }
+    }
+
+    /// [`Worker::apply`], telling the bus every third of the ack wait that the batch is
+    /// still being worked on: a batch that takes longer than the ack wait (slow
+    /// handlers, a slow store) is not delivered again to another worker meanwhile.
+    async fn apply_in_time(
+        &self,
+        batch: &[(Delivery, Envelope)],
+    ) -> Result<Vec<Result<Outcome, HandlerError>>, HandlerError> {
+        let tick = (self.config.ack_wait / 3).max(Duration::from_millis(1));
+        let work = self.apply(batch);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                outcomes = &mut work => return outcomes,
+                _ = tokio::time::sleep(tick) => {
+                    for (delivery, _) in batch {
+                        if let Err(error) = delivery.progress().await {
+                            tracing::warn!(%error, "cannot extend the ack wait; the message may come back");
+                        }
+                    }
+                }
             }
         }
     }

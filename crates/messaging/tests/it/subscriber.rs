@@ -28,6 +28,7 @@ crate::on_both_backends!(
     in_a_batch_a_failing_delivery_is_rolled_back_alone,
     failed_commits_spend_no_attempt_and_dead_letter_nothing,
     a_store_failure_in_the_handler_spends_no_attempt,
+    a_batch_longer_than_the_ack_wait_is_not_delivered_twice,
 );
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -476,4 +477,64 @@ async fn a_store_failure_in_the_handler_spends_no_attempt(store: TestStore) {
     let mut expected = vec![(first.id.to_string(), 1), (second.id.to_string(), 1)];
     expected.sort();
     assert_eq!(applied, expected, "each once");
+}
+
+/// Takes `work` per delivery (a slow downstream call), then applies it.
+struct SlowHandler {
+    inner: CountingHandler,
+    work: Duration,
+}
+
+#[async_trait]
+impl Handler for SlowHandler {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        tokio::time::sleep(self.work).await;
+        self.inner.handle(tx, envelope).await
+    }
+}
+
+async fn a_batch_longer_than_the_ack_wait_is_not_delivered_twice(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let envelopes = [credited(1), credited(2), credited(3)];
+    for envelope in &envelopes {
+        bus.publish(envelope.to_message().unwrap()).await.unwrap();
+    }
+    let inner = CountingHandler::new("ledger-view");
+    let calls = inner.calls.clone();
+    // One batch of three takes 900 ms; the ack wait is 300 ms; a second worker waits.
+    let handler = SlowHandler {
+        inner,
+        work: Duration::from_millis(300),
+    };
+    let config = config("ledger-view")
+        .workers(2)
+        .ack_wait(Duration::from_millis(300));
+    let subscriber = Subscriber::spawn(&store.db, &bus, config.clone(), handler)
+        .await
+        .unwrap();
+    // While the batch is worked on (the store busy with it), none of it is up for
+    // redelivery: the bus is watched apart from the store.
+    let consumer = bus.consumer(&config.consumer_config()).await.unwrap();
+    let watcher = tokio::spawn(async move {
+        let mut most = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(1500) {
+            most = most.max(consumer.info().await.unwrap().redelivered);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        most
+    });
+    eventually(WAIT, "all applied", || async {
+        applied(&store.db, "ledger-view").await.len() == 3
+    })
+    .await;
+    let most_redelivered = watcher.await.unwrap();
+    eventually(WAIT, "settled", || settled(&bus, &config)).await;
+    subscriber.shutdown().await;
+    assert_eq!(most_redelivered, 0, "kept alive while worked on");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "each handled once");
 }
