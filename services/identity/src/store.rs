@@ -1,4 +1,4 @@
-//! Identity's own tables: users, signing keys, failed sign-ins and signed-out tokens.
+//! Identity's own tables: users, signing keys, sign-in attempts and signed-out tokens.
 //! The SQL is the dialect SQLite and PostgreSQL share; ids are UUID strings, times Unix
 //! milliseconds.
 
@@ -200,7 +200,8 @@ pub async fn create_user(tx: &mut Transaction<'_, Any>, user: &NewUser<'_>) -> R
 
 /// Records a sign-in: bumps the version of the user if its password hash is still
 /// `expected_hash` (a password change since the check refuses the sign-in). The new
-/// version and the user's roles, or `None`.
+/// version (the token's `ver`: see [`change_password`]) and the user's roles, or
+/// `None`.
 pub async fn record_sign_in(
     tx: &mut Transaction<'_, Any>,
     id: Uuid,
