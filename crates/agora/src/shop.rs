@@ -289,6 +289,8 @@ impl Shop {
             data_dir: data.clone(),
             admin_password: config.admin_password.clone(),
             token_ttl: config.token_ttl,
+            sign_in_throttle: agora_identity::SignInThrottle::default(),
+            hashing: agora_identity::HashingLimits::default(),
         })
         .await
         .context("start identity")?;

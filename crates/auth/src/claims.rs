@@ -31,8 +31,15 @@ pub struct Claims {
     pub nbf: i64,
     /// Expires at; at most [`MAX_TOKEN_TTL`] after `iat`.
     pub exp: i64,
-    /// The token's id, as carried by `UserSignedIn::token_id`.
+    /// The token's id, as carried by `UserSignedIn::token_id` (and by
+    /// `UserSignedOut::token_id` when the user signs out with it).
     pub jti: Uuid,
+    /// The user's version when identity issued the token (the version of its
+    /// `UserSignedIn`). A `PasswordChanged` with a higher version revokes it, whatever
+    /// the clocks say. Absent from tokens of older issuers: for those, the time of the
+    /// change decides ([`Claims::issued_at_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ver: Option<u64>,
 }
 
 impl Claims {
@@ -49,7 +56,14 @@ impl Claims {
             nbf: now,
             exp: now + ttl,
             jti: Uuid::now_v7(),
+            ver: None,
         }
+    }
+
+    /// The same claims, stamped with the user's version at issue (see [`Claims::ver`]).
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.ver = Some(version);
+        self
     }
 }
 

@@ -32,7 +32,7 @@ pub enum Error {
     WrongAudience,
     #[error("the token's claims are invalid")]
     InvalidClaims,
-    #[error("the token was revoked by a password change")]
+    #[error("the token was revoked (signed out with, or older than a password change)")]
     Revoked,
     #[error("the caller lacks the {0} role")]
     Forbidden(Role),

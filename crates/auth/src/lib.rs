@@ -1,6 +1,7 @@
 //! Agora's access tokens, as every service sees them: the [`Claims`] that identity
 //! signs, their local verification by a [`Verifier`] against a cached JWKS, revocation
-//! on `PasswordChanged` ([`Revocations`], [`PasswordChangedHandler`]), and the axum
+//! on `PasswordChanged` and `UserSignedOut` ([`Revocations`], [`PasswordChangedHandler`]),
+//! and the axum
 //! extractor [`Caller`] that gives handlers the verified user and roles.
 //!
 //! Tokens are JWTs signed with Ed25519 (`alg: EdDSA`) and carry a `kid` header naming

@@ -1,9 +1,10 @@
-//! Token revocation: after a password change, the user's older tokens are refused.
+//! Token revocation: after a password change, the user's older tokens are refused; after
+//! a sign-out, the token signed out with is refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use agora_contracts::PasswordChanged;
+use agora_contracts::{PasswordChanged, UserSignedOut};
 use agora_messaging::{Db, Envelope, Handler, HandlerError, Migration};
 use async_trait::async_trait;
 use sqlx::{Any, Row, Transaction};
@@ -15,26 +16,69 @@ use crate::{Claims, Error, MAX_TOKEN_TTL};
 /// The component name of this crate's migrations in a service's [`Db`].
 pub const MIGRATION_COMPONENT: &str = "auth";
 
-/// The revocation table, in the consuming service's own store.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "token revocations by password change",
-    sqlite: "CREATE TABLE auth_revocations (
-        user_id TEXT PRIMARY KEY NOT NULL,
-        revoked_before_ms BIGINT NOT NULL
-    );",
-    postgres: "CREATE TABLE auth_revocations (
-        user_id TEXT PRIMARY KEY NOT NULL,
-        revoked_before_ms BIGINT NOT NULL
-    );",
-}];
+const SIGNED_OUT_TOKENS: &str = "
+    ALTER TABLE auth_revocations ADD COLUMN revoked_below_version BIGINT;
+    CREATE TABLE auth_signed_out_tokens (
+        token_id TEXT PRIMARY KEY NOT NULL,
+        user_id TEXT NOT NULL,
+        -- The token has expired by then, whatever it said: the row can go.
+        forget_after_ms BIGINT NOT NULL
+    );
+    CREATE INDEX auth_signed_out_tokens_forget ON auth_signed_out_tokens (forget_after_ms);
+";
 
-/// For each user, the instant before which their tokens are refused. Cheap to clone;
-/// clones share the same entries.
+/// The revocation tables, in the consuming service's own store.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "token revocations by password change",
+        sqlite: "CREATE TABLE auth_revocations (
+        user_id TEXT PRIMARY KEY NOT NULL,
+        revoked_before_ms BIGINT NOT NULL
+    );",
+        postgres: "CREATE TABLE auth_revocations (
+        user_id TEXT PRIMARY KEY NOT NULL,
+        revoked_before_ms BIGINT NOT NULL
+    );",
+    },
+    Migration {
+        version: 2,
+        description: "revocation by user version and by sign-out",
+        sqlite: SIGNED_OUT_TOKENS,
+        postgres: SIGNED_OUT_TOKENS,
+    },
+];
+
+/// What revokes a user's tokens: a password change, known by its time and (from
+/// identity's events) by the user's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UserRevocation {
+    /// Tokens issued before this instant (Unix ms) are refused, unless they carry a
+    /// version and the version is known (then the version decides).
+    before_ms: i64,
+    /// Tokens whose `ver` is below this are refused.
+    below_version: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_user: HashMap<Uuid, UserRevocation>,
+    /// Signed-out token ids, and when each may be forgotten (Unix ms).
+    by_token: HashMap<Uuid, i64>,
+    /// When `by_token` was last swept of forgettable entries.
+    swept_at_ms: i64,
+}
+
+/// For each user, what refuses their older tokens, and the tokens signed out with. Cheap
+/// to clone; clones share the same entries.
 #[derive(Debug, Clone, Default)]
 pub struct Revocations {
-    by_user: Arc<RwLock<HashMap<Uuid, i64>>>,
+    entries: Arc<RwLock<Entries>>,
 }
+
+/// How often the signed-out tokens are swept of those that expired: sign-outs are
+/// frequent, so not on every one.
+const SWEEP_EVERY_MS: i64 = 10_000;
 
 impl Revocations {
     /// An empty store, for a service that does not persist revocations (or tests).
@@ -47,6 +91,7 @@ impl Revocations {
     /// deleted.
     pub async fn load(db: &Db) -> Result<Self, Error> {
         let store = |e: agora_messaging::Error| Error::Store(e.to_string());
+        let sql = |e: sqlx::Error| Error::Store(e.to_string());
         db.migrate(MIGRATION_COMPONENT, MIGRATIONS)
             .await
             .map_err(store)?;
@@ -55,21 +100,49 @@ impl Revocations {
             .bind(horizon)
             .execute(db.pool())
             .await
-            .map_err(|e| Error::Store(e.to_string()))?;
+            .map_err(sql)?;
         let rows = sqlx::query(
-            "SELECT user_id, revoked_before_ms FROM auth_revocations
+            "SELECT user_id, revoked_before_ms, revoked_below_version FROM auth_revocations
              WHERE revoked_before_ms >= $1",
         )
         .bind(horizon)
         .fetch_all(db.pool())
         .await
-        .map_err(|e| Error::Store(e.to_string()))?;
+        .map_err(sql)?;
         let revocations = Self::new();
         for row in rows {
-            let user: String = row.try_get(0).map_err(|e| Error::Store(e.to_string()))?;
-            let before: i64 = row.try_get(1).map_err(|e| Error::Store(e.to_string()))?;
+            let user: String = row.try_get(0).map_err(sql)?;
+            let before: i64 = row.try_get(1).map_err(sql)?;
+            let version: Option<i64> = row.try_get(2).map_err(sql)?;
             if let Ok(user) = Uuid::parse_str(&user) {
-                revocations.record_ms(user, before);
+                revocations.record_user(
+                    user,
+                    UserRevocation {
+                        before_ms: before,
+                        below_version: version.and_then(|v| u64::try_from(v).ok()),
+                    },
+                );
+            }
+        }
+        let now = now_ms();
+        sqlx::query("DELETE FROM auth_signed_out_tokens WHERE forget_after_ms < $1")
+            .bind(now)
+            .execute(db.pool())
+            .await
+            .map_err(sql)?;
+        let rows = sqlx::query(
+            "SELECT token_id, forget_after_ms FROM auth_signed_out_tokens
+             WHERE forget_after_ms >= $1",
+        )
+        .bind(now)
+        .fetch_all(db.pool())
+        .await
+        .map_err(sql)?;
+        for row in rows {
+            let token: String = row.try_get(0).map_err(sql)?;
+            let forget_after: i64 = row.try_get(1).map_err(sql)?;
+            if let Ok(token) = Uuid::parse_str(&token) {
+                revocations.record_token(token, forget_after);
             }
         }
         Ok(revocations)
@@ -78,36 +151,98 @@ impl Revocations {
     /// Refuses `user_id`'s tokens issued before `changed_at` (an earlier time than one
     /// already recorded changes nothing).
     pub fn record(&self, user_id: Uuid, changed_at: OffsetDateTime) {
-        self.record_ms(user_id, datetime_ms(changed_at));
+        self.record_user(
+            user_id,
+            UserRevocation {
+                before_ms: datetime_ms(changed_at),
+                below_version: None,
+            },
+        );
     }
 
-    fn record_ms(&self, user_id: Uuid, before_ms: i64) {
-        let mut by_user = self.by_user.write().unwrap_or_else(|e| e.into_inner());
+    /// Applies a password change: refuses the user's tokens whose version is below the
+    /// event's (tokens without a version: those issued before `changed_at`).
+    pub fn record_password_change(&self, event: &PasswordChanged) {
+        self.record_user(
+            event.user_id,
+            UserRevocation {
+                before_ms: datetime_ms(event.changed_at),
+                below_version: Some(event.version),
+            },
+        );
+    }
+
+    /// Applies a sign-out: refuses the token `token_id` from now on.
+    pub fn record_sign_out(&self, token_id: Uuid, signed_out_at: OffsetDateTime) {
+        self.record_token(token_id, forget_after_ms(signed_out_at));
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record_user(&self, user_id: Uuid, revocation: UserRevocation) {
+        let mut entries = self.write();
         // Password changes are rare: sweeping on each keeps the map small for free.
         let horizon = horizon_ms();
-        by_user.retain(|_, before| *before >= horizon);
-        if before_ms < horizon {
+        entries.by_user.retain(|_, r| r.before_ms >= horizon);
+        if revocation.before_ms < horizon {
             return;
         }
-        let entry = by_user.entry(user_id).or_insert(before_ms);
-        *entry = (*entry).max(before_ms);
+        let entry = entries.by_user.entry(user_id).or_insert(revocation);
+        entry.before_ms = entry.before_ms.max(revocation.before_ms);
+        entry.below_version = entry.below_version.max(revocation.below_version);
+    }
+
+    fn record_token(&self, token_id: Uuid, forget_after_ms: i64) {
+        let now = now_ms();
+        let mut entries = self.write();
+        if now - entries.swept_at_ms >= SWEEP_EVERY_MS {
+            entries.by_token.retain(|_, forget| *forget >= now);
+            entries.swept_at_ms = now;
+        }
+        if forget_after_ms < now {
+            return;
+        }
+        let entry = entries.by_token.entry(token_id).or_insert(forget_after_ms);
+        *entry = (*entry).max(forget_after_ms);
     }
 
     /// The instant before which `user_id`'s tokens are refused, in Unix milliseconds.
     pub fn revoked_before_ms(&self, user_id: Uuid) -> Option<i64> {
-        let by_user = self.by_user.read().unwrap_or_else(|e| e.into_inner());
-        by_user.get(&user_id).copied()
+        self.read().by_user.get(&user_id).map(|r| r.before_ms)
     }
 
-    /// Whether the token with `claims` was issued before its user's revocation.
+    /// Whether the token `token_id` was signed out with.
+    pub fn is_signed_out(&self, token_id: Uuid) -> bool {
+        self.read().by_token.contains_key(&token_id)
+    }
+
+    /// Whether the token with `claims` was signed out with, or is older than its user's
+    /// last password change: by version when both the token and the change carry one
+    /// (exact, whatever the clocks), by time otherwise.
     pub fn is_revoked(&self, claims: &Claims) -> bool {
-        self.revoked_before_ms(claims.sub)
-            .is_some_and(|before| claims.issued_at_ms() < before)
+        let entries = self.read();
+        if entries.by_token.contains_key(&claims.jti) {
+            return true;
+        }
+        let Some(user) = entries.by_user.get(&claims.sub) else {
+            return false;
+        };
+        match (claims.ver, user.below_version) {
+            (Some(version), Some(below)) => version < below,
+            _ => claims.issued_at_ms() < user.before_ms,
+        }
     }
 }
 
-/// Consumes `PasswordChanged`: records the revocation in the consuming service's store
-/// (in the delivery's transaction) and in memory. Other event types are ignored.
+/// Consumes identity's revoking events: `PasswordChanged` (the user's older tokens) and
+/// `UserSignedOut` (that one token). Records each in the consuming service's store (in
+/// the delivery's transaction) and in memory. Other event types are ignored.
 ///
 /// The store needs [`MIGRATIONS`], which [`Revocations::load`] applies.
 #[derive(Debug, Clone)]
@@ -119,6 +254,74 @@ impl PasswordChangedHandler {
     pub fn new(revocations: Revocations) -> Self {
         Self { revocations }
     }
+
+    async fn password_changed(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        event: &PasswordChanged,
+    ) -> Result<(), HandlerError> {
+        let before = datetime_ms(event.changed_at);
+        let version = i64::try_from(event.version).map_err(HandlerError::permanent)?;
+        sqlx::query(
+            "INSERT INTO auth_revocations (user_id, revoked_before_ms, revoked_below_version)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (user_id) DO UPDATE SET
+                 revoked_before_ms = CASE
+                     WHEN excluded.revoked_before_ms > auth_revocations.revoked_before_ms
+                     THEN excluded.revoked_before_ms
+                     ELSE auth_revocations.revoked_before_ms END,
+                 revoked_below_version = CASE
+                     WHEN auth_revocations.revoked_below_version IS NULL
+                       OR excluded.revoked_below_version > auth_revocations.revoked_below_version
+                     THEN excluded.revoked_below_version
+                     ELSE auth_revocations.revoked_below_version END",
+        )
+        .bind(event.user_id.to_string())
+        .bind(before)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?;
+        // Recorded before the commit: if the commit fails the event is redelivered, and
+        // refusing the user's old tokens meanwhile is right anyway (the password did
+        // change).
+        self.revocations.record_password_change(event);
+        Ok(())
+    }
+
+    async fn signed_out(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        event: &UserSignedOut,
+    ) -> Result<(), HandlerError> {
+        let forget_after = forget_after_ms(event.signed_out_at);
+        let now = now_ms();
+        if forget_after < now {
+            // The token has expired anyway.
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO auth_signed_out_tokens (token_id, user_id, forget_after_ms)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (token_id) DO NOTHING",
+        )
+        .bind(event.token_id.to_string())
+        .bind(event.user_id.to_string())
+        .bind(forget_after)
+        .execute(&mut **tx)
+        .await?;
+        // Rows of expired tokens go with a sign-out now and then, so that the table of
+        // a long-running service stays as small as its memory.
+        if event.token_id.as_u128().is_multiple_of(64) {
+            sqlx::query("DELETE FROM auth_signed_out_tokens WHERE forget_after_ms < $1")
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+        // As for a password change: refused from now on, even if the commit fails.
+        self.revocations
+            .record_sign_out(event.token_id, event.signed_out_at);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -128,27 +331,15 @@ impl Handler for PasswordChangedHandler {
         tx: &mut Transaction<'_, Any>,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
-        if !envelope.is::<PasswordChanged>() {
-            return Ok(());
+        if envelope.is::<PasswordChanged>() {
+            let event: PasswordChanged = envelope.decode().map_err(HandlerError::permanent)?;
+            self.password_changed(tx, &event).await
+        } else if envelope.is::<UserSignedOut>() {
+            let event: UserSignedOut = envelope.decode().map_err(HandlerError::permanent)?;
+            self.signed_out(tx, &event).await
+        } else {
+            Ok(())
         }
-        let event: PasswordChanged = envelope.decode().map_err(HandlerError::permanent)?;
-        let before = datetime_ms(event.changed_at);
-        sqlx::query(
-            "INSERT INTO auth_revocations (user_id, revoked_before_ms) VALUES ($1, $2)
-             ON CONFLICT (user_id) DO UPDATE SET revoked_before_ms = CASE
-                 WHEN excluded.revoked_before_ms > auth_revocations.revoked_before_ms
-                 THEN excluded.revoked_before_ms
-                 ELSE auth_revocations.revoked_before_ms END",
-        )
-        .bind(event.user_id.to_string())
-        .bind(before)
-        .execute(&mut **tx)
-        .await?;
-        // Recorded before the commit: if the commit fails the event is redelivered, and
-        // refusing the user's old tokens meanwhile is right anyway (the password did
-        // change).
-        self.revocations.record_ms(event.user_id, before);
-        Ok(())
     }
 }
 
@@ -156,6 +347,14 @@ impl Handler for PasswordChangedHandler {
 /// a margin for clock leeway), so they are neither kept in memory nor loaded.
 fn horizon_ms() -> i64 {
     now_ms() - ms(MAX_TOKEN_TTL) - ms(REVOCATION_MARGIN)
+}
+
+/// A token signed out with at `signed_out_at` was issued before, so it has expired by
+/// this instant (with the same margin).
+fn forget_after_ms(signed_out_at: OffsetDateTime) -> i64 {
+    datetime_ms(signed_out_at)
+        .saturating_add(ms(MAX_TOKEN_TTL))
+        .saturating_add(ms(REVOCATION_MARGIN))
 }
 
 const REVOCATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(5 * 60);

@@ -1,24 +1,28 @@
 //! Token checking as a service wires it: a [`Verifier`] on identity's JWKS, and the
-//! `PasswordChanged` subscriber that keeps its revocations current.
+//! `PasswordChanged` and `UserSignedOut` subscribers that keep its revocations current.
 
 use agora_bus::SharedBus;
-use agora_contracts::{PasswordChanged, bus_subject};
+use agora_contracts::{PasswordChanged, UserSignedOut, bus_subject};
 use agora_messaging::{Db, Subscriber, SubscriberConfig, SubscriberHandle};
 
 use crate::{Error, KeySource, PasswordChangedHandler, Revocations, Verifier, VerifierConfig};
 
 /// What a service that checks tokens runs: its [`Verifier`] (put it in the router
-/// state) and the consumer of `PasswordChanged` that revokes older tokens.
+/// state), the consumer of `PasswordChanged` that revokes older tokens and the consumer
+/// of `UserSignedOut` that revokes the token signed out with.
 #[derive(Debug)]
 pub struct ServiceAuth {
     verifier: Verifier,
     revocations: SubscriberHandle,
+    sign_outs: SubscriberHandle,
 }
 
 impl ServiceAuth {
     /// Loads the revocations kept in `db` (applying this crate's migrations), fetches
     /// the keys from `keys` (a service still starts when identity is unreachable), and
-    /// starts the durable consumer `<service>-revocations` on identity's stream.
+    /// starts the durable consumers `<service>-revocations` (password changes) and
+    /// `<service>-sign-outs` on identity's stream. Two consumers, each filtered to its
+    /// one event type, so that the many sign-ins on the stream cost them nothing.
     ///
     /// `db` must have the messaging tables ([`Db::migrate_messaging`]).
     pub async fn start(
@@ -31,13 +35,19 @@ impl ServiceAuth {
         let verifier = Verifier::start(keys, revocations.clone(), VerifierConfig::default()).await;
         let config = SubscriberConfig::on_source(format!("{service}-revocations"), "identity")
             .filter(bus_subject::<PasswordChanged>());
-        let revocations =
-            Subscriber::spawn(db, bus, config, PasswordChangedHandler::new(revocations))
-                .await
-                .map_err(|e| Error::Store(e.to_string()))?;
+        let handler = PasswordChangedHandler::new(revocations);
+        let changes = Subscriber::spawn(db, bus, config, handler.clone())
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?;
+        let config = SubscriberConfig::on_source(format!("{service}-sign-outs"), "identity")
+            .filter(bus_subject::<UserSignedOut>());
+        let sign_outs = Subscriber::spawn(db, bus, config, handler)
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?;
         Ok(Self {
             verifier,
-            revocations,
+            revocations: changes,
+            sign_outs,
         })
     }
 
@@ -45,8 +55,9 @@ impl ServiceAuth {
         &self.verifier
     }
 
-    /// Stops the revocation consumer (what it has not acknowledged is redelivered).
+    /// Stops the revocation consumers (what they have not acknowledged is redelivered).
     pub async fn shutdown(self) {
         self.revocations.shutdown().await;
+        self.sign_outs.shutdown().await;
     }
 }

@@ -39,7 +39,8 @@ pub struct UserSignedIn {
 }
 impl_event!(UserSignedIn, source = SOURCE, subject = user_id);
 
-/// A user signed out; the token is no longer in use.
+/// A user signed out; the token is no longer in use, and every service refuses it
+/// from then on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserSignedOut {
     pub user_id: Uuid,
@@ -51,8 +52,9 @@ pub struct UserSignedOut {
 }
 impl_event!(UserSignedOut, source = SOURCE, subject = user_id);
 
-/// A user's password changed. Every service refuses this user's tokens issued before
-/// `changed_at`.
+/// A user's password changed. Every service refuses this user's tokens whose `ver`
+/// claim (the user's version when the token was issued) is below `version`; tokens
+/// without `ver`, those issued before `changed_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordChanged {
     pub user_id: Uuid,

@@ -279,7 +279,12 @@ function renderNav() {
       h("span", { class: "who" }, s.email),
       h("button", {
         type: "button",
-        onclick: () => { session.clear(); flash("Signed out."); location.hash = "#/"; route(); },
+        onclick: async () => {
+          // Revoke the token server-side first; if that fails (the shop is down, the
+          // token has expired), forgetting it here still signs out of this tab.
+          try { await api("DELETE", "/api/identity/token"); } catch { /* ignored */ }
+          session.clear(); flash("Signed out."); location.hash = "#/"; route();
+        },
       }, "Sign out"),
     );
   } else {

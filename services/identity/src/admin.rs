@@ -18,7 +18,11 @@ pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 /// Creates the admin unless it exists. Its password is `config.admin_password` or, when
 /// unset, generated, written to `<data_dir>/admin-password` (0600) and printed once to
 /// stdout — the one place a password is shown, on purpose, to the operator.
-pub async fn bootstrap(db: &agora_messaging::Db, config: &IdentityConfig) -> Result<(), Error> {
+pub async fn bootstrap(
+    db: &agora_messaging::Db,
+    config: &IdentityConfig,
+    hasher: &password::Hasher,
+) -> Result<(), Error> {
     let email = Email::parse(ADMIN_EMAIL)?;
     if store::user_by_email(db, email.as_str()).await?.is_some() {
         return Ok(());
@@ -37,7 +41,7 @@ pub async fn bootstrap(db: &agora_messaging::Db, config: &IdentityConfig) -> Res
         // password is replaced on the next start, never an admin nobody can sign in as.
         write_private(&path, password.expose()).await?;
     }
-    let hash = password::hash(password.clone()).await?;
+    let hash = hasher.hash(password.clone()).await?;
     let id = Uuid::now_v7();
     let name = Name::parse("Administrator")?;
     let now = time::OffsetDateTime::now_utc();

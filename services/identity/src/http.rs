@@ -2,10 +2,11 @@
 //! errors to problems.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use agora_auth::Claims;
-use agora_contracts::{PasswordChanged, Role, UserSignedIn};
+use agora_contracts::{PasswordChanged, Role, UserSignedIn, UserSignedOut};
 use agora_httpkit::{FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Envelope, Outbox};
 use axum::Router;
@@ -20,8 +21,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{Email, Name, Password};
-use crate::tokens::KeyRing;
-use crate::{password, store};
+use crate::password::{HashError, Hasher};
+use crate::store::{self, Attempt, User};
+use crate::throttle::SignInThrottle;
+use crate::tokens::{Issued, KeyRing};
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -33,7 +36,19 @@ pub struct State {
     /// Verified against when the email is unknown, so that an unknown email costs as
     /// much time as a wrong password.
     pub dummy_hash: Arc<String>,
+    /// Every hash and verification runs through it (bounded).
+    pub hasher: Hasher,
+    pub throttle: SignInThrottle,
+    /// When this instance last deleted forgotten attempts and expired sign-outs.
+    pub swept_at_ms: Arc<AtomicI64>,
 }
+
+/// How often an instance deletes the attempts and sign-outs that no longer count.
+const SWEEP_EVERY_MS: i64 = 60_000;
+
+/// What a token's id is kept for after it was signed out with: its expiry and the
+/// clock leeway its verifiers grant (a minute covers them).
+const SIGNED_OUT_MARGIN_MS: i64 = 60_000;
 
 /// Request bodies over 64 KiB are refused (413).
 const BODY_LIMIT: usize = 64 * 1024;
@@ -41,7 +56,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/api/identity/users", post(sign_up))
-        .route("/api/identity/token", post(issue_token))
+        .route("/api/identity/token", post(issue_token).delete(sign_out))
         .route("/api/identity/users/me/password", put(change_password))
         .route("/api/identity/jwks", get(jwks))
         // The API's limit; the Json extractor answers 413 over it.
@@ -60,6 +75,10 @@ enum ApiError {
     BadCredentials,
     #[error("no valid bearer token")]
     Unauthenticated,
+    #[error("too many failed sign-ins for this address")]
+    Throttled(Duration),
+    #[error("too many passwords are being checked at once")]
+    Busy,
     #[error(transparent)]
     Internal(#[from] crate::Error),
 }
@@ -75,6 +94,10 @@ impl ApiError {
                 Problem::unauthorized().with_detail("The email or password is incorrect.")
             }
             ApiError::Unauthenticated => Problem::unauthorized(),
+            ApiError::Throttled(wait) => Problem::too_many_requests(*wait)
+                .with_detail("Too many failed sign-ins for this account; try again later."),
+            ApiError::Busy => Problem::service_unavailable(Duration::from_secs(1))
+                .with_detail("Too many sign-ins at once; try again in a moment."),
             ApiError::Internal(error) => {
                 // The cause goes to the log (it names no secret), never to the client.
                 tracing::error!(%error, "identity request failed");
@@ -99,12 +122,16 @@ macro_rules! internal_from {
         }
     )*};
 }
-internal_from!(
-    agora_messaging::Error,
-    sqlx::Error,
-    password::HashError,
-    crate::tokens::KeyError
-);
+internal_from!(agora_messaging::Error, sqlx::Error, crate::tokens::KeyError);
+
+impl From<HashError> for ApiError {
+    fn from(error: HashError) -> Self {
+        match error {
+            HashError::Busy => ApiError::Busy,
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
 
 // Wire types: what clients send and receive, apart from the domain types.
 
@@ -166,6 +193,8 @@ struct ChangePasswordRequest {
         (status = 409, description = "The email is taken", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (password under 10 characters, bad email, …)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many passwords are being hashed at once; try again after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 async fn sign_up(
     AxumState(state): AxumState<State>,
@@ -191,7 +220,7 @@ async fn sign_up(
     {
         return Err(ApiError::EmailTaken);
     }
-    let hash = password::hash(password).await?;
+    let hash = state.hasher.hash(password).await?;
     let id = Uuid::now_v7();
     let now = OffsetDateTime::now_utc();
     let mut tx = state.db.begin().await?;
@@ -222,7 +251,7 @@ async fn sign_up(
 }
 
 /// `POST /api/identity/token`: 200 `{access_token, token_type, expires_in}`; 401 for an
-/// unknown email or a wrong password alike.
+/// unknown email or a wrong password alike; 429 while the address is throttled.
 #[utoipa::path(post, path = "/api/identity/token", tag = "identity",
     request_body = TokenRequest,
     responses(
@@ -231,23 +260,109 @@ async fn sign_up(
         (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing or of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "After 5 sign-ins without a success for this email address (whether an account has it or not), attempts are refused unchecked for 1 s, then 2 s, 4 s, … up to 15 minutes; a success starts afresh", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until an attempt is checked again"))),
+        (status = 503, description = "Too many passwords are being checked at once; try again after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 async fn issue_token(
     AxumState(state): AxumState<State>,
     Json(body): Json<TokenRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user = match Email::parse(&body.email) {
-        Ok(email) => store::user_by_email(&state.db, email.as_str()).await?,
-        Err(_) => None,
+    let email = Email::parse(&body.email).ok();
+    if let Some(email) = &email {
+        count_attempt(&state, email).await?;
+    }
+    let verified = check_credentials(&state, email.as_ref(), body.password).await?;
+    let issued = issue_for(&state, &verified).await?;
+    let claims = &issued.claims;
+    let answer = TokenResponse {
+        expires_in: claims.exp - claims.iat,
+        access_token: issued.token,
+        token_type: "Bearer",
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)))
+}
+
+/// Counts an attempt to sign in as `email`, or refuses it (429) while the address is
+/// blocked: before any password is checked, and the same for an address without an
+/// account.
+async fn count_attempt(state: &State, email: &Email) -> Result<(), ApiError> {
+    let now = crate::now_ms();
+    let forget_before = now.saturating_sub(state.throttle.forget_after_ms());
+    sweep_when_due(state, now, forget_before).await;
+    let throttle = state.throttle;
+    let attempt =
+        store::count_sign_in_attempt(&state.db, email.as_str(), now, forget_before, |n| {
+            throttle.block_after_ms(n)
+        })
+        .await?;
+    match attempt {
+        Attempt::Counted(_) => Ok(()),
+        Attempt::Blocked { until_ms } => {
+            let wait = u64::try_from(until_ms.saturating_sub(now)).unwrap_or(0);
+            Err(ApiError::Throttled(Duration::from_millis(wait)))
+        }
+    }
+}
+
+/// Now and then (once a minute per instance), deletes the attempts and sign-outs that
+/// no longer count. A failure is logged: it costs space, never correctness.
+async fn sweep_when_due(state: &State, now: i64, forget_before: i64) {
+    let last = state.swept_at_ms.load(Ordering::Acquire);
+    if now - last < SWEEP_EVERY_MS
+        || state
+            .swept_at_ms
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        return;
+    }
+    if let Err(error) = store::forget_old_entries(&state.db, forget_before, now).await {
+        tracing::warn!(%error, "cannot delete old sign-in attempts and sign-outs");
+    }
+}
+
+/// Whose password was verified, and against which hash.
+#[derive(Debug)]
+struct Verified {
+    user: User,
+    email: Email,
+}
+
+/// Checks `password` against the account of `email`. An unknown (or malformed) email
+/// costs a verification too, against a dummy hash, so that the time does not tell.
+async fn check_credentials(
+    state: &State,
+    email: Option<&Email>,
+    password: String,
+) -> Result<Verified, ApiError> {
+    let user = match email {
+        Some(email) => store::user_by_email(&state.db, email.as_str()).await?,
+        None => None,
     };
     let stored = user
         .as_ref()
         .map_or_else(|| state.dummy_hash.as_str(), |u| u.password_hash.as_str())
         .to_owned();
-    let matches = password::verify(body.password, stored).await?;
-    let Some(user) = user.filter(|_| matches) else {
-        return Err(ApiError::BadCredentials);
-    };
+    let matches = state.hasher.verify(password, stored).await?;
+    match (user, email) {
+        (Some(user), Some(email)) if matches => Ok(Verified {
+            user,
+            email: email.clone(),
+        }),
+        _ => Err(ApiError::BadCredentials),
+    }
+}
+
+/// Issues a token for a verified sign-in, if the password is still the one verified.
+///
+/// The token carries the user's version after this sign-in (`ver`). The update that
+/// bumps it also checks the hash, under the row's lock: a password change that commits
+/// before makes it fail (401), one that commits after gets a higher version, which
+/// revokes this token everywhere.
+async fn issue_for(state: &State, verified: &Verified) -> Result<Issued, ApiError> {
+    let user = &verified.user;
     let mut tx = state.db.begin().await?;
     let Some((version, roles)) =
         store::record_sign_in(&mut tx, user.id, &user.password_hash).await?
@@ -256,10 +371,11 @@ async fn issue_token(
         tx.rollback().await?;
         return Err(ApiError::BadCredentials);
     };
+    store::clear_sign_in_attempts(&mut tx, verified.email.as_str()).await?;
     let issued = state
         .keys
         .signing()
-        .issue(user.id, roles, state.token_ttl)?;
+        .issue(user.id, roles, state.token_ttl, version)?;
     let claims = &issued.claims;
     let event = UserSignedIn {
         user_id: user.id,
@@ -275,12 +391,46 @@ async fn issue_token(
     .await?;
     state.outbox.commit(tx).await?;
     tracing::info!(user_id = %user.id, token_id = %claims.jti, "token issued");
-    let answer = TokenResponse {
-        expires_in: claims.exp - claims.iat,
-        access_token: issued.token,
-        token_type: "Bearer",
+    Ok(issued)
+}
+
+/// `DELETE /api/identity/token`: 204; the token is refused everywhere from then on.
+#[utoipa::path(delete, path = "/api/identity/token", tag = "identity",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out: this token is refused by every service within about 2 s (by identity at once)"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn sign_out(
+    AxumState(state): AxumState<State>,
+    Authenticated { claims, .. }: Authenticated,
+) -> Result<StatusCode, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let forget_after = claims
+        .exp
+        .saturating_mul(1000)
+        .saturating_add(SIGNED_OUT_MARGIN_MS);
+    let mut tx = state.db.begin().await?;
+    let Some(version) = store::sign_out(&mut tx, claims.sub, claims.jti, forget_after).await?
+    else {
+        // Signed out with meanwhile, by a concurrent request.
+        tx.rollback().await?;
+        return Err(ApiError::Unauthenticated);
     };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)))
+    let event = UserSignedOut {
+        user_id: claims.sub,
+        token_id: claims.jti,
+        signed_out_at: now,
+        version,
+    };
+    Outbox::append(
+        &mut tx,
+        &Envelope::new(&event, &Context::new(claims.sub.to_string()))?,
+    )
+    .await?;
+    state.outbox.commit(tx).await?;
+    tracing::info!(user_id = %claims.sub, token_id = %claims.jti, "signed out");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /api/identity/users/me/password`: 204; 401 without a valid token (or with one
@@ -295,31 +445,64 @@ async fn issue_token(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid new password, or wrong current password", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many passwords are being hashed at once; try again after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 async fn change_password(
     AxumState(state): AxumState<State>,
-    Authenticated(claims): Authenticated,
+    Authenticated { user, .. }: Authenticated,
     Json(body): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
+    let change = prepare_password_change(&state, user, body).await?;
+    commit_password_change(&state, change, OffsetDateTime::now_utc()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A password change checked and hashed, not yet written.
+#[derive(Debug)]
+struct PasswordChange {
+    user: User,
+    new_hash: String,
+}
+
+async fn prepare_password_change(
+    state: &State,
+    user: User,
+    body: ChangePasswordRequest,
+) -> Result<PasswordChange, ApiError> {
     let new_password = Password::parse(&body.new_password)
         .map_err(|e| ApiError::Invalid(vec![e.on("new_password")]))?;
-    let user = store::user_by_id(&state.db, claims.sub)
+    if !state
+        .hasher
+        .verify(body.current_password, user.password_hash.clone())
         .await?
-        .ok_or(ApiError::Unauthenticated)?;
-    if claims.issued_at_ms() < user.password_changed_at_ms {
-        return Err(ApiError::Unauthenticated);
-    }
-    if !password::verify(body.current_password, user.password_hash.clone()).await? {
+    {
         return Err(ApiError::Invalid(vec![FieldError::new(
             "current_password",
             "is incorrect",
         )]));
     }
-    let hash = password::hash(new_password).await?;
-    let now = OffsetDateTime::now_utc();
+    let new_hash = state.hasher.hash(new_password).await?;
+    Ok(PasswordChange { user, new_hash })
+}
+
+/// Writes the change and its `PasswordChanged` (with the user's new version) in one
+/// transaction. `now` is the change's time, for the tokens without a version.
+async fn commit_password_change(
+    state: &State,
+    change: PasswordChange,
+    now: OffsetDateTime,
+) -> Result<PasswordChanged, ApiError> {
+    let user = &change.user;
     let mut tx = state.db.begin().await?;
-    let Some(version) =
-        store::change_password(&mut tx, user.id, &user.password_hash, &hash, ms_of(now)).await?
+    let Some(version) = store::change_password(
+        &mut tx,
+        user.id,
+        &user.password_hash,
+        &change.new_hash,
+        ms_of(now),
+    )
+    .await?
     else {
         // Changed meanwhile by another request: this token is now revoked.
         tx.rollback().await?;
@@ -337,7 +520,7 @@ async fn change_password(
     .await?;
     state.outbox.commit(tx).await?;
     tracing::info!(user_id = %user.id, "password changed");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(event)
 }
 
 /// `GET /api/identity/jwks`: the public keys.
@@ -350,8 +533,14 @@ async fn jwks(AxumState(state): AxumState<State>) -> impl IntoResponse {
     )
 }
 
-/// The claims of a valid bearer token signed by one of identity's keys.
-struct Authenticated(Claims);
+/// A valid bearer token signed by one of identity's keys, not signed out with and not
+/// older than its user's last password change, and that user as stored now. Identity
+/// reads its own store for this (other services learn it from the events).
+#[derive(Debug)]
+struct Authenticated {
+    claims: Claims,
+    user: User,
+}
 
 impl FromRequestParts<State> for Authenticated {
     type Rejection = ApiError;
@@ -368,12 +557,26 @@ impl FromRequestParts<State> for Authenticated {
                     .then_some(token.trim())
             })
             .ok_or(ApiError::Unauthenticated)?;
-        state
-            .keys
-            .verify(token)
-            .map(Authenticated)
-            .ok_or(ApiError::Unauthenticated)
+        let claims = state.keys.verify(token).ok_or(ApiError::Unauthenticated)?;
+        let user = current_user(state, &claims).await?;
+        Ok(Authenticated { claims, user })
     }
+}
+
+/// The user of `claims`, unless the token is revoked: by a password change (by version
+/// when the token has one, else by time) or by a sign-out.
+async fn current_user(state: &State, claims: &Claims) -> Result<User, ApiError> {
+    let user = store::user_by_id(&state.db, claims.sub)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let older_than_the_password = match claims.ver {
+        Some(version) => version < user.password_changed_version,
+        None => claims.issued_at_ms() < user.password_changed_at_ms,
+    };
+    if older_than_the_password || store::is_signed_out(&state.db, claims.jti).await? {
+        return Err(ApiError::Unauthenticated);
+    }
+    Ok(user)
 }
 
 fn ms_of(time: OffsetDateTime) -> i64 {
@@ -386,5 +589,153 @@ fn time_of(unix_seconds: i64) -> OffsetDateTime {
 
 /// The OpenAPI document of identity's public paths.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(sign_up, issue_token, change_password, jwks))]
+#[openapi(paths(sign_up, issue_token, sign_out, change_password, jwks))]
 pub struct IdentityDoc;
+
+#[cfg(test)]
+mod tests {
+    //! The race between a sign-in and a password change, played step by step through the
+    //! same functions the handlers run.
+
+    use agora_auth::Revocations;
+
+    use super::*;
+    use crate::password::HashingLimits;
+    use crate::tokens::SigningKey;
+
+    const OLD: &str = "correct horse battery";
+    const NEW: &str = "a brand new password";
+
+    async fn state(dir: &tempfile::TempDir) -> State {
+        let url = format!("sqlite://{}", dir.path().join("identity.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        db.migrate_messaging().await.unwrap();
+        db.migrate(crate::SOURCE, store::MIGRATIONS).await.unwrap();
+        let hasher = Hasher::new(HashingLimits::default());
+        let dummy = hasher
+            .hash(Password::parse("not a real password").unwrap())
+            .await
+            .unwrap();
+        State {
+            outbox: Outbox::new(&db),
+            db,
+            keys: Arc::new(KeyRing::new(vec![SigningKey::generate().unwrap()]).unwrap()),
+            token_ttl: Duration::from_secs(600),
+            dummy_hash: Arc::new(dummy),
+            hasher,
+            throttle: SignInThrottle::default(),
+            swept_at_ms: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    async fn sign_up(state: &State, email: &Email) -> User {
+        let hash = state
+            .hasher
+            .hash(Password::parse(OLD).unwrap())
+            .await
+            .unwrap();
+        let mut tx = state.db.begin().await.unwrap();
+        let new = store::NewUser {
+            id: Uuid::now_v7(),
+            email: email.as_str(),
+            name: "Ada",
+            password_hash: &hash,
+            role: Role::Customer,
+            now: OffsetDateTime::now_utc(),
+        };
+        assert!(store::create_user(&mut tx, &new).await.unwrap());
+        tx.commit().await.unwrap();
+        store::user_by_email(&state.db, email.as_str())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn to_new_password() -> ChangePasswordRequest {
+        ChangePasswordRequest {
+            current_password: OLD.into(),
+            new_password: NEW.into(),
+        }
+    }
+
+    /// The interleaving the time rule cannot settle: the change reads its clock, a
+    /// sign-in with the old password issues its token (later by the clock), then the
+    /// change commits. The token's version is below the change's: refused everywhere.
+    #[tokio::test]
+    async fn a_sign_in_racing_a_password_change_gets_a_token_the_change_revokes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir).await;
+        let email = Email::parse("ada@example.org").unwrap();
+        let user = sign_up(&state, &email).await;
+
+        // The change has checked the current password, hashed the new one and read its
+        // clock (a moment ago, or on a clock behind the sign-in's)...
+        let change = prepare_password_change(&state, user, to_new_password())
+            .await
+            .unwrap();
+        let changed_at = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        // ...meanwhile a sign-in checks the old password and issues its token...
+        let verified = check_credentials(&state, Some(&email), OLD.into())
+            .await
+            .unwrap();
+        let raced = issue_for(&state, &verified).await.unwrap().claims;
+        // ...then the change commits.
+        let event = commit_password_change(&state, change, changed_at)
+            .await
+            .unwrap();
+
+        assert!(
+            raced.issued_at_ms() > ms_of(event.changed_at),
+            "by time alone the token would pass"
+        );
+        assert!(raced.ver.unwrap() < event.version);
+        // Every service, from the event...
+        let revocations = Revocations::new();
+        revocations.record_password_change(&event);
+        assert!(revocations.is_revoked(&raced));
+        // ...and identity, from its store.
+        assert!(matches!(
+            current_user(&state, &raced).await,
+            Err(ApiError::Unauthenticated)
+        ));
+
+        // A sign-in with the new password afterwards is accepted by both.
+        let verified = check_credentials(&state, Some(&email), NEW.into())
+            .await
+            .unwrap();
+        let fresh = issue_for(&state, &verified).await.unwrap().claims;
+        assert!(fresh.ver.unwrap() > event.version);
+        assert!(!revocations.is_revoked(&fresh));
+        current_user(&state, &fresh).await.expect("a current token");
+        // The old password is no longer accepted.
+        assert!(matches!(
+            check_credentials(&state, Some(&email), OLD.into()).await,
+            Err(ApiError::BadCredentials)
+        ));
+    }
+
+    /// The other interleaving: the old password was checked, then the change commits
+    /// before the sign-in issues anything: no token at all.
+    #[tokio::test]
+    async fn a_sign_in_whose_password_changed_after_the_check_gets_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir).await;
+        let email = Email::parse("ada@example.org").unwrap();
+        let user = sign_up(&state, &email).await;
+
+        let verified = check_credentials(&state, Some(&email), OLD.into())
+            .await
+            .unwrap();
+        let change = prepare_password_change(&state, user, to_new_password())
+            .await
+            .unwrap();
+        commit_password_change(&state, change, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+
+        assert!(matches!(
+            issue_for(&state, &verified).await,
+            Err(ApiError::BadCredentials)
+        ));
+    }
+}

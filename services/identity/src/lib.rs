@@ -3,10 +3,15 @@
 //! It signs up users, checks their credentials and issues short-lived access tokens
 //! (EdDSA JWTs with a `kid` header, at most 15 minutes), changes passwords, and
 //! publishes its public keys as a JWKS so that every other service verifies tokens
-//! locally. Its events, `UserSignedUp`, `UserSignedIn` (one per token issued) and
-//! `PasswordChanged`, go through the outbox in the transaction of the change they
-//! describe; each bumps the user's version. On first start it creates the admin user
-//! `admin@agora.local`.
+//! locally. Its events, `UserSignedUp`, `UserSignedIn` (one per token issued),
+//! `UserSignedOut` (`DELETE /api/identity/token`) and `PasswordChanged`, go through the
+//! outbox in the transaction of the change they describe; each bumps the user's
+//! version. A token carries the user's version at issue (`ver`): a password change
+//! revokes every token below its version, however a sign-in races it. On first start it
+//! creates the admin user `admin@agora.local`.
+//!
+//! Password guessing is slowed per address ([`SignInThrottle`], kept in the store so
+//! that every instance shares it) and Argon2 runs under a bound ([`HashingLimits`]).
 //!
 //! [`build`] makes the service from an [`IdentityConfig`]; [`Identity::router`] serves
 //! the public paths as they are (`/api/identity/...`), so a gateway forwards without
@@ -24,10 +29,12 @@ mod domain;
 mod http;
 mod password;
 mod store;
+mod throttle;
 mod tokens;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use agora_bus::SharedBus;
@@ -35,6 +42,8 @@ use agora_messaging::{Db, Relay, RelayConfig, RelayHandle, stream_config};
 
 pub use admin::{ADMIN_EMAIL, ADMIN_PASSWORD_FILE};
 pub use domain::{Email, Invalid, Name, Password};
+pub use password::HashingLimits;
+pub use throttle::SignInThrottle;
 
 /// The OpenAPI document of identity's public paths (`/api/identity/...`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -57,6 +66,10 @@ pub struct IdentityConfig {
     pub admin_password: Option<String>,
     /// How long access tokens live; capped at 15 minutes.
     pub token_ttl: Duration,
+    /// How failed sign-ins for one address are slowed down.
+    pub sign_in_throttle: SignInThrottle,
+    /// How many Argon2 hashes run at once, and how many may wait.
+    pub hashing: HashingLimits,
 }
 
 impl std::fmt::Debug for IdentityConfig {
@@ -65,6 +78,8 @@ impl std::fmt::Debug for IdentityConfig {
         f.debug_struct("IdentityConfig")
             .field("data_dir", &self.data_dir)
             .field("token_ttl", &self.token_ttl)
+            .field("sign_in_throttle", &self.sign_in_throttle)
+            .field("hashing", &self.hashing)
             .finish_non_exhaustive()
     }
 }
@@ -124,13 +139,17 @@ pub async fn build(config: IdentityConfig) -> Result<Identity, Error> {
     db.migrate_messaging().await?;
     db.migrate(SOURCE, store::MIGRATIONS).await?;
     let keys = load_or_create_keys(&db).await?;
-    admin::bootstrap(&db, &config).await?;
+    let hasher = password::Hasher::new(config.hashing);
+    admin::bootstrap(&db, &config, &hasher).await?;
     let state = http::State {
         db: db.clone(),
         outbox: agora_messaging::Outbox::new(&db),
         keys: Arc::new(keys),
         token_ttl: config.token_ttl.min(agora_auth::MAX_TOKEN_TTL),
-        dummy_hash: Arc::new(password::hash(Password::parse("not a real password")?).await?),
+        dummy_hash: Arc::new(hasher.hash(Password::parse("not a real password")?).await?),
+        hasher,
+        throttle: config.sign_in_throttle,
+        swept_at_ms: Arc::new(AtomicI64::new(0)),
     };
     let relay = Relay::spawn(
         &db,

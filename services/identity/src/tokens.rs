@@ -98,10 +98,17 @@ impl SigningKey {
         PublicJwk::ed25519(self.kid.clone(), self.x.clone())
     }
 
-    /// Signs an access token for `user` with `roles`, valid for `ttl` from now.
-    pub fn issue(&self, user: Uuid, roles: Vec<Role>, ttl: Duration) -> Result<Issued, KeyError> {
+    /// Signs an access token for `user` with `roles`, valid for `ttl` from now, stamped
+    /// with the user's `version` at issue.
+    pub fn issue(
+        &self,
+        user: Uuid,
+        roles: Vec<Role>,
+        ttl: Duration,
+        version: u64,
+    ) -> Result<Issued, KeyError> {
         let now = unix_now();
-        let claims = Claims::new(user, roles, now, ttl);
+        let claims = Claims::new(user, roles, now, ttl).with_version(version);
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".into());
@@ -188,6 +195,7 @@ mod tests {
                 Uuid::now_v7(),
                 vec![Role::Customer],
                 Duration::from_secs(60),
+                1,
             )
             .unwrap();
         let again = SigningKey::from_seed_hex(&key.seed_hex()).unwrap();
@@ -206,6 +214,7 @@ mod tests {
                 Uuid::now_v7(),
                 vec![Role::Customer],
                 Duration::from_secs(60),
+                1,
             )
             .unwrap();
         let mut parts: Vec<String> = issued.token.split('.').map(str::to_owned).collect();

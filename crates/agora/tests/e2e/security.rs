@@ -298,3 +298,104 @@ async fn password_guessing_is_slowed_by_the_rate_limit() {
     );
     shop.stop().await;
 }
+
+/// What every service that checks tokens answers `token`: the gateway's edge, then each
+/// service called directly (not through the edge), each on a route where a valid
+/// customer token is not refused with 401.
+async fn answers_everywhere(shop: &TestShop, token: &str) -> Vec<(&'static str, StatusCode)> {
+    let client = &shop.client;
+    let url = async |service: &str| shop.shop.service_url(service).await.unwrap();
+    let product = Uuid::now_v7();
+    let requests = [
+        ("gateway", client.get(shop.url("/api/ops/status"))),
+        (
+            "identity",
+            // A wrong current password: a valid token gets 422, and nothing changes.
+            client
+                .put(format!("{}/api/identity/users/me/password", url("identity").await))
+                .json(&json!({"current_password": "not it at all", "new_password": "another new password"})),
+        ),
+        ("customer", client.get(format!("{}/api/customers/me", url("customer").await))),
+        (
+            "catalog",
+            client
+                .post(format!("{}/api/catalog/products", url("catalog").await))
+                .json(&json!({"name": "x", "description": "y"})),
+        ),
+        ("ordering", client.get(format!("{}/api/ordering/orders", url("ordering").await))),
+        (
+            "inventory",
+            client
+                .put(format!("{}/api/inventory/stock/{product}", url("inventory").await))
+                .json(&json!({"available": 1})),
+        ),
+        (
+            "shipping",
+            client.get(format!(
+                "{}/api/shipping/shipments?order_id={product}",
+                url("shipping").await
+            )),
+        ),
+        (
+            "notification",
+            client.get(format!("{}/api/notifications/me", url("notification").await)),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (service, request) in requests {
+        let status = request.bearer_auth(token).send().await.unwrap().status();
+        answers.push((service, status));
+    }
+    answers
+}
+
+#[tokio::test]
+async fn a_signed_out_token_is_refused_everywhere_within_2_s_and_the_other_session_goes_on() {
+    let shop = TestShop::start().await;
+    let (_, email, first) = shop.customer().await;
+    let second = shop.token(&email, PASSWORD).await;
+    for token in [&first, &second] {
+        for (service, status) in answers_everywhere(&shop, token).await {
+            assert_ne!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "valid before, at {service}"
+            );
+        }
+    }
+
+    let sign_out = |token: Option<&str>| {
+        let request = shop.client.delete(shop.url("/api/identity/token"));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(sign_out(None).await, StatusCode::UNAUTHORIZED, "no token");
+    assert_eq!(sign_out(Some(&first)).await, StatusCode::NO_CONTENT);
+
+    let refused_everywhere = || async {
+        answers_everywhere(&shop, &first)
+            .await
+            .iter()
+            .all(|(_, status)| *status == StatusCode::UNAUTHORIZED)
+    };
+    let took = eventually(Duration::from_secs(2), refused_everywhere).await;
+    assert!(
+        took.is_some(),
+        "a signed-out token still accepted after 2 s: {:?}",
+        answers_everywhere(&shop, &first).await
+    );
+    assert_eq!(
+        sign_out(Some(&first)).await,
+        StatusCode::UNAUTHORIZED,
+        "once only"
+    );
+
+    // The same user's other token still works everywhere.
+    for (service, status) in answers_everywhere(&shop, &second).await {
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "still valid at {service}");
+    }
+    shop.stop().await;
+}

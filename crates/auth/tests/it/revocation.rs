@@ -1,10 +1,11 @@
 //! Given a PasswordChanged event, when it is handled, then the user's older tokens are
-//! refused, by every verifier sharing the revocations, and after a restart.
+//! refused, by every verifier sharing the revocations, and after a restart. Given a
+//! UserSignedOut event, then the token signed out with is refused, and only that one.
 
 use std::time::Duration;
 
 use agora_auth::{Claims, Error, PasswordChangedHandler, Revocations};
-use agora_contracts::{PasswordChanged, Role, UserSignedOut};
+use agora_contracts::{PasswordChanged, Role, UserSignedIn, UserSignedOut};
 use agora_messaging::{Context, Db, Envelope, Handler};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -136,17 +137,19 @@ async fn other_events_are_ignored() {
     let (_dir, db) = database().await;
     let revocations = Revocations::load(&db).await.expect("loaded");
     let handler = PasswordChangedHandler::new(revocations.clone());
-    let signed_out = UserSignedOut {
+    let signed_in = UserSignedIn {
         user_id: Uuid::now_v7(),
         token_id: Uuid::now_v7(),
-        signed_out_at: OffsetDateTime::now_utc(),
+        signed_in_at: OffsetDateTime::now_utc(),
+        expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(15),
         version: 3,
     };
-    let envelope = Envelope::new(&signed_out, &Context::new("c")).expect("envelope");
+    let envelope = Envelope::new(&signed_in, &Context::new("c")).expect("envelope");
 
     handle(&db, &handler, &envelope).await;
 
-    assert_eq!(revocations.revoked_before_ms(signed_out.user_id), None);
+    assert_eq!(revocations.revoked_before_ms(signed_in.user_id), None);
+    assert!(!revocations.is_signed_out(signed_in.token_id));
 }
 
 #[tokio::test]
@@ -203,3 +206,142 @@ async fn revocations_older_than_any_live_token_are_forgotten() {
         "a 15-min token may live"
     );
 }
+
+fn signed_out(user_id: Uuid, token_id: Uuid, at: OffsetDateTime) -> Envelope {
+    let event = UserSignedOut {
+        user_id,
+        token_id,
+        signed_out_at: at,
+        version: 4,
+    };
+    Envelope::new(&event, &Context::new(user_id.to_string())).expect("envelope")
+}
+
+fn token_claims(user: Uuid) -> Claims {
+    Claims::new(user, vec![Role::Customer], now(), Duration::from_secs(300))
+}
+
+#[tokio::test]
+async fn the_token_signed_out_with_is_refused_and_the_users_other_tokens_are_not() {
+    let key = TestKey::generate("k1");
+    let (_dir, db) = database().await;
+    let revocations = Revocations::load(&db).await.expect("loaded");
+    let (verifier, _) = verifier_with(&[&key], revocations.clone()).await;
+    let handler = PasswordChangedHandler::new(revocations);
+    let user = Uuid::now_v7();
+    let first = token_claims(user);
+    let second = token_claims(user);
+    let (first_token, second_token) = (key.sign(&first), key.sign(&second));
+    verifier
+        .verify(&first_token)
+        .await
+        .expect("accepted before");
+
+    let event = signed_out(user, first.jti, OffsetDateTime::now_utc());
+    handle(&db, &handler, &event).await;
+    // A redelivery changes nothing.
+    handle(&db, &handler, &event).await;
+
+    assert_eq!(verifier.verify(&first_token).await, Err(Error::Revoked));
+    verifier
+        .verify(&second_token)
+        .await
+        .expect("the user's other session goes on");
+}
+
+#[tokio::test]
+async fn a_sign_out_too_old_to_matter_is_not_kept() {
+    let (_dir, db) = database().await;
+    let revocations = Revocations::load(&db).await.expect("loaded");
+    let handler = PasswordChangedHandler::new(revocations.clone());
+    let token = Uuid::now_v7();
+    let long_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+
+    handle(&db, &handler, &signed_out(Uuid::now_v7(), token, long_ago)).await;
+
+    assert!(!revocations.is_signed_out(token));
+    assert!(
+        !Revocations::load(&db)
+            .await
+            .expect("reloaded")
+            .is_signed_out(token)
+    );
+}
+
+/// The race a version settles: a sign-in that checked the old password issues its token
+/// (version 5) a moment *after* the change's clock was read, then the change commits
+/// (version 6). By time the token would pass; by version it is refused. A token of a
+/// sign-in after the change (version 7) passes even if its clock is behind.
+#[tokio::test]
+async fn a_version_decides_over_the_clock_when_both_the_token_and_the_change_carry_one() {
+    let user = Uuid::now_v7();
+    let changed_at = OffsetDateTime::now_utc() - time::Duration::seconds(2);
+    let revocations = Revocations::new();
+    revocations.record_password_change(&PasswordChanged {
+        user_id: user,
+        changed_at,
+        version: 6,
+    });
+
+    let raced = token_claims(user).with_version(5);
+    assert!(raced.issued_at_ms() > revocations.revoked_before_ms(user).expect("recorded"));
+    assert!(
+        revocations.is_revoked(&raced),
+        "issued against the old password"
+    );
+
+    let mut after = token_claims(user).with_version(7);
+    after.iat -= 60;
+    after.nbf = after.iat;
+    after.jti = Uuid::nil();
+    assert!(!revocations.is_revoked(&after), "issued after the change");
+
+    // Without a version (an older issuer), the time decides.
+    let mut unversioned = token_claims(user);
+    assert!(!revocations.is_revoked(&unversioned));
+    unversioned.iat -= 60;
+    unversioned.nbf = unversioned.iat;
+    unversioned.jti = Uuid::nil();
+    assert!(revocations.is_revoked(&unversioned));
+}
+
+/// A version is not moved back by an older event, and survives a restart, as sign-outs
+/// do: on both backends.
+async fn versions_and_sign_outs_survive_a_restart(backend: agora_testkit::Backend) {
+    let _pg;
+    let (_dir, db) = match backend {
+        agora_testkit::Backend::Sqlite => database().await,
+        agora_testkit::Backend::Postgres => {
+            let Some(pg) = agora_testkit::PgDatabase::create().await else {
+                return;
+            };
+            let db = Db::connect(pg.url()).await.expect("db");
+            _pg = pg;
+            (tempfile::tempdir().expect("dir"), db)
+        }
+    };
+    let handler = PasswordChangedHandler::new(Revocations::load(&db).await.expect("loaded"));
+    let user = Uuid::now_v7();
+    let now_ = OffsetDateTime::now_utc();
+    for version in [6, 4] {
+        let event = PasswordChanged {
+            user_id: user,
+            changed_at: now_,
+            version,
+        };
+        let envelope = Envelope::new(&event, &Context::new(user.to_string())).expect("envelope");
+        handle(&db, &handler, &envelope).await;
+    }
+    let token = Uuid::now_v7();
+    handle(&db, &handler, &signed_out(user, token, now_)).await;
+
+    let reloaded = Revocations::load(&db).await.expect("reloaded");
+    assert!(reloaded.is_signed_out(token));
+    assert!(reloaded.is_revoked(&token_claims(user).with_version(5)));
+    assert!(!reloaded.is_revoked(&token_claims(user).with_version(7)));
+    let mut signed_out_with = token_claims(user).with_version(7);
+    signed_out_with.jti = token;
+    assert!(reloaded.is_revoked(&signed_out_with));
+}
+
+agora_testkit::on_both_backends!(versions_and_sign_outs_survive_a_restart);

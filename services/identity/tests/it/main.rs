@@ -9,5 +9,6 @@ mod support;
 mod admin;
 mod api;
 mod events;
+mod guessing;
 mod interop;
 mod logs;

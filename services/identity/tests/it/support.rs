@@ -64,6 +64,8 @@ impl Env {
             data_dir: self.data_dir(),
             admin_password: admin_password.map(str::to_owned),
             token_ttl: Duration::from_secs(600),
+            sign_in_throttle: agora_identity::SignInThrottle::default(),
+            hashing: agora_identity::HashingLimits::default(),
         }
     }
 
