@@ -56,10 +56,11 @@ use crate::subscriber::{Handler, HandlerError};
 /// The tables of the process-manager runtime, in the ledger under this component.
 const COMPONENT: &str = "messaging-process";
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "process instances",
-    sqlite: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "process instances",
+        sqlite: "
         CREATE TABLE process_instances (
             process TEXT NOT NULL,
             id TEXT NOT NULL,
@@ -74,7 +75,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
         CREATE INDEX process_instances_due
             ON process_instances (process, timeout_at_ms) WHERE timeout_at_ms IS NOT NULL;
     ",
-    postgres: "
+        postgres: "
         CREATE TABLE process_instances (
             process TEXT NOT NULL,
             id TEXT NOT NULL,
@@ -89,7 +90,20 @@ const MIGRATIONS: &[Migration] = &[Migration {
         CREATE INDEX process_instances_due
             ON process_instances (process, timeout_at_ms) WHERE timeout_at_ms IS NOT NULL;
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "failed timeout turns, counted",
+        sqlite: "ALTER TABLE process_instances ADD COLUMN timeout_failures INTEGER NOT NULL DEFAULT 0;",
+        postgres: "ALTER TABLE process_instances ADD COLUMN timeout_failures INTEGER NOT NULL DEFAULT 0;",
+    },
+];
+
+/// The wait after the n-th failed timeout turn in a row before it is tried again: 1 s,
+/// doubling, at most 5 minutes. A compensation owed is retried for as long as it takes.
+pub fn timeout_retry_delay(failures: u32) -> Duration {
+    crate::Backoff::new(Duration::from_secs(1), Duration::from_secs(5 * 60)).delay(failures)
+}
 
 /// Applies the process-manager tables; idempotent. The store also needs the messaging
 /// tables ([`Db::migrate_messaging`]).
@@ -300,6 +314,8 @@ pub struct Instance<S> {
     pub timeout_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// Timeout turns failed in a row (0 once one succeeds).
+    pub timeout_failures: u32,
 }
 
 /// What one turn did.
@@ -399,9 +415,13 @@ struct Row {
     timeout_at_ms: Option<i64>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    timeout_failures: i64,
 }
 
-type RowTuple = (String, i64, String, Option<i64>, i64, i64);
+type RowTuple = (String, i64, String, Option<i64>, i64, i64, i64);
+
+const ROW_COLUMNS: &str =
+    "state, version, status, timeout_at_ms, created_at_ms, updated_at_ms, timeout_failures";
 
 impl<P: Process> ProcessManager<P> {
     /// A manager of `process` on `db` (migrated with [`migrate_processes`]).
@@ -425,10 +445,9 @@ impl<P: Process> ProcessManager<P> {
 
     /// The stored instance `id`, if any.
     pub async fn instance(&self, id: Uuid) -> Result<Option<Instance<P::State>>, Error> {
-        let row: Option<RowTuple> = sqlx::query_as(
-            "SELECT state, version, status, timeout_at_ms, created_at_ms, updated_at_ms
-             FROM process_instances WHERE process = $1 AND id = $2",
-        )
+        let row: Option<RowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ROW_COLUMNS} FROM process_instances WHERE process = $1 AND id = $2"
+        )))
         .bind(P::NAME)
         .bind(id.to_string())
         .fetch_optional(self.shared.db.pool())
@@ -444,12 +463,16 @@ impl<P: Process> ProcessManager<P> {
             timeout_at: row.timeout_at_ms.map(from_ms),
             created_at: from_ms(row.created_at_ms),
             updated_at: from_ms(row.updated_at_ms),
+            timeout_failures: u32::try_from(row.timeout_failures).unwrap_or(u32::MAX),
         }))
     }
 
     /// Fires the timeouts due now (at most `batch`), each in its own transaction;
-    /// returns how many instances advanced. A failed turn is logged and left due, to be
-    /// retried by the next call.
+    /// returns how many instances advanced. A failed turn is counted and tried again
+    /// after [`timeout_retry_delay`] (a compensation that cannot be done now is owed,
+    /// for as long as it takes); a turn that can never succeed (a permanent error) is
+    /// parked: its timeout cleared, its failures kept, for an operator to see
+    /// ([`ProcessManager::failing_timeouts`]).
     pub async fn fire_due_timeouts(&self, batch: u32) -> Result<usize, Error> {
         let now = to_ms(self.shared.clock.now());
         let due: Vec<(String,)> = sqlx::query_as(
@@ -472,12 +495,72 @@ impl<P: Process> ProcessManager<P> {
             match self.fire_timeout(id).await {
                 Ok(TurnOutcome::Advanced) => fired += 1,
                 Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(process = P::NAME, %id, %error, "timeout failed; will retry");
-                }
+                Err(error) => self.timeout_failed(id, &error).await?,
             }
         }
         Ok(fired)
+    }
+
+    /// Counts a failed timeout turn of `id` and moves its timeout: later, or (for a
+    /// permanent error) away.
+    async fn timeout_failed(&self, id: Uuid, error: &HandlerError) -> Result<(), Error> {
+        let db = &self.shared.db;
+        let failures: Option<i64> = sqlx::query_scalar(
+            "UPDATE process_instances SET timeout_failures = timeout_failures + 1
+             WHERE process = $1 AND id = $2 AND status = 'active'
+             RETURNING timeout_failures",
+        )
+        .bind(P::NAME)
+        .bind(id.to_string())
+        .fetch_optional(db.pool())
+        .await?;
+        let Some(failures) = failures else {
+            return Ok(());
+        };
+        let failures = u32::try_from(failures).unwrap_or(u32::MAX);
+        let next = if error.is_permanent() {
+            tracing::error!(process = P::NAME, %id, %error, failures, "timeout can never succeed; parked");
+            None
+        } else {
+            let delay = timeout_retry_delay(failures);
+            tracing::warn!(process = P::NAME, %id, %error, failures, ?delay, "timeout failed; will retry");
+            Some(to_ms(self.shared.clock.now() + delay))
+        };
+        sqlx::query(
+            "UPDATE process_instances SET timeout_at_ms = $1
+             WHERE process = $2 AND id = $3 AND status = 'active'",
+        )
+        .bind(next)
+        .bind(P::NAME)
+        .bind(id.to_string())
+        .execute(db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The active instances whose last timeout turns failed: `(id, failures in a row,
+    /// next try)`; no next try means parked.
+    pub async fn failing_timeouts(
+        &self,
+    ) -> Result<Vec<(Uuid, u32, Option<OffsetDateTime>)>, Error> {
+        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, timeout_failures, timeout_at_ms FROM process_instances
+             WHERE process = $1 AND status = 'active' AND timeout_failures > 0
+             ORDER BY id",
+        )
+        .bind(P::NAME)
+        .fetch_all(self.shared.db.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, failures, at)| {
+                Some((
+                    Uuid::parse_str(&id).ok()?,
+                    u32::try_from(failures).unwrap_or(u32::MAX),
+                    at.map(from_ms),
+                ))
+            })
+            .collect())
     }
 
     /// Fires the timeout of instance `id` if it is due, in its own transaction.
@@ -543,10 +626,16 @@ impl<P: Process> ProcessManager<P> {
         trigger: Trigger<'_>,
     ) -> Result<TurnOutcome, HandlerError> {
         let process = &self.shared.process;
-        let row: Option<RowTuple> = sqlx::query_as(
-            "SELECT state, version, status, timeout_at_ms, created_at_ms, updated_at_ms
-             FROM process_instances WHERE process = $1 AND id = $2",
-        )
+        // On PostgreSQL a timeout turn locks its row and skips one locked by another
+        // instance's turn: two instances never fire the same timeout (or run its
+        // compensation twice). SQLite's write lock serializes turns anyway.
+        let lock = match (&trigger, self.shared.db.backend()) {
+            (Trigger::Timeout, crate::Backend::Postgres) => " FOR UPDATE SKIP LOCKED",
+            _ => "",
+        };
+        let row: Option<RowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ROW_COLUMNS} FROM process_instances WHERE process = $1 AND id = $2{lock}"
+        )))
         .bind(P::NAME)
         .bind(id.to_string())
         .fetch_optional(&mut **tx)
@@ -630,7 +719,8 @@ impl<P: Process> ProcessManager<P> {
         } else {
             sqlx::query(
                 "UPDATE process_instances
-                 SET state = $1, version = $2, status = $3, timeout_at_ms = $4, updated_at_ms = $5
+                 SET state = $1, version = $2, status = $3, timeout_at_ms = $4, updated_at_ms = $5,
+                     timeout_failures = 0
                  WHERE process = $6 AND id = $7 AND version = $8 AND status = 'active'",
             )
             .bind(&after)
@@ -670,7 +760,7 @@ impl<P: Process> Handler for ProcessManager<P> {
 
 impl From<RowTuple> for Row {
     fn from(
-        (state, version, status, timeout_at_ms, created_at_ms, updated_at_ms): RowTuple,
+        (state, version, status, timeout_at_ms, created_at_ms, updated_at_ms, timeout_failures): RowTuple,
     ) -> Self {
         Row {
             state,
@@ -679,6 +769,7 @@ impl From<RowTuple> for Row {
             timeout_at_ms,
             created_at_ms,
             updated_at_ms,
+            timeout_failures,
         }
     }
 }

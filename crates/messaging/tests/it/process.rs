@@ -69,6 +69,8 @@ struct RendezvousState {
 struct Compensations {
     done: Arc<parking_lot::Mutex<Vec<Uuid>>>,
     failures_left: Arc<AtomicU32>,
+    /// When set, a compensation reports that it started and waits for a permit.
+    gate: Option<Arc<(tokio::sync::Semaphore, tokio::sync::Notify)>>,
 }
 
 struct Rendezvous {
@@ -141,11 +143,18 @@ impl Process for Rendezvous {
         state: &mut RendezvousState,
         turn: &agora_messaging::Turn,
     ) -> Result<Decision<Uuid>, HandlerError> {
+        if state.parts.contains("poison") {
+            return Err(HandlerError::permanent("a poisoned flow cannot time out"));
+        }
         let context = Context::new(turn.id.to_string());
         self.end(state, turn.id, "timed_out", turn.version, &context)
     }
 
     async fn run(&self, step: &Uuid) -> Result<(), HandlerError> {
+        if let Some(gate) = &self.compensations.gate {
+            gate.1.notify_one();
+            let _permit = gate.0.acquire().await.unwrap();
+        }
         let failures = &self.compensations.failures_left;
         if failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -373,15 +382,67 @@ async fn failed_timeout_stays_due_and_is_retried(store: TestStore) {
     deliver(&f.manager, &store.db, &part(flow, "a"))
         .await
         .unwrap();
-    f.compensations.failures_left.store(1, Ordering::SeqCst);
+    f.compensations.failures_left.store(3, Ordering::SeqCst);
     f.clock.advance(TIMEOUT);
-    // A compensation failure leaves the timeout due,
-    assert_eq!(f.manager.fire_due_timeouts(100).await.unwrap(), 0);
-    assert!(ended(&store.db, flow).await.is_empty());
-    // and the next scan completes it.
+    // Each compensation failure is counted and moves the timeout back: 1 s, 2 s, 4 s.
+    for (failures, wait) in [(1, 1), (2, 2), (3, 4)] {
+        assert_eq!(f.manager.fire_due_timeouts(100).await.unwrap(), 0);
+        assert!(ended(&store.db, flow).await.is_empty());
+        let instance = f.manager.instance(flow).await.unwrap().unwrap();
+        assert_eq!(instance.timeout_failures, failures);
+        assert_eq!(
+            f.manager.failing_timeouts().await.unwrap(),
+            [(flow, failures, instance.timeout_at)]
+        );
+        // Not due again before its wait,
+        f.clock
+            .advance(Duration::from_secs(wait) - Duration::from_millis(1));
+        assert_eq!(f.manager.fire_due_timeouts(100).await.unwrap(), 0);
+        assert_eq!(
+            f.manager
+                .instance(flow)
+                .await
+                .unwrap()
+                .unwrap()
+                .timeout_failures,
+            failures,
+            "not tried before its time"
+        );
+        f.clock.advance(Duration::from_millis(1));
+    }
+    // and once the compensation works, the scan completes it.
     assert_eq!(f.manager.fire_due_timeouts(100).await.unwrap(), 1);
     assert_eq!(ended(&store.db, flow).await, ["timed_out"]);
     assert_eq!(*f.compensations.done.lock(), [flow]);
+    assert!(f.manager.failing_timeouts().await.unwrap().is_empty());
+}
+
+async fn a_timeout_that_can_never_succeed_is_parked(store: TestStore) {
+    let f = fixture(&store.db).await;
+    let flow = Uuid::now_v7();
+    deliver(&f.manager, &store.db, &part(flow, "poison"))
+        .await
+        .unwrap();
+    f.clock.advance(TIMEOUT);
+    assert_eq!(f.manager.fire_due_timeouts(100).await.unwrap(), 0);
+    let instance = f.manager.instance(flow).await.unwrap().unwrap();
+    assert_eq!((instance.timeout_failures, instance.timeout_at), (1, None));
+    assert_eq!(
+        f.manager.failing_timeouts().await.unwrap(),
+        [(flow, 1, None)]
+    );
+    // Parked: later scans leave it alone.
+    f.clock.advance(Duration::from_secs(3_600));
+    assert_eq!(f.manager.fire_due_timeouts(100).await.unwrap(), 0);
+    assert_eq!(
+        f.manager
+            .instance(flow)
+            .await
+            .unwrap()
+            .unwrap()
+            .timeout_failures,
+        1
+    );
 }
 
 async fn concurrent_workers_never_lose_an_advance(store: TestStore) {
@@ -432,6 +493,7 @@ on_both_backends!(
     failed_timeout_stays_due_and_is_retried,
     concurrent_workers_never_lose_an_advance,
     a_malformed_event_of_its_type_is_refused_permanently,
+    a_timeout_that_can_never_succeed_is_parked,
 );
 
 async fn a_malformed_event_of_its_type_is_refused_permanently(store: TestStore) {
@@ -462,6 +524,42 @@ async fn a_malformed_event_of_its_type_is_refused_permanently(store: TestStore) 
         deliver(&f.manager, &store.db, &other).await.unwrap(),
         TurnOutcome::Ignored
     );
+}
+
+/// Two instances of one service scan the same due timeout: on PostgreSQL the second
+/// skips the row the first has locked, so the compensation runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_instances_never_fire_one_timeout_twice() {
+    let Some(store) = TestStore::postgres().await else {
+        return;
+    };
+    migrate_processes(&store.db).await.unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let gate = Arc::new((tokio::sync::Semaphore::new(0), tokio::sync::Notify::new()));
+    let compensations = Compensations {
+        gate: Some(gate.clone()),
+        ..Compensations::default()
+    };
+    let first = manager_on(&store.db, &clock, &compensations);
+    let second_db = Db::connect(&store.url).await.unwrap();
+    let second = manager_on(&second_db, &clock, &compensations);
+    let flow = Uuid::now_v7();
+    deliver(&first, &store.db, &part(flow, "a")).await.unwrap();
+    clock.advance(TIMEOUT);
+    // The first instance's turn is running its compensation, its row locked,
+    let started = gate.1.notified();
+    let running = tokio::spawn(async move { first.fire_timeout(flow).await });
+    started.await;
+    // when the second instance fires the same timeout, it passes at once, doing nothing,
+    let skipped = tokio::time::timeout(Duration::from_secs(5), second.fire_timeout(flow))
+        .await
+        .expect("the second instance does not wait for the first");
+    assert_eq!(skipped.unwrap(), TurnOutcome::Ignored);
+    // and the first completes the flow: one compensation, one end.
+    gate.0.add_permits(1);
+    assert_eq!(running.await.unwrap().unwrap(), TurnOutcome::Advanced);
+    assert_eq!(*compensations.done.lock(), [flow]);
+    assert_eq!(ended(&store.db, flow).await, ["timed_out"]);
 }
 
 /// PostgreSQL runs transactions side by side (SQLite's `BEGIN IMMEDIATE` serializes
