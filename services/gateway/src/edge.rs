@@ -14,9 +14,19 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
-use crate::{BODY_LIMIT, State, compose, ops, trace, ui};
+use crate::{BODY_LIMIT, State, compose, ops, path, trace, ui};
 
+/// The public router. The path check wraps all of it, routing included: a path that
+/// could be read two ways is refused before anything looks at it.
 pub(crate) fn router(state: State) -> Router {
+    let routed = routes(state);
+    Router::new()
+        .fallback_service(routed)
+        .layer(from_fn(path::refuse_bad_paths))
+        .layer(from_fn(trace::layer))
+}
+
+fn routes(state: State) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(ops::readyz))
@@ -34,7 +44,6 @@ pub(crate) fn router(state: State) -> Router {
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .fallback(forward)
         .layer(from_fn_with_state(state.clone(), guard))
-        .layer(from_fn(trace::layer))
         .with_state(state)
 }
 
@@ -127,7 +136,8 @@ fn admit(state: &State, request: &Request) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Everything that is not the gateway's own: to the owning service.
+/// Everything that is not the gateway's own: to the owning service (only ever under
+/// a public `/api/<service>` prefix; the path has passed [`path::check`]).
 async fn forward(AxumState(state): AxumState<State>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let Some(route) = state.proxy.route(&path) else {
@@ -179,13 +189,10 @@ pub(crate) fn is_public(method: &Method, path: &str) -> bool {
     }
 }
 
-/// Where passwords are tried: limited per client much more strictly.
+/// Where passwords are tried: limited per client much more strictly. (The path has
+/// passed [`path::check`]: no trailing slash or other spelling of these.)
 fn is_credentials(method: &Method, path: &str) -> bool {
-    method == Method::POST
-        && matches!(
-            path.trim_end_matches('/'),
-            "/api/identity/token" | "/api/identity/users"
-        )
+    method == Method::POST && matches!(path, "/api/identity/token" | "/api/identity/users")
 }
 
 #[cfg(test)]

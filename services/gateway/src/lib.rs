@@ -25,6 +25,7 @@ mod metrics;
 mod online;
 mod openapi;
 mod ops;
+mod path;
 mod proxy;
 mod timeline;
 mod trace;

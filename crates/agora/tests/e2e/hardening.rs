@@ -1,0 +1,270 @@
+//! The edge under attack: every spelling of a path traversal towards every internal
+//! route. Requests that must reach the gateway byte for byte are written on a
+//! raw TCP stream (reqwest would normalise their URLs first).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+use crate::support::{PASSWORD, TestShop};
+
+/// The status and body of a request sent exactly as `head` (request line and
+/// headers, without the blank line) and `body`, on a connection of its own.
+async fn raw(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "{head}\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        // A reset after the answer is fine: what was read is the answer.
+        let _ = stream.read_to_end(&mut answer).await;
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {head:?} in 10 s"));
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in the answer to {head:?}: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Every public prefix the gateway forwards under.
+const PREFIXES: &[&str] = &[
+    "/api/identity",
+    "/api/customers",
+    "/api/catalog",
+    "/api/inventory",
+    "/api/ordering",
+    "/api/shipping",
+    "/api/notifications",
+];
+
+/// Ways to say "the parent segment" and "a separator" that some reader of a URL
+/// takes for `..` and `/`.
+const DOTS: &[&str] = &[
+    "..",
+    "%2e%2e",
+    "%2E%2e",
+    "%2E%2E",
+    ".%2e",
+    "%2e.",
+    "%252e%252e",
+    "%c0%ae%c0%ae",
+];
+const SEPARATORS: &[&str] = &["/", "%2f", "%2F", "%5c", "%5C", "\\", "%252f"];
+
+/// Every spelling of "`prefix`, then up to the root, then `target`".
+fn traversals(prefix: &str, target: &str) -> Vec<String> {
+    let depth = prefix.matches('/').count();
+    let mut spellings = Vec::new();
+    for dot in DOTS {
+        for separator in SEPARATORS {
+            let up: String = (0..depth).map(|_| format!("{separator}{dot}")).collect();
+            spellings.push(format!("{prefix}{up}{target}"));
+        }
+    }
+    let ups = |segment: &str| -> String { (0..depth).map(|_| format!("/{segment}")).collect() };
+    spellings.extend([
+        format!("{prefix}/.{}{target}", ups("..")),
+        format!("{prefix}/./x{}/..{target}", ups("..")),
+        format!("{prefix}{}{target}", ups("..;")),
+        format!("{prefix}/x;y{}{target}", ups("..")),
+        format!("{prefix}/{}{target}", ups("..").replace('/', "//")),
+        format!("{prefix}{}/{target}", ups("..")),
+        format!("{prefix}/%2e%2e%2f..%5c%2E.{}{target}", ups("%2e%2e")),
+        format!("{prefix}{}{target}", ups(".%2E").replace('/', "%2f")),
+        format!("/.{target}"),
+        format!("/api/..{target}"),
+        format!("/api/%2e%2e{target}"),
+        target.to_owned(),
+    ]);
+    spellings
+}
+
+#[tokio::test]
+async fn no_spelling_of_a_path_reaches_an_internal_route() {
+    let shop = TestShop::start().await;
+    let addr = shop.shop.addr();
+    let (customer_id, email, customer) = shop.customer().await;
+    let admin = shop.admin_token().await;
+    let order = Uuid::now_v7();
+    let authorization = Uuid::now_v7();
+
+    let targets: Vec<(&str, String, &str)> = vec![
+        ("GET", format!("/internal/customers/{customer_id}"), ""),
+        ("GET", "/internal/ordering/settings".to_owned(), ""),
+        (
+            "PUT",
+            "/internal/ordering/settings".to_owned(),
+            r#"{"customer_data":"sync"}"#,
+        ),
+        ("GET", "/internal/ordering/breakers".to_owned(), ""),
+        (
+            "POST",
+            "/internal/payment/authorizations".to_owned(),
+            r#"{"order_id":"0193a5b2-7c1e-7d3a-9f00-1234567890ab","customer_id":"0193a5b2-7c1e-7d3a-9f00-1234567890ab","amount_cents":100,"currency":"EUR","payment_token":"tok_visa"}"#,
+        ),
+        (
+            "GET",
+            format!("/internal/payment/authorizations/{authorization}"),
+            "",
+        ),
+        (
+            "POST",
+            format!("/internal/payment/authorizations/{authorization}/refund"),
+            "{}",
+        ),
+        (
+            "POST",
+            format!("/internal/payment/authorizations/{authorization}/void"),
+            "{}",
+        ),
+        ("GET", format!("/internal/fulfilment/processes/{order}"), ""),
+        ("GET", "/internal/inventory/stock".to_owned(), ""),
+        (
+            "POST",
+            format!("/internal/inventory/reservations/{order}/release"),
+            "{}",
+        ),
+    ];
+    let tokens = [None, Some(customer.as_str()), Some(admin.as_str())];
+
+    let mut attempts = Vec::new();
+    for (method, target, body) in &targets {
+        for prefix in PREFIXES {
+            for path in traversals(prefix, target) {
+                for token in tokens {
+                    let auth = token
+                        .map(|t| format!("\r\nAuthorization: Bearer {t}"))
+                        .unwrap_or_default();
+                    attempts.push((format!("{method} {path} HTTP/1.1{auth}"), *body));
+                }
+            }
+        }
+    }
+    let total = attempts.len();
+    let started = Instant::now();
+    let answers: Vec<(String, u16, String)> = futures::stream::iter(attempts)
+        .map(|(head, body)| async move {
+            let (status, answer) = raw(addr, &head, body).await;
+            (head, status, answer)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut refused = 0;
+    for (head, status, body) in &answers {
+        assert!(
+            *status == 400 || *status == 404,
+            "{head:?} answered {status}: {body}"
+        );
+        assert!(!body.contains(&email), "{head:?} leaked the customer");
+        if *status == 400 {
+            refused += 1;
+        }
+    }
+    println!(
+        "{total} traversal attempts: {refused} refused with 400, the rest 404, in {:?}",
+        started.elapsed()
+    );
+
+    // The admin-only lever did not move, and what would have leaked is there to leak.
+    let status: Value = shop
+        .client
+        .get(shop.url("/api/ops/status"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["settings"]["customer_data"], "replica");
+    let me: Value = shop
+        .client
+        .get(shop.url("/api/customers/me"))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["email"], email.as_str());
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn bad_paths_are_refused_before_routing_and_good_ones_still_served() {
+    let shop = TestShop::start().await;
+    let addr = shop.shop.addr();
+    let (_, email, customer) = shop.customer().await;
+
+    // Sign-in through a traversal would escape the credential limiter: refused.
+    let credentials = json!({"email": email, "password": PASSWORD}).to_string();
+    for path in [
+        "/api/identity/x/%2e%2e/token",
+        "/api/identity/x/../token",
+        "/api/identity/token/",
+        "/api/identity//token",
+        "/api/identity/token;x",
+    ] {
+        let (status, body) = raw(addr, &format!("POST {path} HTTP/1.1"), &credentials).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(!body.contains("access_token"), "{path} reached identity");
+    }
+    // One stable problem type, on the gateway's own routes and the UI as well.
+    for path in [
+        "/ui/../ui/app.js",
+        "/api/ops/%2e%2e/status",
+        "/.%2e/healthz",
+    ] {
+        let (status, body) = raw(addr, &format!("GET {path} HTTP/1.1"), "").await;
+        assert_eq!(status, 400, "{path}");
+        let problem: Value = serde_json::from_str(&body).expect("problem+json");
+        assert_eq!(problem["type"], "urn:agora:problem:bad-path");
+    }
+    // Not under a public prefix: never forwarded.
+    for path in ["/internal/ordering/settings", "/api/payment/authorizations"] {
+        let (status, _) = raw(addr, &format!("GET {path} HTTP/1.1"), "").await;
+        assert_eq!(status, 404, "{path}");
+    }
+
+    // The UI, the gateway's own routes and forwarded ones (with a query) still work.
+    for path in [
+        "/",
+        "/ui/app.js",
+        "/ui/style.css",
+        "/ui/icon.svg",
+        "/healthz",
+        "/api/catalog/products",
+        "/api/shop/products",
+    ] {
+        let (status, _) = raw(addr, &format!("GET {path} HTTP/1.1"), "").await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let (status, body) = raw(
+        addr,
+        &format!("GET /api/ordering/orders?limit=5&x=%2e%2e%2f HTTP/1.1\r\nAuthorization: Bearer {customer}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    shop.stop().await;
+}
