@@ -1,11 +1,12 @@
 //! The edge under attack: every spelling of a path traversal towards every internal
-//! route. Requests that must reach the gateway byte for byte are written on a
+//! route, and slow clients holding connections open. Requests that must reach the gateway byte for byte are written on a
 //! raw TCP stream (reqwest would normalise their URLs first).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -266,5 +267,146 @@ async fn bad_paths_are_refused_before_routing_and_good_ones_still_served() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    shop.stop().await;
+}
+
+/// Opens a connection and sends half a request's headers; the time it was opened.
+async fn half_request(addr: SocketAddr) -> (TcpStream, Instant) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let opened = Instant::now();
+    stream
+        .write_all(b"GET /api/catalog/products HTTP/1.1\r\nHost: agora\r\nX-Slow: ")
+        .await
+        .expect("write");
+    (stream, opened)
+}
+
+/// How long after `opened` the server closed `stream` (EOF or reset), within `limit`.
+async fn closed_after(mut stream: TcpStream, opened: Instant, limit: Duration) -> Option<Duration> {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return opened.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_while_the_shop_answers() {
+    const CONNECTIONS: usize = 2_000;
+    let header_timeout = Duration::from_secs(2);
+    let slack = Duration::from_secs(3);
+    let shop = TestShop::start_tuned(|config| {
+        config.serve.header_read_timeout = header_timeout;
+        config.serve.max_connections_per_client = Some(4 * CONNECTIONS);
+    })
+    .await;
+    let addr = shop.shop.addr();
+    let started = Instant::now();
+
+    // Each connection is watched from the moment it is open: when it closes is
+    // measured, not guessed.
+    let mut watchers = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let (stream, opened) = half_request(addr).await;
+        watchers.push(tokio::spawn(closed_after(
+            stream,
+            opened,
+            header_timeout + slack,
+        )));
+    }
+    let opening = started.elapsed();
+
+    // The shop answers meanwhile.
+    let asked = Instant::now();
+    for path in ["/healthz", "/api/shop/products", "/api/catalog/products"] {
+        let answer = shop.client.get(shop.url(path)).send().await.expect(path);
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+    }
+    let answered = asked.elapsed();
+
+    let mut after = Vec::with_capacity(CONNECTIONS);
+    for watcher in watchers {
+        after.push(
+            watcher
+                .await
+                .expect("watcher")
+                .expect("closed within the header timeout + 3 s"),
+        );
+    }
+    after.sort();
+    let (first, median, last) = (after[0], after[after.len() / 2], after[after.len() - 1]);
+    println!(
+        "{CONNECTIONS} half-sent requests opened in {opening:?}; 3 requests answered meanwhile in {answered:?}; \
+         closed {first:?} (first) / {median:?} (median) / {last:?} (last) after opening, header timeout {header_timeout:?}; \
+         test took {:?}",
+        started.elapsed()
+    );
+    // Not closed early for some other reason: it is the header timeout that does it.
+    assert!(
+        first >= header_timeout - Duration::from_millis(250),
+        "a connection closed {first:?} after opening, before the header timeout"
+    );
+
+    // And the shop still answers afterwards.
+    let answer = shop
+        .client
+        .get(shop.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(answer.status(), StatusCode::OK);
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_closed_at_once() {
+    const CAP: usize = 50;
+    const OVER: usize = 10;
+    let shop = TestShop::start_tuned(|config| {
+        config.serve.header_read_timeout = Duration::from_secs(10);
+        config.serve.max_connections_per_client = Some(CAP);
+    })
+    .await;
+    let addr = shop.shop.addr();
+    let mut watchers = Vec::new();
+    for _ in 0..CAP + OVER {
+        let (stream, opened) = half_request(addr).await;
+        watchers.push(tokio::spawn(closed_after(
+            stream,
+            opened,
+            Duration::from_secs(2),
+        )));
+    }
+    // Another address is served meanwhile (127.0.0.2 is loopback too on Linux).
+    let other = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let answer = other
+        .get(shop.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz from 127.0.0.2");
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let mut closed = 0;
+    for watcher in watchers {
+        if let Some(after) = watcher.await.expect("watcher") {
+            assert!(
+                after < Duration::from_secs(1),
+                "closed only after {after:?}"
+            );
+            closed += 1;
+        }
+    }
+    // The ones over the cap were closed at once; the others are held (for 10 s).
+    assert_eq!(closed, OVER, "{closed} of {} closed at once", CAP + OVER);
     shop.stop().await;
 }
