@@ -3,7 +3,7 @@
 //! on the public address. Services get their bus, their store and the URLs of what
 //! they call, and nothing else: no call between them takes an in-process shortcut.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,10 @@ pub struct ShopConfig {
     /// timeouts, connections per client address). The services' own listeners get
     /// the same timeouts and no cap per address.
     pub serve: ServeConfig,
+    /// Reverse proxies in front of the gateway, whose `Forwarded` / `X-Forwarded-For`
+    /// name the client for the per-address limits (and whose connections are not
+    /// capped per address).
+    pub trusted_proxies: Vec<IpAddr>,
     /// How long access tokens live (at most 15 minutes).
     pub token_ttl: Duration,
     /// How long an order may wait for its payment and stock before fulfilment gives up
@@ -56,6 +60,7 @@ impl ShopConfig {
             admin_password: None,
             limits: Limits::default(),
             serve: ServeConfig::default(),
+            trusted_proxies: Vec::new(),
             token_ttl: agora_auth::MAX_TOKEN_TTL,
             fulfilment_timeout: agora_fulfilment::DEFAULT_TIMEOUT,
             capture_max_deliveries: agora_payment::DEFAULT_CAPTURE_MAX_DELIVERIES,
@@ -535,18 +540,16 @@ impl Shop {
         gateway_config.upstreams = c.upstreams.clone();
         gateway_config.service_docs = std::mem::take(&mut c.docs);
         gateway_config.limits = config.limits;
+        gateway_config.trusted_proxies = config.trusted_proxies.clone();
         gateway_config.control = Some(control.clone());
         let gateway = agora_gateway::build(gateway_config)
             .await
             .context("start the gateway")?;
-        let gateway_host = Host::start_with(
-            "gateway",
-            config.addr,
-            gateway.router(),
-            config.serve.clone(),
-        )
-        .await
-        .with_context(|| format!("listen on {}", config.addr))?;
+        let mut serve = config.serve.clone();
+        serve.uncapped.extend(&config.trusted_proxies);
+        let gateway_host = Host::start_with("gateway", config.addr, gateway.router(), serve)
+            .await
+            .with_context(|| format!("listen on {}", config.addr))?;
         c.services.push(Box::new(gateway));
 
         Ok(Shop {

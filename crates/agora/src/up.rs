@@ -22,6 +22,17 @@ pub struct UpArgs {
     /// address off (load tests from one address).
     #[arg(long)]
     no_rate_limits: bool,
+    /// A reverse proxy in front of the gateway (repeatable): from it, `Forwarded` /
+    /// `X-Forwarded-For` name the client for the per-address limits, and its
+    /// connections are not capped per address. From any other peer those headers are
+    /// ignored.
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "IP",
+        env = "AGORA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpAddr>,
     /// The most connections at once from one client address (0: no cap).
     #[arg(long, default_value_t = agora::host::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, env = "AGORA_MAX_CONNECTIONS_PER_CLIENT")]
     max_connections_per_client: usize,
@@ -37,6 +48,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     config.admin_password = std::env::var("AGORA_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
+    config.trusted_proxies = args.trusted_proxies;
     config.serve.max_connections_per_client =
         Some(args.max_connections_per_client).filter(|&cap| cap > 0);
     config.serve.header_read_timeout =

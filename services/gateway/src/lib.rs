@@ -20,6 +20,7 @@
 mod compose;
 mod control;
 mod edge;
+mod forwarded;
 mod limits;
 mod metrics;
 mod online;
@@ -31,6 +32,7 @@ mod timeline;
 mod trace;
 mod ui;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +100,9 @@ pub struct GatewayConfig {
     /// The levers of the running shop (chaos, bus pause), when the composition offers
     /// them; without, those ops routes answer 404.
     pub control: Option<Arc<dyn OpsControl>>,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client
+    /// for the per-address limits; from any other peer those headers are ignored.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -106,12 +111,14 @@ impl std::fmt::Debug for GatewayConfig {
             .field("upstreams", &self.upstreams)
             .field("limits", &self.limits)
             .field("request_timeout", &self.request_timeout)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
 
 impl GatewayConfig {
-    /// Defaults: [`Limits::default`], a 10-second request timeout, no upstreams.
+    /// Defaults: [`Limits::default`], a 10-second request timeout, no upstreams, no
+    /// trusted proxy.
     pub fn new(db_url: impl Into<String>, bus: SharedBus, keys: Arc<dyn KeySource>) -> Self {
         Self {
             db_url: db_url.into(),
@@ -122,6 +129,7 @@ impl GatewayConfig {
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
             control: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -152,6 +160,7 @@ pub(crate) struct State {
     pub control: Option<Arc<dyn OpsControl>>,
     pub bus: SharedBus,
     pub timeline: timeline::Timeline,
+    pub trusted_proxies: Arc<[IpAddr]>,
 }
 
 impl FromRef<State> for Verifier {
@@ -210,6 +219,12 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
         control: config.control.clone(),
         bus: config.bus.clone(),
         timeline,
+        trusted_proxies: config
+            .trusted_proxies
+            .iter()
+            .copied()
+            .map(forwarded::normal)
+            .collect(),
     };
     Ok(Gateway {
         router: edge::router(state),

@@ -1,10 +1,12 @@
 //! The edge under attack: every spelling of a path traversal towards every internal
-//! route, and slow clients holding connections open. Requests that must reach the gateway byte for byte are written on a
+//! route, slow clients holding connections open, and the per-address limits behind a
+//! reverse proxy. Requests that must reach the gateway byte for byte are written on a
 //! raw TCP stream (reqwest would normalise their URLs first).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use agora_gateway::{Limits, Rate};
 use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -408,5 +410,108 @@ async fn connections_over_the_per_address_cap_are_closed_at_once() {
     }
     // The ones over the cap were closed at once; the others are held (for 10 s).
     assert_eq!(closed, OVER, "{closed} of {} closed at once", CAP + OVER);
+    shop.stop().await;
+}
+
+/// Signs in with a wrong password, claiming to be `claimed` in `X-Forwarded-For`.
+async fn failed_sign_in(shop: &TestShop, claimed: &str) -> StatusCode {
+    shop.client
+        .post(shop.url("/api/identity/token"))
+        .header("x-forwarded-for", claimed)
+        .json(&json!({"email": "nobody@example.com", "password": "wrong password!"}))
+        .send()
+        .await
+        .expect("sign in")
+        .status()
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_from_a_trusted_proxy() {
+    let limits = Limits {
+        per_client: None,
+        per_user: None,
+        credentials: Some(Rate::new(2, 0.001)),
+    };
+    let direct = TestShop::start_tuned(|config| config.limits = limits).await;
+    assert_eq!(
+        failed_sign_in(&direct, "1.1.1.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        failed_sign_in(&direct, "1.1.1.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        failed_sign_in(&direct, "2.2.2.2").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "an untrusted peer chose its own limit key"
+    );
+    direct.stop().await;
+
+    let proxied = TestShop::start_tuned(|config| {
+        config.limits = limits;
+        config.trusted_proxies = vec![IpAddr::from([127, 0, 0, 1])];
+    })
+    .await;
+    assert_eq!(
+        failed_sign_in(&proxied, "1.1.1.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        failed_sign_in(&proxied, "1.1.1.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        failed_sign_in(&proxied, "1.1.1.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        failed_sign_in(&proxied, "6.6.6.6, 2.2.2.2").await,
+        StatusCode::UNAUTHORIZED,
+        "the client the trusted proxy names has a bucket of its own"
+    );
+    assert_eq!(
+        failed_sign_in(&proxied, "2.2.2.2, 1.1.1.1").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "what the client put on the left does not count"
+    );
+    proxied.stop().await;
+}
+
+#[tokio::test]
+async fn honest_sign_ins_cost_little_and_password_changes_are_limited_per_user() {
+    let shop = TestShop::start_tuned(|config| {
+        config.limits = Limits {
+            per_client: None,
+            per_user: None,
+            credentials: Some(Rate::new(4, 0.001)),
+        };
+    })
+    .await;
+    // A busy office behind one address: sign-up, then many successful sign-ins.
+    let (_, email, token) = shop.customer().await;
+    for _ in 0..20 {
+        shop.token(&email, PASSWORD).await;
+    }
+    // Guessing the current password with a stolen token: limited per user.
+    let change = |current: &'static str| {
+        shop.client
+            .put(shop.url("/api/identity/users/me/password"))
+            .bearer_auth(&token)
+            .json(&json!({"current_password": current, "new_password": "another long password"}))
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(change("a wrong guess!").await.expect("change").status());
+    }
+    assert!(
+        statuses
+            .iter()
+            .take(4)
+            .all(|s| *s != StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
     shop.stop().await;
 }
