@@ -49,6 +49,9 @@ pub use openapi::document as openapi;
 /// The event source name of the gateway (it publishes nothing; its consumers use it).
 pub const SOURCE: &str = "gateway";
 
+/// How long the ops timeline keeps an event by default: 7 days.
+pub const DEFAULT_TIMELINE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Request bodies over this size are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
@@ -103,6 +106,8 @@ pub struct GatewayConfig {
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client
     /// for the per-address limits; from any other peer those headers are ignored.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Timeline events older than this are pruned (every minute, and at start).
+    pub timeline_max_age: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -112,13 +117,14 @@ impl std::fmt::Debug for GatewayConfig {
             .field("limits", &self.limits)
             .field("request_timeout", &self.request_timeout)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("timeline_max_age", &self.timeline_max_age)
             .finish_non_exhaustive()
     }
 }
 
 impl GatewayConfig {
     /// Defaults: [`Limits::default`], a 10-second request timeout, no upstreams, no
-    /// trusted proxy.
+    /// trusted proxy, timeline events kept for [`DEFAULT_TIMELINE_MAX_AGE`].
     pub fn new(db_url: impl Into<String>, bus: SharedBus, keys: Arc<dyn KeySource>) -> Self {
         Self {
             db_url: db_url.into(),
@@ -130,6 +136,7 @@ impl GatewayConfig {
             request_timeout: Duration::from_secs(10),
             control: None,
             trusted_proxies: Vec::new(),
+            timeline_max_age: DEFAULT_TIMELINE_MAX_AGE,
         }
     }
 }
@@ -161,6 +168,7 @@ pub(crate) struct State {
     pub bus: SharedBus,
     pub timeline: timeline::Timeline,
     pub trusted_proxies: Arc<[IpAddr]>,
+    pub ready: Arc<ops::ReadyCache>,
 }
 
 impl FromRef<State> for Verifier {
@@ -176,6 +184,7 @@ pub struct Gateway {
     auth: ServiceAuth,
     online: SubscriberHandle,
     timeline: Vec<SubscriberHandle>,
+    pruner: tokio::task::JoinHandle<()>,
     db: Db,
 }
 
@@ -192,6 +201,7 @@ impl Gateway {
     }
 
     pub async fn shutdown(self) {
+        self.pruner.abort();
         for consumer in self.timeline {
             consumer.shutdown().await;
         }
@@ -207,6 +217,7 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
     let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
     let (online, online_consumer) = online::start(&db, &config.bus).await?;
     let (timeline, timeline_consumers) = timeline::start(&db, &config.bus).await?;
+    let pruner = timeline.spawn_pruner(config.timeline_max_age);
     let proxy = proxy::Proxy::new(config.upstreams.clone(), config.request_timeout)?;
     let state = State {
         verifier: auth.verifier().clone(),
@@ -225,12 +236,14 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
             .copied()
             .map(forwarded::normal)
             .collect(),
+        ready: Arc::default(),
     };
     Ok(Gateway {
         router: edge::router(state),
         auth,
         online: online_consumer,
         timeline: timeline_consumers,
+        pruner,
         db,
     })
 }

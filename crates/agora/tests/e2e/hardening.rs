@@ -515,3 +515,50 @@ async fn honest_sign_ins_cost_little_and_password_changes_are_limited_per_user()
     assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
     shop.stop().await;
 }
+
+#[tokio::test]
+async fn payment_tokens_never_show_in_the_ops_events() {
+    let shop = TestShop::start().await;
+    let (customer_id, _, customer) = shop.customer().await;
+    let admin = shop.admin_token().await;
+    let answer = shop
+        .client
+        .put(shop.url("/api/customers/me/payment-method"))
+        .bearer_auth(&customer)
+        .json(&json!({"token": "tok_visa", "last4": "4242"}))
+        .send()
+        .await
+        .expect("payment method");
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let events = |query: String| {
+        let (shop, admin) = (&shop, &admin);
+        async move {
+            shop.client
+                .get(shop.url(&format!("/api/ops/events?{query}")))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .expect("events")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let changed = crate::support::eventually(Duration::from_secs(5), || async {
+        events(format!("correlation_id={customer_id}"))
+            .await
+            .contains("PaymentMethodChanged")
+    })
+    .await;
+    assert!(changed.is_some(), "the change reached the timeline");
+    for query in [
+        format!("correlation_id={customer_id}"),
+        "limit=1000".to_owned(),
+    ] {
+        let body = events(query).await;
+        assert!(!body.contains("tok_visa"), "a payment token in {body}");
+        assert!(body.contains("[redacted]"), "{body}");
+    }
+    shop.stop().await;
+}
