@@ -416,3 +416,133 @@ impl Drop for Host {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant as StdInstant;
+
+    use axum::routing::post;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn host(header_read_timeout: Duration, idle_timeout: Duration) -> Host {
+        let router = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/echo", post(|body: String| async move { body }));
+        let config = ServeConfig {
+            header_read_timeout,
+            idle_timeout,
+            ..ServeConfig::default()
+        };
+        Host::start_with(
+            "test",
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            router,
+            config,
+        )
+        .await
+        .expect("listening")
+    }
+
+    /// Reads until the peer closes (EOF or reset) or `limit` passes; when it closed.
+    async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<StdInstant> {
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(limit, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return StdInstant::now(),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .ok()
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_closes_after_the_header_timeout() {
+        let timeout = Duration::from_millis(500);
+        let host = host(timeout, Duration::from_secs(60)).await;
+        let mut stream = TcpStream::connect(host.addr()).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(b"\r\n\r\nok") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before answering");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answered = StdInstant::now();
+        let closed = closed_within(&mut stream, timeout * 6)
+            .await
+            .expect("the idle keep-alive connection was closed");
+        let idle = closed - answered;
+        assert!(
+            idle >= timeout - Duration::from_millis(50),
+            "closed after {idle:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_on_which_nothing_moves_is_closed_after_the_idle_timeout() {
+        let idle_timeout = Duration::from_millis(500);
+        let host = host(Duration::from_secs(30), idle_timeout).await;
+        let mut stream = TcpStream::connect(host.addr()).await.expect("connect");
+        // Whole headers, then a tenth of the body, then nothing.
+        stream
+            .write_all(
+                b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789",
+            )
+            .await
+            .expect("write");
+        let sent = StdInstant::now();
+        let closed = closed_within(&mut stream, idle_timeout * 6)
+            .await
+            .expect("the stalled connection was closed");
+        let after = closed - sent;
+        assert!(
+            after >= idle_timeout - Duration::from_millis(50),
+            "closed after {after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_closes_every_open_connection() {
+        let mut host = host(Duration::from_secs(30), Duration::from_secs(30)).await;
+        let mut stream = TcpStream::connect(host.addr()).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        // Until the connection is accepted and served, stop could race it; a served
+        // request on another connection orders the two.
+        let mut probe = TcpStream::connect(host.addr()).await.expect("connect");
+        probe
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        closed_within(&mut probe, Duration::from_secs(5))
+            .await
+            .expect("answered");
+        host.stop().await;
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "a connection outlived stop"
+        );
+        assert!(
+            TcpStream::connect(host.addr()).await.is_err(),
+            "still listening"
+        );
+        host.resume().await.expect("resume");
+        assert!(
+            TcpStream::connect(host.addr()).await.is_ok(),
+            "not listening again"
+        );
+    }
+}
