@@ -333,6 +333,8 @@ struct OpenConnections(Arc<Mutex<HashMap<IpAddr, usize>>>);
 impl OpenConnections {
     /// A slot for one more connection from `ip`, or `None` when it has its share.
     fn take(&self, ip: IpAddr, config: &ServeConfig) -> Option<Slot> {
+        // An IPv4 client of a dual-stack listener is one address, however it came.
+        let ip = ip.to_canonical();
         let mut open = self.0.lock();
         let count = open.entry(ip).or_insert(0);
         if let Some(cap) = config.max_connections_per_client

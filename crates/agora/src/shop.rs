@@ -546,7 +546,9 @@ impl Shop {
             .await
             .context("start the gateway")?;
         let mut serve = config.serve.clone();
-        serve.uncapped.extend(&config.trusted_proxies);
+        serve
+            .uncapped
+            .extend(config.trusted_proxies.iter().map(IpAddr::to_canonical));
         let gateway_host = Host::start_with("gateway", config.addr, gateway.router(), serve)
             .await
             .with_context(|| format!("listen on {}", config.addr))?;

@@ -76,10 +76,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 /// IPv4 as itself even when it came as an IPv4-mapped IPv6 address.
 pub(crate) fn normal(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
+    ip.to_canonical()
 }
 
 #[cfg(test)]
