@@ -114,6 +114,9 @@ impl Proxy {
         routes.sort_by_key(|r| std::cmp::Reverse(r.upstream.prefix.as_ref().map(String::len)));
         let plain = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(250))
+            // Let idle connections go before the services' listeners close them (5 s),
+            // so that a probe never races a close and reads as "down".
+            .pool_idle_timeout(Duration::from_secs(4))
             .build()?;
         Ok(Self { routes, plain })
     }
