@@ -1,21 +1,86 @@
 //! One service's HTTP listener on 127.0.0.1, which can be taken down and brought back
 //! on the same port (`down` means connections refused, as if the process were gone).
+//!
+//! Connections are served by hyper directly, under [`ServeConfig`]: a request's
+//! headers must arrive within a few seconds (which also bounds how long a keep-alive
+//! connection waits for its next request), a connection on which nothing moves for a
+//! while is closed, and the connections from one client address are capped. A client
+//! that opens connections and sends nothing, or half a request (slowloris), holds
+//! them for seconds, not forever.
 
-use std::net::SocketAddr;
-
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use agora_gateway::{Chaos, ChaosMode};
 use agora_httpkit::Problem;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use parking_lot::RwLock;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::{Mutex, RwLock};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tower::ServiceExt as _;
+
+/// How a listener treats its connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// A request's headers must have arrived this long after the server started
+    /// waiting for them, or the connection is closed. The wait for the next request
+    /// on a keep-alive connection counts: an idle keep-alive connection closes after
+    /// this long too.
+    pub header_read_timeout: Duration,
+    /// A connection on which nothing is read or written for this long is closed
+    /// (a client that stops reading an answer, or stops sending a body).
+    pub idle_timeout: Duration,
+    /// The most connections open at once from one client address; a connection over
+    /// it is closed as soon as it is accepted. `None`: no cap.
+    pub max_connections_per_client: Option<usize>,
+    /// Addresses the cap does not apply to (trusted reverse proxies, which carry
+    /// many clients' connections).
+    pub uncapped: Vec<IpAddr>,
+}
+
+/// Defaults: [`DEFAULT_HEADER_READ_TIMEOUT`], [`DEFAULT_IDLE_TIMEOUT`],
+/// [`DEFAULT_MAX_CONNECTIONS_PER_CLIENT`].
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections_per_client: Some(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
+            uncapped: Vec::new(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// For a service's own listener, whose clients (the gateway, other services) all
+    /// come from one address: the timeouts, no cap per address.
+    pub fn internal() -> Self {
+        Self {
+            max_connections_per_client: None,
+            ..Self::default()
+        }
+    }
+}
+
+/// A request's headers must arrive within 5 s (and an idle keep-alive connection
+/// closes after 5 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection on which nothing moves for 60 s is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most 256 connections at once from one client address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 
 /// A service router served on its own port.
 #[derive(Debug)]
@@ -23,18 +88,31 @@ pub struct Host {
     name: String,
     addr: SocketAddr,
     router: Router,
+    config: Arc<ServeConfig>,
     server: Option<JoinHandle<()>>,
 }
 
 impl Host {
-    /// Serves `router` as it is on `addr`; port 0 picks a free one.
+    /// Serves `router` as it is on `addr` with the default [`ServeConfig`]; port 0
+    /// picks a free one.
     pub async fn start(name: &str, addr: SocketAddr, router: Router) -> std::io::Result<Self> {
+        Self::start_with(name, addr, router, ServeConfig::default()).await
+    }
+
+    /// Serves `router` on `addr` under `config`.
+    pub async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        router: Router,
+        config: ServeConfig,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let mut host = Self {
             name: name.to_owned(),
             addr,
             router,
+            config: Arc::new(config),
             server: None,
         };
         host.serve(listener);
@@ -77,16 +155,218 @@ impl Host {
     }
 
     fn serve(&mut self, listener: TcpListener) {
-        let service = self
-            .router
-            .clone()
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let router = self.router.clone();
+        let config = self.config.clone();
         let name = self.name.clone();
-        self.server = Some(tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, service).await {
-                tracing::error!(service = %name, %error, "listener failed");
+        self.server = Some(tokio::spawn(accept(listener, router, config, name)));
+    }
+}
+
+/// Accepts connections until aborted; aborting it drops (closes) every connection it
+/// serves, since they live in its `JoinSet`.
+async fn accept(listener: TcpListener, router: Router, config: Arc<ServeConfig>, name: String) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    let open = OpenConnections::default();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Some(slot) = open.take(peer.ip(), &config) else {
+                        tracing::debug!(service = %name, %peer, "too many connections from one address");
+                        drop(stream);
+                        continue;
+                    };
+                    let serve = serve_connection(
+                        http.clone(), stream, peer, router.clone(), config.idle_timeout,
+                    );
+                    connections.spawn(async move {
+                        serve.await;
+                        drop(slot);
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors, typically: give connections time to close.
+                    tracing::warn!(service = %name, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Serves one connection until it ends, its headers time out, or nothing moves on it
+/// for `idle_timeout`.
+async fn serve_connection(
+    http: hyper::server::conn::http1::Builder,
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    idle_timeout: Duration,
+) {
+    let activity = Activity::default();
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        // What `into_make_service_with_connect_info` gives handlers: the rate limits
+        // key on it.
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let connection = http.serve_connection(io, service);
+    tokio::pin!(connection);
+    loop {
+        let quiet_until = activity.last() + idle_timeout;
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended");
+                }
+                return;
             }
-        }));
+            () = tokio::time::sleep_until(quiet_until) => {
+                if activity.last() + idle_timeout <= Instant::now() {
+                    tracing::debug!(%peer, "idle connection closed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When bytes last moved on a connection.
+#[derive(Debug, Clone)]
+struct Activity {
+    start: Instant,
+    millis: Arc<AtomicU64>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            millis: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let millis = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream that records its activity.
+#[derive(Debug)]
+struct Watched {
+    inner: TcpStream,
+    activity: Activity,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Open connections per client address.
+#[derive(Debug, Clone, Default)]
+struct OpenConnections(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl OpenConnections {
+    /// A slot for one more connection from `ip`, or `None` when it has its share.
+    fn take(&self, ip: IpAddr, config: &ServeConfig) -> Option<Slot> {
+        // An IPv4 client of a dual-stack listener is one address, however it came.
+        let ip = ip.to_canonical();
+        let mut open = self.0.lock();
+        let count = open.entry(ip).or_insert(0);
+        if let Some(cap) = config.max_connections_per_client
+            && *count >= cap
+            && !config.uncapped.contains(&ip)
+        {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            open: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in [`OpenConnections`], given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    open: OpenConnections,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.0.lock();
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -136,5 +416,135 @@ impl Drop for Host {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant as StdInstant;
+
+    use axum::routing::post;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn host(header_read_timeout: Duration, idle_timeout: Duration) -> Host {
+        let router = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/echo", post(|body: String| async move { body }));
+        let config = ServeConfig {
+            header_read_timeout,
+            idle_timeout,
+            ..ServeConfig::default()
+        };
+        Host::start_with(
+            "test",
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            router,
+            config,
+        )
+        .await
+        .expect("listening")
+    }
+
+    /// Reads until the peer closes (EOF or reset) or `limit` passes; when it closed.
+    async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<StdInstant> {
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(limit, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return StdInstant::now(),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .ok()
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_closes_after_the_header_timeout() {
+        let timeout = Duration::from_millis(500);
+        let host = host(timeout, Duration::from_secs(60)).await;
+        let mut stream = TcpStream::connect(host.addr()).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(b"\r\n\r\nok") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before answering");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answered = StdInstant::now();
+        let closed = closed_within(&mut stream, timeout * 6)
+            .await
+            .expect("the idle keep-alive connection was closed");
+        let idle = closed - answered;
+        assert!(
+            idle >= timeout - Duration::from_millis(50),
+            "closed after {idle:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_on_which_nothing_moves_is_closed_after_the_idle_timeout() {
+        let idle_timeout = Duration::from_millis(500);
+        let host = host(Duration::from_secs(30), idle_timeout).await;
+        let mut stream = TcpStream::connect(host.addr()).await.expect("connect");
+        // Whole headers, then a tenth of the body, then nothing.
+        stream
+            .write_all(
+                b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789",
+            )
+            .await
+            .expect("write");
+        let sent = StdInstant::now();
+        let closed = closed_within(&mut stream, idle_timeout * 6)
+            .await
+            .expect("the stalled connection was closed");
+        let after = closed - sent;
+        assert!(
+            after >= idle_timeout - Duration::from_millis(50),
+            "closed after {after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_closes_every_open_connection() {
+        let mut host = host(Duration::from_secs(30), Duration::from_secs(30)).await;
+        let mut stream = TcpStream::connect(host.addr()).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        // Until the connection is accepted and served, stop could race it; a served
+        // request on another connection orders the two.
+        let mut probe = TcpStream::connect(host.addr()).await.expect("connect");
+        probe
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        closed_within(&mut probe, Duration::from_secs(5))
+            .await
+            .expect("answered");
+        host.stop().await;
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "a connection outlived stop"
+        );
+        assert!(
+            TcpStream::connect(host.addr()).await.is_err(),
+            "still listening"
+        );
+        host.resume().await.expect("resume");
+        assert!(
+            TcpStream::connect(host.addr()).await.is_ok(),
+            "not listening again"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! on the public address. Services get their bus, their store and the URLs of what
 //! they call, and nothing else: no call between them takes an in-process shortcut.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use agora_identity::{Identity, IdentityConfig};
 use agora_resilience::ClientConfig;
 use anyhow::Context;
 
-use crate::host::{ChaosCell, Host, service_router};
+use crate::host::{ChaosCell, Host, ServeConfig, service_router};
 use crate::provider::{PROVIDER, SwitchedProvider};
 
 /// How the shop runs.
@@ -32,6 +32,14 @@ pub struct ShopConfig {
     /// `<data_dir>/admin-password`) when `None`.
     pub admin_password: Option<String>,
     pub limits: Limits,
+    /// How the gateway's public listener treats connections (header and idle
+    /// timeouts, connections per client address). The services' own listeners get
+    /// the same timeouts and no cap per address.
+    pub serve: ServeConfig,
+    /// Reverse proxies in front of the gateway, whose `Forwarded` / `X-Forwarded-For`
+    /// name the client for the per-address limits (and whose connections are not
+    /// capped per address).
+    pub trusted_proxies: Vec<IpAddr>,
     /// How long access tokens live (at most 15 minutes).
     pub token_ttl: Duration,
     /// How long an order may wait for its payment and stock before fulfilment gives up
@@ -51,6 +59,8 @@ impl ShopConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_password: None,
             limits: Limits::default(),
+            serve: ServeConfig::default(),
+            trusted_proxies: Vec::new(),
             token_ttl: agora_auth::MAX_TOKEN_TTL,
             fulfilment_timeout: agora_fulfilment::DEFAULT_TIMEOUT,
             capture_max_deliveries: agora_payment::DEFAULT_CAPTURE_MAX_DELIVERIES,
@@ -207,6 +217,9 @@ struct Composition {
     services: Vec<Box<dyn Running>>,
     upstreams: Vec<Upstream>,
     docs: Vec<utoipa::openapi::OpenApi>,
+    /// How the services' own listeners serve: the shop's timeouts, no cap per
+    /// address (their clients all come from 127.0.0.1).
+    serve: ServeConfig,
 }
 
 impl Composition {
@@ -237,9 +250,14 @@ impl Composition {
     ) -> anyhow::Result<String> {
         let local = SocketAddr::from(([127, 0, 0, 1], 0));
         let chaos = ChaosCell::default();
-        let host = Host::start(name, local, service_router(router, chaos.clone()))
-            .await
-            .with_context(|| format!("listen for {name}"))?;
+        let host = Host::start_with(
+            name,
+            local,
+            service_router(router, chaos.clone()),
+            self.serve.clone(),
+        )
+        .await
+        .with_context(|| format!("listen for {name}"))?;
         let url = host.url();
         self.upstreams.push(match prefix {
             Some(prefix) => Upstream::new(name, prefix, &url),
@@ -280,6 +298,10 @@ impl Shop {
             services: Vec::new(),
             upstreams: Vec::new(),
             docs: Vec::new(),
+            serve: ServeConfig {
+                max_connections_per_client: None,
+                ..config.serve.clone()
+            },
         };
 
         let (bus_view, switch) = c.bus_for("identity");
@@ -532,12 +554,17 @@ impl Shop {
         gateway_config.upstreams = c.upstreams.clone();
         gateway_config.service_docs = std::mem::take(&mut c.docs);
         gateway_config.limits = config.limits;
+        gateway_config.trusted_proxies = config.trusted_proxies.clone();
         gateway_config.control = Some(control.clone());
         gateway_config.internal = internal;
         let gateway = agora_gateway::build(gateway_config)
             .await
             .context("start the gateway")?;
-        let gateway_host = Host::start("gateway", config.addr, gateway.router())
+        let mut serve = config.serve.clone();
+        serve
+            .uncapped
+            .extend(config.trusted_proxies.iter().map(IpAddr::to_canonical));
+        let gateway_host = Host::start_with("gateway", config.addr, gateway.router(), serve)
             .await
             .with_context(|| format!("listen on {}", config.addr))?;
         c.services.push(Box::new(gateway));

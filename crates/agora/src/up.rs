@@ -18,9 +18,28 @@ pub struct UpArgs {
     /// The address the gateway listens on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), env = "AGORA_HOST")]
     host: IpAddr,
-    /// Switches the gateway's rate limits off (load tests from one address).
+    /// Switches the gateway's rate limits and its cap on connections per client
+    /// address off (load tests from one address).
     #[arg(long)]
     no_rate_limits: bool,
+    /// A reverse proxy in front of the gateway (repeatable): from it, `Forwarded` /
+    /// `X-Forwarded-For` name the client for the per-address limits, and its
+    /// connections are not capped per address. From any other peer those headers are
+    /// ignored.
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "IP",
+        env = "AGORA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpAddr>,
+    /// The most connections at once from one client address (0: no cap).
+    #[arg(long, default_value_t = agora::host::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, env = "AGORA_MAX_CONNECTIONS_PER_CLIENT")]
+    max_connections_per_client: usize,
+    /// Seconds a client has to send a request's headers (and an idle keep-alive
+    /// connection stays open).
+    #[arg(long, default_value_t = agora::host::DEFAULT_HEADER_READ_TIMEOUT.as_secs(), env = "AGORA_HEADER_TIMEOUT_SECS")]
+    header_timeout_secs: u64,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -29,8 +48,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     config.admin_password = std::env::var("AGORA_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
+    config.trusted_proxies = args.trusted_proxies;
+    config.serve.max_connections_per_client =
+        Some(args.max_connections_per_client).filter(|&cap| cap > 0);
+    config.serve.header_read_timeout =
+        std::time::Duration::from_secs(args.header_timeout_secs.max(1));
     if args.no_rate_limits {
         config.limits = agora_gateway::Limits::unlimited();
+        config.serve.max_connections_per_client = None;
     }
     // Listening before saying "ready": a signal that arrives right after must find
     // its handler in place, not the default action that kills the process.

@@ -14,9 +14,19 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
-use crate::{BODY_LIMIT, State, compose, ops, trace, ui};
+use crate::{BODY_LIMIT, State, compose, forwarded, ops, path, trace, ui};
 
+/// The public router. The path check wraps all of it, routing included: a path that
+/// could be read two ways is refused before anything looks at it.
 pub(crate) fn router(state: State) -> Router {
+    let routed = routes(state);
+    Router::new()
+        .fallback_service(routed)
+        .layer(from_fn(path::refuse_bad_paths))
+        .layer(from_fn(trace::layer))
+}
+
+fn routes(state: State) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(ops::readyz))
@@ -34,7 +44,6 @@ pub(crate) fn router(state: State) -> Router {
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .fallback(forward)
         .layer(from_fn_with_state(state.clone(), guard))
-        .layer(from_fn(trace::layer))
         .with_state(state)
 }
 
@@ -72,15 +81,28 @@ pub(crate) async fn openapi_json(AxumState(state): AxumState<State>) -> Response
         .into_response()
 }
 
+/// The client's key for the per-address limits (its address, or the one a trusted
+/// proxy names), set by [`guard`] for the handlers after it.
+#[derive(Debug, Clone)]
+struct ClientKey(String);
+
 /// Rate limits, the deadline and metrics, around every request.
-async fn guard(AxumState(state): AxumState<State>, request: Request, next: Next) -> Response {
+async fn guard(AxumState(state): AxumState<State>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(
+            || "unknown".to_owned(),
+            |c| forwarded::client_key(c.0.ip(), request.headers(), &state.trusted_proxies),
+        );
+    request.extensions_mut().insert(ClientKey(client.clone()));
     let service = state
         .proxy
         .route(request.uri().path())
         .map_or("gateway", |r| r.upstream.name.as_str())
         .to_owned();
-    let response = match admit(&state, &request) {
+    let response = match admit(&state, &client, &request) {
         Err(problem) => problem.into_response(),
         Ok(()) => match tokio::time::timeout(state.request_timeout, next.run(request)).await {
             Ok(response) => response,
@@ -100,18 +122,14 @@ async fn guard(AxumState(state): AxumState<State>, request: Request, next: Next)
 }
 
 /// The limits that need no token: per client, and on the credential routes.
-fn admit(state: &State, request: &Request) -> Result<(), Problem> {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+fn admit(state: &State, client: &str, request: &Request) -> Result<(), Problem> {
     if let Some(limiter) = &state.limits.per_client {
-        limiter.check(&client).map_err(Problem::too_many_requests)?;
+        limiter.check(client).map_err(Problem::too_many_requests)?;
     }
     if is_credentials(request.method(), request.uri().path())
         && let Some(limiter) = &state.limits.credentials
     {
-        limiter.check(&client).map_err(|wait| {
+        limiter.check(client).map_err(|wait| {
             Problem::too_many_requests(wait)
                 .with_detail("Too many sign-in or sign-up attempts; try again later.")
         })?;
@@ -127,7 +145,8 @@ fn admit(state: &State, request: &Request) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Everything that is not the gateway's own: to the owning service.
+/// Everything that is not the gateway's own: to the owning service (only ever under
+/// a public `/api/<service>` prefix; the path has passed [`path::check`]).
 async fn forward(AxumState(state): AxumState<State>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let Some(route) = state.proxy.route(&path) else {
@@ -144,12 +163,24 @@ async fn forward(AxumState(state): AxumState<State>, request: Request) -> Respon
         {
             return Problem::too_many_requests(wait).into_response();
         }
+        // Guessing the current password with a stolen token is as slow as guessing
+        // it at sign-in.
+        if is_password_change(&parts.method, &path)
+            && let Some(limiter) = &state.limits.credentials
+            && let Err(wait) = limiter.check(&format!("user:{}", caller.user_id))
+        {
+            return Problem::too_many_requests(wait)
+                .with_detail("Too many password change attempts; try again later.")
+                .into_response();
+        }
     }
+    let credentials = is_credentials(&parts.method, &path);
+    let client = parts.extensions.get::<ClientKey>().cloned();
     let body = match to_bytes(body, BODY_LIMIT).await {
         Ok(body) => body,
         Err(_) => return Problem::payload_too_large().into_response(),
     };
-    state
+    let response = state
         .proxy
         .forward(
             route,
@@ -159,7 +190,15 @@ async fn forward(AxumState(state): AxumState<State>, request: Request) -> Respon
             body,
             state.request_timeout,
         )
-        .await
+        .await;
+    // An honest sign-in or sign-up costs a fraction of a failed one.
+    if credentials
+        && response.status().is_success()
+        && let (Some(limiter), Some(ClientKey(client))) = (&state.limits.credentials, client)
+    {
+        limiter.refund(&client, crate::limits::SUCCESS_REFUND);
+    }
+    response
 }
 
 /// Routes anyone may call without a token. Everything else under `/api` needs one at
@@ -179,13 +218,16 @@ pub(crate) fn is_public(method: &Method, path: &str) -> bool {
     }
 }
 
-/// Where passwords are tried: limited per client much more strictly.
+/// Where passwords are tried: limited per client much more strictly. (The path has
+/// passed [`path::check`]: no trailing slash or other spelling of these.)
 fn is_credentials(method: &Method, path: &str) -> bool {
-    method == Method::POST
-        && matches!(
-            path.trim_end_matches('/'),
-            "/api/identity/token" | "/api/identity/users"
-        )
+    method == Method::POST && matches!(path, "/api/identity/token" | "/api/identity/users")
+}
+
+/// Where a signed-in user tries their current password: limited per user as
+/// strictly as sign-in is per client.
+fn is_password_change(method: &Method, path: &str) -> bool {
+    method == Method::PUT && path == "/api/identity/users/me/password"
 }
 
 #[cfg(test)]

@@ -20,16 +20,19 @@
 mod compose;
 mod control;
 mod edge;
+mod forwarded;
 mod limits;
 mod metrics;
 mod online;
 mod openapi;
 mod ops;
+mod path;
 mod proxy;
 mod timeline;
 mod trace;
 mod ui;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +48,9 @@ pub use openapi::document as openapi;
 
 /// The event source name of the gateway (it publishes nothing; its consumers use it).
 pub const SOURCE: &str = "gateway";
+
+/// How long the ops timeline keeps an event by default: 7 days.
+pub const DEFAULT_TIMELINE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Request bodies over this size are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -101,6 +107,11 @@ pub struct GatewayConfig {
     /// `/internal/...` (ops levers, stock for the storefront) with it. It never
     /// forwards a public request there. [`GatewayConfig::new`] makes a fresh one.
     pub internal: InternalKey,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client
+    /// for the per-address limits; from any other peer those headers are ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Timeline events older than this are pruned (every minute, and at start).
+    pub timeline_max_age: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -109,12 +120,15 @@ impl std::fmt::Debug for GatewayConfig {
             .field("upstreams", &self.upstreams)
             .field("limits", &self.limits)
             .field("request_timeout", &self.request_timeout)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("timeline_max_age", &self.timeline_max_age)
             .finish_non_exhaustive()
     }
 }
 
 impl GatewayConfig {
-    /// Defaults: [`Limits::default`], a 10-second request timeout, no upstreams.
+    /// Defaults: [`Limits::default`], a 10-second request timeout, no upstreams, no
+    /// trusted proxy, timeline events kept for [`DEFAULT_TIMELINE_MAX_AGE`].
     pub fn new(db_url: impl Into<String>, bus: SharedBus, keys: Arc<dyn KeySource>) -> Self {
         Self {
             db_url: db_url.into(),
@@ -126,6 +140,8 @@ impl GatewayConfig {
             request_timeout: Duration::from_secs(10),
             control: None,
             internal: InternalKey::generate(),
+            trusted_proxies: Vec::new(),
+            timeline_max_age: DEFAULT_TIMELINE_MAX_AGE,
         }
     }
 }
@@ -157,6 +173,8 @@ pub(crate) struct State {
     pub bus: SharedBus,
     pub timeline: timeline::Timeline,
     pub internal: InternalAuth,
+    pub trusted_proxies: Arc<[IpAddr]>,
+    pub ready: Arc<ops::ReadyCache>,
 }
 
 impl FromRef<State> for Verifier {
@@ -172,6 +190,7 @@ pub struct Gateway {
     auth: ServiceAuth,
     online: SubscriberHandle,
     timeline: Vec<SubscriberHandle>,
+    pruner: tokio::task::JoinHandle<()>,
     db: Db,
 }
 
@@ -188,6 +207,7 @@ impl Gateway {
     }
 
     pub async fn shutdown(self) {
+        self.pruner.abort();
         for consumer in self.timeline {
             consumer.shutdown().await;
         }
@@ -203,6 +223,7 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
     let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
     let (online, online_consumer) = online::start(&db, &config.bus).await?;
     let (timeline, timeline_consumers) = timeline::start(&db, &config.bus).await?;
+    let pruner = timeline.spawn_pruner(config.timeline_max_age);
     let proxy = proxy::Proxy::new(config.upstreams.clone(), config.request_timeout)?;
     let state = State {
         verifier: auth.verifier().clone(),
@@ -216,12 +237,20 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
         bus: config.bus.clone(),
         timeline,
         internal: config.internal.service(SOURCE),
+        trusted_proxies: config
+            .trusted_proxies
+            .iter()
+            .copied()
+            .map(forwarded::normal)
+            .collect(),
+        ready: Arc::default(),
     };
     Ok(Gateway {
         router: edge::router(state),
         auth,
         online: online_consumer,
         timeline: timeline_consumers,
+        pruner,
         db,
     })
 }

@@ -1,6 +1,13 @@
 //! Request rate limits: token buckets keyed by client address, by user, and a strict
-//! one for the credential routes (sign-in and sign-up), so that password guessing is
-//! slowed to a crawl while ordinary use never notices.
+//! one for the credential routes (sign-in and sign-up per client address, password
+//! change per user), so that password guessing is slowed to a crawl while ordinary
+//! use never notices.
+//!
+//! On the credential routes a success costs less than a failure: when identity
+//! answers 2xx, [`SUCCESS_REFUND`] of the spent token goes back to the bucket. With
+//! the default rate (burst 10, one token every 2 s), an office behind one NAT address
+//! can sign in 10 people at once and then 5 a second for as long as they keep
+//! succeeding, while guessing from that address stays at one try every 2 s.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -87,6 +94,10 @@ struct Bucket {
     at: Instant,
 }
 
+/// The share of a credential token given back when the attempt succeeded: a
+/// successful sign-in or sign-up costs a tenth of a failed one.
+pub const SUCCESS_REFUND: f64 = 0.9;
+
 /// Above this many keys, full (idle) buckets are dropped.
 const PRUNE_ABOVE: usize = 10_000;
 
@@ -130,6 +141,23 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Gives `amount` tokens back to `key`'s bucket (never above the burst), e.g.
+    /// when the request they were spent on turned out to be an honest one.
+    pub fn refund(&self, key: &str, amount: f64) {
+        let now = Instant::now();
+        let burst = f64::from(self.rate.burst.max(1));
+        let mut buckets = self.buckets.lock();
+        if let Some(bucket) = buckets.get_mut(key) {
+            let tokens = refill(bucket, now, self.rate.per_second, burst);
+            *bucket = Bucket {
+                tokens: (tokens + amount).min(burst),
+                at: now,
+            };
+        }
+    }
+}
+
 fn refill(bucket: &Bucket, now: Instant, per_second: f64, burst: f64) -> f64 {
     let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
     (bucket.tokens + elapsed * per_second).min(burst)
@@ -150,6 +178,37 @@ mod tests {
         assert!(limiter.check("b").is_ok(), "keys are independent");
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(limiter.check("a").is_ok(), "one token after 1/rate");
+        assert!(limiter.check("a").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn successes_cost_a_tenth_of_failures() {
+        // The default credential rate: 10 at once, then one every 2 s.
+        let limiter = Limiter::new(Rate::new(10, 0.5));
+        // A busy office: 100 people sign in successfully within a few seconds.
+        for person in 0..100 {
+            limiter
+                .check("office")
+                .unwrap_or_else(|wait| panic!("sign-in {person} refused, wait {wait:?}"));
+            limiter.refund("office", SUCCESS_REFUND);
+            tokio::time::advance(Duration::from_millis(40)).await;
+        }
+        // A guesser from another address: 10 failures, then one every 2 s.
+        for _ in 0..10 {
+            assert!(limiter.check("guesser").is_ok());
+        }
+        assert!(limiter.check("guesser").is_err());
+        limiter.refund("nobody", SUCCESS_REFUND);
+        assert!(limiter.buckets.lock().get("nobody").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_never_lifts_a_bucket_over_its_burst() {
+        let limiter = Limiter::new(Rate::new(2, 0.0));
+        assert!(limiter.check("a").is_ok());
+        limiter.refund("a", 5.0);
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.check("a").is_ok());
         assert!(limiter.check("a").is_err());
     }
 

@@ -54,8 +54,9 @@ pub fn document(service_docs: Vec<OpenApi>) -> OpenApi {
     }
     for (path, item) in doc.paths.paths.iter_mut() {
         let forwarded = !own.contains(path);
+        let templated = path.contains('{');
         for operation in operations(item) {
-            add_edge_answers(operation, forwarded);
+            add_edge_answers(operation, forwarded, templated);
         }
     }
     doc
@@ -81,7 +82,7 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 }
 
 /// What the edge may answer before (or instead of) the service.
-fn add_edge_answers(operation: &mut Operation, forwarded: bool) {
+fn add_edge_answers(operation: &mut Operation, forwarded: bool, templated: bool) {
     let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let has_body = operation.request_body.is_some();
     let mut add = |status: &str, description: &str, retry_after: bool| {
@@ -92,6 +93,15 @@ fn add_edge_answers(operation: &mut Operation, forwarded: bool) {
             .or_insert_with(|| problem(description, retry_after));
     };
     add("429", "Too many requests; retry after the time given", true);
+    if templated {
+        // A path parameter that spells a dot segment, an encoded separator, a `;` or
+        // a control character makes a path the gateway refuses before routing.
+        add(
+            "400",
+            "The request path is malformed (dot segments, encoded separators, `;`, empty segments or control characters)",
+            false,
+        );
+    }
     if has_body {
         add("413", "The request body is over 64 KiB", false);
     }

@@ -156,17 +156,7 @@ pub(crate) async fn status(AxumState(state): AxumState<State>, caller: Caller) -
         (status = 503, description = "Some service does not answer", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn readyz(AxumState(state): AxumState<State>) -> Response {
-    let client = state.proxy.client();
-    let probes = state
-        .proxy
-        .upstreams()
-        .map(|upstream| async move { (upstream.name.clone(), healthy(client, upstream).await) });
-    let down: Vec<String> = futures::future::join_all(probes)
-        .await
-        .into_iter()
-        .filter(|(_, healthy)| !healthy)
-        .map(|(name, _)| name)
-        .collect();
+    let down = state.ready.down(&state).await;
     if down.is_empty() {
         "ready".into_response()
     } else {
@@ -174,6 +164,55 @@ pub(crate) async fn readyz(AxumState(state): AxumState<State>) -> Response {
             .with_detail(format!("Not answering: {}.", down.join(", ")))
             .into_response()
     }
+}
+
+/// How long one readiness probe of every service answers `/readyz`.
+const READY_FOR: Duration = Duration::from_secs(1);
+
+/// The last readiness probe: `/readyz` fans out to every service at most once a
+/// second, however often it is called; callers that arrive during a probe wait for it
+/// and share its result.
+#[derive(Debug, Default)]
+pub(crate) struct ReadyCache {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<String>)>>,
+}
+
+impl ReadyCache {
+    /// The services not answering, as of a probe at most [`READY_FOR`] old.
+    async fn down(&self, state: &State) -> Vec<String> {
+        self.down_with(|| probe_all(state)).await
+    }
+
+    async fn down_with<F, Fut>(&self, probe: F) -> Vec<String>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Vec<String>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, down)) = last.as_ref()
+            && at.elapsed() < READY_FOR
+        {
+            return down.clone();
+        }
+        let down = probe().await;
+        *last = Some((tokio::time::Instant::now(), down.clone()));
+        down
+    }
+}
+
+/// Probes every service's `/healthz` at once; the names of those that do not answer.
+async fn probe_all(state: &State) -> Vec<String> {
+    let client = state.proxy.client();
+    let probes = state
+        .proxy
+        .upstreams()
+        .map(|upstream| async move { (upstream.name.clone(), healthy(client, upstream).await) });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter(|(_, healthy)| !healthy)
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// The breakers of a service's own outgoing calls, from its
@@ -542,5 +581,40 @@ pub(crate) async fn events(
             tracing::error!(%error, "timeline unavailable");
             Problem::internal().into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod ready_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_is_probed_at_most_once_a_second_and_shared() {
+        let cache = Arc::new(ReadyCache::default());
+        let probes = Arc::new(AtomicU32::new(0));
+        let probe = |probes: Arc<AtomicU32>| async move {
+            probes.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            vec!["payment".to_owned()]
+        };
+        let callers = (0..50).map(|_| {
+            let cache = cache.clone();
+            let probes = probes.clone();
+            async move { cache.down_with(|| probe(probes)).await }
+        });
+        let answers = futures::future::join_all(callers).await;
+        assert!(answers.iter().all(|down| down == &["payment".to_owned()]));
+        assert_eq!(probes.load(Ordering::SeqCst), 1, "50 callers, one probe");
+
+        tokio::time::advance(Duration::from_millis(500)).await;
+        cache.down_with(|| probe(probes.clone())).await;
+        assert_eq!(probes.load(Ordering::SeqCst), 1, "still fresh");
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        cache.down_with(|| probe(probes.clone())).await;
+        assert_eq!(probes.load(Ordering::SeqCst), 2, "stale after a second");
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use agora_httpkit::Problem;
 use axum::body::{Body, Bytes};
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
@@ -33,6 +34,33 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub(crate) struct Route {
     pub upstream: Upstream,
     pub client: ResilientClient,
+    /// Where the upstream listens, parsed once: forwarded URLs are built from these
+    /// and the request's checked path, never by re-parsing a string.
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl Route {
+    /// The upstream URL of a request for `path` (checked by [`crate::path::check`])
+    /// with `query` as the client sent it.
+    pub fn target(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+        let path_and_query = match query {
+            Some(query) => PathAndQuery::try_from(format!("{path}?{query}")),
+            None => PathAndQuery::try_from(path),
+        }
+        .ok()?;
+        // The parts must be read back exactly as given, or some reader could route
+        // the request elsewhere than the gateway decided.
+        if path_and_query.path() != path || path_and_query.query() != query {
+            return None;
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .ok()
+    }
 }
 
 #[derive(Debug)]
@@ -60,12 +88,35 @@ impl Proxy {
                 config.retry.retry_server_errors = false;
                 let client = agora_resilience::client(&upstream.name, &upstream.url, config)
                     .map_err(|e| crate::Error::Upstream(upstream.name.clone(), e.to_string()))?;
-                Ok(Route { upstream, client })
+                let invalid = || {
+                    crate::Error::Upstream(
+                        upstream.name.clone(),
+                        format!("{} is not an http://host:port URL", upstream.url),
+                    )
+                };
+                let base: Uri = upstream.url.parse().map_err(|_| invalid())?;
+                let (Some(scheme), Some(authority)) =
+                    (base.scheme().cloned(), base.authority().cloned())
+                else {
+                    return Err(invalid());
+                };
+                if !matches!(base.path(), "" | "/") || base.query().is_some() {
+                    return Err(invalid());
+                }
+                Ok(Route {
+                    upstream,
+                    client,
+                    scheme,
+                    authority,
+                })
             })
             .collect::<Result<Vec<_>, crate::Error>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.upstream.prefix.as_ref().map(String::len)));
         let plain = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(250))
+            // Let idle connections go before the services' listeners close them (5 s),
+            // so that a probe never races a close and reads as "down".
+            .pool_idle_timeout(Duration::from_secs(4))
             .build()?;
         Ok(Self { routes, plain })
     }
@@ -104,13 +155,12 @@ impl Proxy {
         body: Bytes,
         deadline: Duration,
     ) -> Response {
-        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        let Some(target) = route.target(uri.path(), uri.query()) else {
+            return Problem::not_found().into_response();
+        };
         let mut request = axum::http::Request::new(body);
         *request.method_mut() = method;
-        *request.uri_mut() = match route.client.url(path).parse() {
-            Ok(uri) => uri,
-            Err(_) => return Problem::not_found().into_response(),
-        };
+        *request.uri_mut() = target;
         for (name, value) in headers {
             // The budget is the gateway's to set, never the public's.
             if !HOP_BY_HOP.contains(name) && name != BUDGET_HEADER {
@@ -204,5 +254,44 @@ mod tests {
         assert!(proxy.route("/api/unknown").is_none());
         assert!(proxy.route("/internal/payment/authorizations").is_none());
         assert!(proxy.route("/api/payment").is_none());
+        assert!(proxy.route("/internal/customers/x").is_none());
+        assert!(proxy.route("/").is_none());
+    }
+
+    #[test]
+    fn the_forwarded_url_is_the_checked_path_and_the_query_as_sent() {
+        let proxy = Proxy::new(
+            vec![Upstream::new(
+                "ordering",
+                "/api/ordering",
+                "http://127.0.0.1:4000",
+            )],
+            Duration::from_secs(1),
+        )
+        .expect("client");
+        let route = proxy.route("/api/ordering/orders").expect("a route");
+        assert_eq!(
+            route
+                .target("/api/ordering/orders", Some("limit=5&cursor=a%2F..%2F"))
+                .map(|u| u.to_string()),
+            Some("http://127.0.0.1:4000/api/ordering/orders?limit=5&cursor=a%2F..%2F".to_owned())
+        );
+        assert_eq!(
+            route
+                .target("/api/ordering/orders", None)
+                .map(|u| u.to_string()),
+            Some("http://127.0.0.1:4000/api/ordering/orders".to_owned())
+        );
+        assert!(
+            route.target("/api/ordering/orders?x", Some("y")).is_none(),
+            "a path cannot smuggle a query"
+        );
+        assert!(
+            Proxy::new(
+                vec![Upstream::new("x", "/api/x", "http://127.0.0.1:4000/base")],
+                Duration::from_secs(1)
+            )
+            .is_err()
+        );
     }
 }

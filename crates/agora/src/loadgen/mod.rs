@@ -99,6 +99,8 @@ impl OwnShop {
         config.addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         config.admin_password = Some(admin_password.clone());
         config.limits = agora_gateway::Limits::unlimited();
+        // The load comes from one address.
+        config.serve.max_connections_per_client = None;
         let shop = Shop::start(config).await.context("start the shop")?;
         let url = shop.url();
         Ok(Self {

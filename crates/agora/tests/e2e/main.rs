@@ -5,6 +5,7 @@
 mod checkout;
 mod edge;
 mod fulfilment;
+mod hardening;
 mod plane;
 mod resilience;
 mod security;
