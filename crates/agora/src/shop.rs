@@ -49,6 +49,8 @@ pub struct ShopConfig {
     /// dead letters (the provider not answering), and the wait between them.
     pub capture_max_deliveries: u32,
     pub capture_retry: agora_messaging::Backoff,
+    /// An authorization whose order was never accepted is voided after this long.
+    pub orphan_hold: Duration,
 }
 
 impl ShopConfig {
@@ -65,6 +67,7 @@ impl ShopConfig {
             fulfilment_timeout: agora_fulfilment::DEFAULT_TIMEOUT,
             capture_max_deliveries: agora_payment::DEFAULT_CAPTURE_MAX_DELIVERIES,
             capture_retry: agora_payment::DEFAULT_CAPTURE_RETRY,
+            orphan_hold: agora_payment::DEFAULT_ORPHAN_HOLD,
         }
     }
 }
@@ -400,6 +403,9 @@ impl Shop {
             agora_payment::PaymentConfig::new(c.db_url("payment")?, bus_view, keys.clone());
         payment_config.provider = Arc::new(provider.clone());
         payment_config.internal = internal.clone();
+        payment_config.orphan_hold = config.orphan_hold;
+        payment_config.orphan_sweep_interval =
+            (config.orphan_hold / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
         payment_config.capture_max_deliveries = config.capture_max_deliveries;
         payment_config.capture_retry = config.capture_retry;
         let payment = agora_payment::build(payment_config)

@@ -40,6 +40,9 @@ pub struct UpArgs {
     /// connection stays open).
     #[arg(long, default_value_t = agora::host::DEFAULT_HEADER_READ_TIMEOUT.as_secs(), env = "AGORA_HEADER_TIMEOUT_SECS")]
     header_timeout_secs: u64,
+    /// Seconds after which an authorization whose order was never accepted is voided.
+    #[arg(long, default_value_t = agora_payment::DEFAULT_ORPHAN_HOLD.as_secs(), env = "AGORA_ORPHAN_HOLD_SECS")]
+    orphan_hold_secs: u64,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -49,6 +52,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|p| !p.is_empty());
     config.trusted_proxies = args.trusted_proxies;
+    config.orphan_hold = std::time::Duration::from_secs(args.orphan_hold_secs.max(1));
     config.serve.max_connections_per_client =
         Some(args.max_connections_per_client).filter(|&cap| cap > 0);
     config.serve.header_read_timeout =

@@ -34,6 +34,7 @@
 mod authorize;
 mod domain;
 mod http;
+mod orphans;
 mod provider;
 mod settle;
 mod store;
@@ -50,6 +51,9 @@ use agora_messaging::{
 };
 
 pub use domain::{AmountCents, Currency, Invalid, PaymentToken};
+pub use orphans::{
+    CONSUMER_ACCEPTANCES, DEFAULT_ORPHAN_HOLD, ORPHAN_REASON, acceptances_subscriber_config,
+};
 pub use provider::{
     PaymentProvider, ProviderAuthorization, ProviderCapture, ProviderError, ProviderRefund,
     SimulatedProvider,
@@ -104,6 +108,11 @@ pub struct PaymentConfig {
     /// Deliveries of an `OrderAccepted` before it goes to the dead letters (provider
     /// unavailable all along).
     pub capture_max_deliveries: u32,
+    /// An authorization whose order payment has not seen accepted after this long is
+    /// voided ([`DEFAULT_ORPHAN_HOLD`]; `AGORA_ORPHAN_HOLD_SECS` in `agora up`).
+    pub orphan_hold: Duration,
+    /// How often holds are checked for orphans (a minute by default).
+    pub orphan_sweep_interval: Duration,
 }
 
 impl PaymentConfig {
@@ -119,6 +128,8 @@ impl PaymentConfig {
             provider_timeout: DEFAULT_PROVIDER_TIMEOUT,
             capture_retry: DEFAULT_CAPTURE_RETRY,
             capture_max_deliveries: DEFAULT_CAPTURE_MAX_DELIVERIES,
+            orphan_hold: DEFAULT_ORPHAN_HOLD,
+            orphan_sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -151,6 +162,8 @@ pub struct Payment {
     router: axum::Router,
     relay: RelayHandle,
     orders: SubscriberHandle,
+    acceptances: SubscriberHandle,
+    orphans: orphans::Sweeper,
     db: Db,
 }
 
@@ -169,6 +182,8 @@ impl Payment {
     /// outbox relay (events committed but not yet published are published by the next
     /// start).
     pub async fn shutdown(self) {
+        self.orphans.shutdown().await;
+        self.acceptances.shutdown().await;
         self.orders.shutdown().await;
         self.relay.shutdown().await;
     }
@@ -205,6 +220,13 @@ pub async fn build(config: PaymentConfig) -> Result<Payment, Error> {
         },
     )
     .await?;
+    let acceptances = Subscriber::spawn(
+        &db,
+        &config.bus,
+        acceptances_subscriber_config(),
+        orphans::Acceptances,
+    )
+    .await?;
     let relay = Relay::spawn(
         &db,
         config.bus.clone(),
@@ -213,11 +235,18 @@ pub async fn build(config: PaymentConfig) -> Result<Payment, Error> {
             ..RelayConfig::default()
         },
     );
-    tracing::info!(provider_timeout = ?config.provider_timeout, "payment started");
+    let orphans = orphans::Sweeper::spawn(
+        settler.clone(),
+        config.orphan_hold,
+        config.orphan_sweep_interval,
+    );
+    tracing::info!(provider_timeout = ?config.provider_timeout, orphan_hold = ?config.orphan_hold, "payment started");
     Ok(Payment {
         router: http::router(authorizer, settler, &config.internal.service(SOURCE)),
         relay,
         orders,
+        acceptances,
+        orphans,
         db,
     })
 }

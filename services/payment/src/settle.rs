@@ -68,7 +68,9 @@ pub struct CaptureOnAcceptance {
 fn handler_error(error: crate::Error) -> HandlerError {
     match error {
         crate::Error::Corrupt(_) => HandlerError::permanent(error),
-        _ => HandlerError::transient(error),
+        // The store's failures spend no delivery (see `HandlerError::not_the_message`).
+        crate::Error::Database(error) => HandlerError::from(error),
+        crate::Error::Messaging(error) => HandlerError::from(error),
     }
 }
 

@@ -90,7 +90,62 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: OPERATIONS,
         postgres: OPERATIONS,
     },
+    Migration {
+        version: 3,
+        description: "accepted orders, for the orphan-hold sweep",
+        sqlite: ACCEPTANCES,
+        postgres: ACCEPTANCES,
+    },
 ];
+
+const ACCEPTANCES: &str = "
+CREATE TABLE payment_accepted_orders (
+    order_id TEXT PRIMARY KEY,
+    accepted_at_ms BIGINT NOT NULL
+);
+CREATE INDEX payment_authorizations_by_status
+    ON payment_authorizations (status, authorized_at_ms);
+";
+
+/// Records that `order_id` was accepted (once; a repeat changes nothing).
+pub async fn record_acceptance(
+    tx: &mut Transaction<'_, Any>,
+    order_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_accepted_orders (order_id, accepted_at_ms) VALUES ($1, $2)
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(order_id.to_string())
+    .bind(ms_of(OffsetDateTime::now_utc()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Holds still `authorized` for longer than `hold` whose order was never seen
+/// accepted: `(authorization id, order id)`, oldest first, at most 100.
+pub async fn orphan_holds(db: &Db, hold: std::time::Duration) -> Result<Vec<(Uuid, Uuid)>, Error> {
+    let before = ms_of(OffsetDateTime::now_utc() - hold);
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.id, a.order_id FROM payment_authorizations a
+         WHERE a.status = 'authorized' AND a.authorized_at_ms < $1
+           AND NOT EXISTS
+               (SELECT 1 FROM payment_accepted_orders o WHERE o.order_id = a.order_id)
+         ORDER BY a.authorized_at_ms LIMIT 100",
+    )
+    .bind(before)
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter()
+        .map(|(id, order)| {
+            Ok((
+                Uuid::parse_str(&id).map_err(|_| Error::Corrupt("authorization id"))?,
+                Uuid::parse_str(&order).map_err(|_| Error::Corrupt("order id"))?,
+            ))
+        })
+        .collect()
+}
 
 /// Where an authorization stands. `authorized → captured → refunded`,
 /// `authorized → voided`, `authorized → capture_failed → voided`.

@@ -10,4 +10,5 @@ mod support;
 mod api;
 mod fulfilment;
 mod idempotency;
+mod orphans;
 mod provider;
