@@ -67,7 +67,7 @@ pub use process::{
     TimeoutChange, TimerConfig, TimerHandle, Turn, TurnOutcome, migrate_processes,
 };
 pub use subscriber::{
-    Handler, HandlerError, Inbox, Subscriber, SubscriberConfig, SubscriberHandle,
+    DEFAULT_RETENTION, Handler, HandlerError, Inbox, Subscriber, SubscriberConfig, SubscriberHandle,
 };
 
 /// Why a messaging operation failed.

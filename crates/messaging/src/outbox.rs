@@ -102,6 +102,10 @@ pub struct RelayConfig {
     /// Streams created (or updated) before the first publish, e.g.
     /// [`stream_config`](crate::stream_config)`(source)`.
     pub streams: Vec<StreamConfig>,
+    /// Published rows older than this are deleted, every `prune_every` (7 days, hourly
+    /// by default). Unpublished rows are never deleted.
+    pub retention: Duration,
+    pub prune_every: Duration,
     pub faults: FaultPlan,
 }
 
@@ -114,6 +118,8 @@ impl Default for RelayConfig {
             // see the outbox drained within a quarter of a second.
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(250)),
             streams: Vec::new(),
+            retention: crate::subscriber::DEFAULT_RETENTION,
+            prune_every: Duration::from_secs(3600),
             faults: FaultPlan::none(),
         }
     }
@@ -212,9 +218,23 @@ async fn run(db: Db, bus: SharedBus, config: RelayConfig, mut stopped: watch::Re
     let batch_size = config.batch_size.max(1);
     let mut failures: u32 = 0;
     let mut streams_ready = config.streams.is_empty();
+    let mut next_prune = tokio::time::Instant::now();
     loop {
         if *stopped.borrow() {
             return;
+        }
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune = tokio::time::Instant::now() + config.prune_every;
+            let before = std::time::SystemTime::now()
+                .checked_sub(config.retention)
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            match Outbox::new(&db).prune_published(before).await {
+                Ok(0) => {}
+                Ok(pruned) => {
+                    tracing::info!(pruned, "published outbox rows past retention deleted")
+                }
+                Err(error) => tracing::warn!(%error, "outbox pruning failed; will try again"),
+            }
         }
         let attempt = async {
             if !streams_ready {

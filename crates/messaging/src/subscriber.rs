@@ -212,6 +212,17 @@ impl Inbox {
         Ok(found.is_some())
     }
 
+    /// Forgets the events `consumer` processed before `before`; returns how many.
+    pub async fn prune_consumer(db: &Db, consumer: &str, before: SystemTime) -> Result<u64, Error> {
+        let done =
+            sqlx::query("DELETE FROM messaging_inbox WHERE consumer = $1 AND processed_at_ms < $2")
+                .bind(consumer)
+                .bind(crate::system_time_ms(before))
+                .execute(db.pool())
+                .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Forgets events processed before `before`; returns how many. Keep them longer
     /// than any redelivery can take (ack wait × max deliveries, plus redrives from the
     /// dead letters): an event forgotten too early would be applied twice.
@@ -253,8 +264,17 @@ pub struct SubscriberConfig {
     pub max_deliver: u32,
     /// The delay of the n-th redelivery after a failure.
     pub backoff: Backoff,
+    /// How long this consumer remembers the events it processed (its inbox rows),
+    /// swept every [`SubscriberConfig::prune_every`]. Longer than any redelivery can
+    /// take, and longer than dead letters wait for a redrive: an event forgotten and
+    /// then delivered again would be applied again. 7 days by default.
+    pub retention: Duration,
+    pub prune_every: Duration,
     pub faults: FaultPlan,
 }
+
+/// The default [`SubscriberConfig::retention`] and [`crate::RelayConfig::retention`].
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl SubscriberConfig {
     /// Defaults: 2 workers, batches of 32, 30 s ack wait, 5 deliveries, backoff from
@@ -272,6 +292,8 @@ impl SubscriberConfig {
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
+            retention: DEFAULT_RETENTION,
+            prune_every: Duration::from_secs(3600),
             faults: FaultPlan::none(),
         }
     }
@@ -312,6 +334,13 @@ impl SubscriberConfig {
 
     pub fn faults(mut self, faults: FaultPlan) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// Inbox rows older than `retention` are swept every `prune_every`.
+    pub fn retention(mut self, retention: Duration, prune_every: Duration) -> Self {
+        self.retention = retention;
+        self.prune_every = prune_every;
         self
     }
 
@@ -397,6 +426,7 @@ impl Subscriber {
                 worker_loop(worker.clone(), consumer.clone(), stopped.clone()).instrument(span),
             );
         }
+        workers.spawn(prune_loop(worker.clone(), stopped));
         Ok(SubscriberHandle { stop, workers })
     }
 }
@@ -430,6 +460,30 @@ async fn worker_loop(
         };
         if !batch.is_empty() {
             worker.process(batch, &stopped).await;
+        }
+    }
+}
+
+/// Forgets this consumer's processed events older than its retention, at start and
+/// every `prune_every`.
+async fn prune_loop(worker: Arc<Worker>, mut stopped: watch::Receiver<bool>) {
+    let config = &worker.config;
+    loop {
+        let before = SystemTime::now()
+            .checked_sub(config.retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match Inbox::prune_consumer(&worker.db, &config.consumer, before).await {
+            Ok(0) => {}
+            Ok(pruned) => {
+                tracing::info!(consumer = %config.consumer, pruned, "inbox rows past retention forgotten")
+            }
+            Err(error) => {
+                tracing::warn!(consumer = %config.consumer, %error, "inbox pruning failed; will try again")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.prune_every) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
         }
     }
 }

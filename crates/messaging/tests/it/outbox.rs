@@ -14,6 +14,7 @@ crate::on_both_backends!(
     commits_without_a_wake_up_are_found_by_the_poll,
     published_rows_can_be_pruned,
     two_relays_publish_every_row_once_in_order,
+    the_relay_deletes_published_rows_past_the_retention,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -186,4 +187,33 @@ async fn two_relays_publish_every_row_once_in_order(store: TestStore) {
         0,
         "no row published twice"
     );
+}
+
+async fn the_relay_deletes_published_rows_past_the_retention(store: TestStore) {
+    let bus = RecordingBus::failing(0);
+    let relay = Relay::spawn(
+        &store.db,
+        bus.shared(),
+        RelayConfig {
+            retention: Duration::from_millis(200),
+            prune_every: Duration::from_millis(20),
+            poll_interval: Duration::from_millis(20),
+            ..config()
+        },
+    );
+    commit_events(&store.db, &[credited(1), credited(2)]).await;
+    eventually(WAIT, "published", || async { bus.published().len() == 2 }).await;
+    let rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM messaging_outbox")
+            .fetch_one(store.db.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(rows().await, 2, "kept for a while");
+    eventually(WAIT, "deleted after the retention", || async {
+        rows().await == 0
+    })
+    .await;
+    relay.shutdown().await;
+    assert_eq!(bus.published().len(), 2, "published once each");
 }

@@ -29,6 +29,7 @@ crate::on_both_backends!(
     failed_commits_spend_no_attempt_and_dead_letter_nothing,
     a_store_failure_in_the_handler_spends_no_attempt,
     a_batch_longer_than_the_ack_wait_is_not_delivered_twice,
+    processed_events_are_forgotten_after_the_retention,
 );
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -537,4 +538,53 @@ async fn a_batch_longer_than_the_ack_wait_is_not_delivered_twice(store: TestStor
     subscriber.shutdown().await;
     assert_eq!(most_redelivered, 0, "kept alive while worked on");
     assert_eq!(calls.load(Ordering::SeqCst), 3, "each handled once");
+}
+
+async fn processed_events_are_forgotten_after_the_retention(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let envelope = credited(1);
+    bus.publish(envelope.to_message().unwrap()).await.unwrap();
+    // Another consumer's record in the same store, which this one must leave alone.
+    let mut tx = store.db.begin().await.unwrap();
+    assert!(
+        Inbox::record(&mut tx, "other-view", envelope.id)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+
+    let config =
+        config("ledger-view").retention(Duration::from_millis(200), Duration::from_millis(20));
+    let subscriber = Subscriber::spawn(
+        &store.db,
+        &bus,
+        config.clone(),
+        CountingHandler::new("ledger-view"),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "applied", || async {
+        Inbox::contains(&store.db, "ledger-view", envelope.id)
+            .await
+            .unwrap()
+    })
+    .await;
+    let remembered = Instant::now();
+    eventually(WAIT, "forgotten", || async {
+        !Inbox::contains(&store.db, "ledger-view", envelope.id)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(
+        remembered.elapsed() >= Duration::from_millis(150),
+        "not before the retention"
+    );
+    subscriber.shutdown().await;
+    assert!(
+        Inbox::contains(&store.db, "other-view", envelope.id)
+            .await
+            .unwrap(),
+        "another consumer's memory is its own"
+    );
 }
