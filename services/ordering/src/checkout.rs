@@ -9,6 +9,7 @@ use agora_httpkit::FieldError;
 use agora_messaging::{Context, Envelope, Outbox};
 use agora_resilience::Deadline;
 use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -213,24 +214,32 @@ pub async fn place_order(
         now.saturating_sub(lease),
     )
     .await?;
-    let (order_id, claim, fresh) = match claim {
+    let (order_id, claim, fresh, earlier) = match claim {
         Claim::Mine {
             order_id,
             claim,
             fresh,
-        } => (order_id, claim, fresh),
+            attempt,
+        } => (order_id, claim, fresh, attempt),
         Claim::Answered { status, body } => return answered(status, body),
         Claim::OtherRequest => return Err(ApiError::KeyReused),
         Claim::Busy => return wait_for_answer(state, customer_id, key).await,
     };
-    let mut reached_payment = false;
+    // An earlier attempt that reached payment is replayed exactly: the same amount,
+    // token and lines, whatever changed since (a price, the payment method).
+    let earlier = match earlier.as_deref().map(serde_json::from_str::<Attempt>) {
+        None => None,
+        Some(Ok(attempt)) => Some(attempt),
+        Some(Err(_)) => return Err(crate::Error::Corrupt("checkout attempt").into()),
+    };
+    let mut reached_payment: Option<String> = None;
     let outcome = check_out(
         state,
         customer_id,
         key,
         request,
-        order_id,
-        claim,
+        (order_id, claim),
+        earlier,
         &mut reached_payment,
     )
     .await;
@@ -263,10 +272,11 @@ pub async fn place_order(
             // No final answer. If no attempt can have reached payment, the key is as
             // good as unused (the client may fix the body and reuse it); otherwise a
             // retry claims it again, with the same order id and payment request id.
-            let released = if fresh && !reached_payment {
+            let released = if fresh && reached_payment.is_none() {
                 store::forget(&state.db, customer_id, key.as_str(), claim).await
             } else {
-                store::reopen(&state.db, customer_id, key.as_str(), claim).await
+                let attempt = reached_payment.as_deref();
+                store::reopen(&state.db, customer_id, key.as_str(), claim, attempt).await
             };
             if let Err(release) = released {
                 tracing::error!(error = %release, "cannot release an idempotency claim");
@@ -312,49 +322,96 @@ async fn wait_for_answer(
     }
 }
 
-/// Checks out once, holding the idempotency claim: price, customer data, payment
-/// authorization, then the order, its event and the answer in one transaction.
-/// `reached_payment` is set before payment is asked.
+/// What one checkout asks payment for, and the order it makes of it: kept with the
+/// idempotency key when an attempt that reached payment ends without an answer, so
+/// that the retry asks for exactly the same (payment's request id is the same, and a
+/// different amount or token would never be authorized).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Attempt {
+    lines: Vec<store::StoredLine>,
+    total_cents: i64,
+    currency: String,
+    payment_token: String,
+    shipping_address: Address,
+    address_source: AddressSource,
+}
+
+impl Attempt {
+    /// Prices the request and reads the customer's data, now.
+    async fn new(
+        state: &State,
+        customer_id: Uuid,
+        request: &CheckoutRequest,
+    ) -> Result<Attempt, ApiError> {
+        let priced = price(state, &request.lines).await?;
+        let customer = customer_view(state, customer_id).await?;
+        let (shipping_address, address_source) = match (&request.shipping_address, customer.address)
+        {
+            (Some(given), _) => (given.clone(), AddressSource::Override),
+            (None, Some(known)) => (
+                known,
+                customer.address_source.unwrap_or(AddressSource::Replica),
+            ),
+            (None, None) => {
+                return Err(ApiError::Invalid(vec![FieldError::new(
+                    "shipping_address",
+                    "is required: no address is known for you",
+                )]));
+            }
+        };
+        let Some(payment_method) = customer.payment_method else {
+            return Err(ApiError::Invalid(vec![FieldError::new(
+                "payment_method",
+                "no payment method is known for you: set one in your profile",
+            )]));
+        };
+        Ok(Attempt {
+            lines: priced
+                .lines
+                .iter()
+                .map(|l| store::StoredLine {
+                    product_id: l.product_id,
+                    name: l.name.clone(),
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
+            total_cents: priced.total_cents,
+            currency: priced.currency,
+            payment_token: payment_method.token,
+            shipping_address,
+            address_source,
+        })
+    }
+}
+
+/// Checks out once, holding the idempotency claim: price, customer data (or the
+/// `earlier` attempt's, replayed), payment authorization, then the order, its event
+/// and the answer in one transaction. `reached_payment` is set to the attempt (JSON)
+/// before payment is asked.
 async fn check_out(
     state: &State,
     customer_id: Uuid,
     key: &IdempotencyKey,
     request: &CheckoutRequest,
-    order_id: Uuid,
-    claim: Uuid,
-    reached_payment: &mut bool,
+    (order_id, claim): (Uuid, Uuid),
+    earlier: Option<Attempt>,
+    reached_payment: &mut Option<String>,
 ) -> Result<Answer, ApiError> {
-    let priced = price(state, &request.lines).await?;
-    let customer = customer_view(state, customer_id).await?;
-    let (address, address_source) = match (&request.shipping_address, customer.address) {
-        (Some(given), _) => (given.clone(), AddressSource::Override),
-        (None, Some(known)) => (
-            known,
-            customer.address_source.unwrap_or(AddressSource::Replica),
-        ),
-        (None, None) => {
-            return Err(ApiError::Invalid(vec![FieldError::new(
-                "shipping_address",
-                "is required: no address is known for you",
-            )]));
-        }
+    let attempt = match earlier {
+        Some(attempt) => attempt,
+        None => Attempt::new(state, customer_id, request).await?,
     };
-    let Some(payment_method) = customer.payment_method else {
-        return Err(ApiError::Invalid(vec![FieldError::new(
-            "payment_method",
-            "no payment method is known for you: set one in your profile",
-        )]));
-    };
-
     let authorization_request = AuthorizationRequest {
         request_id: payment_request_id(customer_id, key),
         order_id,
         customer_id,
-        amount_cents: priced.total_cents,
-        currency: priced.currency.clone(),
-        payment_token: payment_method.token,
+        amount_cents: attempt.total_cents,
+        currency: attempt.currency.clone(),
+        payment_token: attempt.payment_token.clone(),
     };
-    *reached_payment = true;
+    *reached_payment =
+        Some(serde_json::to_string(&attempt).map_err(|_| crate::Error::Corrupt("attempt"))?);
     let deadline = Deadline::after(state.limits.payment_deadline);
     let authorized = tokio::time::timeout(
         state.limits.payment_deadline,
@@ -384,20 +441,11 @@ async fn check_out(
         id: order_id,
         customer_id,
         status: "accepted".to_owned(),
-        lines: priced
-            .lines
-            .iter()
-            .map(|l| store::StoredLine {
-                product_id: l.product_id,
-                name: l.name.clone(),
-                quantity: l.quantity,
-                unit_price_cents: l.unit_price_cents,
-            })
-            .collect(),
-        total_cents: priced.total_cents,
-        currency: priced.currency.clone(),
-        shipping_address: address,
-        address_source,
+        lines: attempt.lines,
+        total_cents: attempt.total_cents,
+        currency: attempt.currency,
+        shipping_address: attempt.shipping_address,
+        address_source: attempt.address_source,
         payment_authorization_id: authorization.authorization_id,
         version: 1,
         created_at_ms: accepted_ms,

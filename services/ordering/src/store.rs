@@ -116,6 +116,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: HISTORY_ONCE,
         postgres: HISTORY_ONCE,
     },
+    Migration {
+        version: 3,
+        description: "what an unanswered checkout asked payment for, replayed by its retry",
+        sqlite: "ALTER TABLE ordering_idempotency ADD COLUMN attempt TEXT;",
+        postgres: "ALTER TABLE ordering_idempotency ADD COLUMN attempt TEXT;",
+    },
 ];
 
 // ---------------------------------------------------------------------------------
@@ -565,10 +571,13 @@ pub enum Claim {
     /// This request holds the key: go on, with this order id (reused from an earlier
     /// attempt that ended without an answer), and settle the claim at the end.
     /// `fresh`: no earlier attempt existed (so none can have reached payment).
+    /// `attempt`: what the earlier attempt asked payment for (JSON, see
+    /// `checkout::Attempt`), when it got that far.
     Mine {
         order_id: Uuid,
         claim: Uuid,
         fresh: bool,
+        attempt: Option<String>,
     },
     /// The key was answered before: repeat this.
     Answered { status: u16, body: String },
@@ -613,6 +622,7 @@ pub async fn claim(
                 order_id,
                 claim,
                 fresh: true,
+                attempt: None,
             });
         }
         let Some(row) = idempotency_row(db, customer_id, key).await? else {
@@ -644,6 +654,7 @@ pub async fn claim(
                 order_id: row.order_id,
                 claim,
                 fresh: false,
+                attempt: row.attempt,
             });
         }
     }
@@ -660,6 +671,7 @@ pub struct IdempotencyRow {
     pub status: Option<i64>,
     pub body: Option<String>,
     pub updated_at_ms: i64,
+    pub attempt: Option<String>,
 }
 
 impl IdempotencyRow {
@@ -680,7 +692,7 @@ pub async fn idempotency_row(
     key: &str,
 ) -> Result<Option<IdempotencyRow>, Error> {
     let row = sqlx::query(
-        "SELECT fingerprint, state, claim, order_id, status, body, updated_at_ms
+        "SELECT fingerprint, state, claim, order_id, status, body, updated_at_ms, attempt
          FROM ordering_idempotency WHERE customer_id = $1 AND idempotency_key = $2",
     )
     .bind(customer_id.to_string())
@@ -696,6 +708,7 @@ pub async fn idempotency_row(
             status: row.try_get("status")?,
             body: row.try_get("body")?,
             updated_at_ms: row.try_get("updated_at_ms")?,
+            attempt: row.try_get("attempt")?,
         })
     })
     .transpose()
@@ -742,12 +755,20 @@ pub async fn forget(db: &Db, customer_id: Uuid, key: &str, claim: Uuid) -> Resul
     Ok(())
 }
 
-/// Releases a claim without an answer: a retry may claim the key again.
-pub async fn reopen(db: &Db, customer_id: Uuid, key: &str, claim: Uuid) -> Result<(), Error> {
+/// Releases a claim without an answer: a retry may claim the key again, and asks
+/// payment for `attempt` (the first attempt's request, kept once written).
+pub async fn reopen(
+    db: &Db,
+    customer_id: Uuid,
+    key: &str,
+    claim: Uuid,
+    attempt: Option<&str>,
+) -> Result<(), Error> {
     sqlx::query(
-        "UPDATE ordering_idempotency SET state = 'open'
-         WHERE customer_id = $1 AND idempotency_key = $2 AND claim = $3 AND state = 'pending'",
+        "UPDATE ordering_idempotency SET state = 'open', attempt = COALESCE(attempt, $1)
+         WHERE customer_id = $2 AND idempotency_key = $3 AND claim = $4 AND state = 'pending'",
     )
+    .bind(attempt.map(str::to_owned))
     .bind(customer_id.to_string())
     .bind(key.to_owned())
     .bind(claim.to_string())
@@ -760,7 +781,7 @@ pub async fn reopen(db: &Db, customer_id: Uuid, key: &str, claim: Uuid) -> Resul
 // Orders
 
 /// One line of an order as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredLine {
     pub product_id: Uuid,
     pub name: Option<String>,

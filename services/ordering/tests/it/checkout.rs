@@ -23,6 +23,7 @@ crate::on_both_backends!(
     replica_mode_goes_on_when_customer_is_down,
     a_given_address_overrides,
     payment_unavailable_answers_503_keeps_no_order_and_a_retry_reuses_the_request,
+    a_retry_after_payment_was_reached_asks_for_exactly_the_same,
     payment_declined_answers_402_and_keeps_no_order,
     refusals,
     preview_has_the_documented_shape,
@@ -265,6 +266,34 @@ async fn payment_unavailable_answers_503_keeps_no_order_and_a_retry_reuses_the_r
         answer.body["id"].as_str().unwrap()
     );
     assert_eq!(ordering.order_count().await.unwrap(), 1);
+    ordering.shutdown().await;
+}
+
+async fn a_retry_after_payment_was_reached_asks_for_exactly_the_same(backend: Backend) {
+    let Some((env, ordering)) = start(backend).await else {
+        return;
+    };
+    let lamp = product(&env, &ordering, "Lamp", 1000).await;
+    let (_, token) = customer_with_data(&env, &ordering).await;
+    env.payment.set_mode(PaymentMode::Unavailable);
+    let answer = place_order(&ordering, &token, Some("k"), lines(&[(lamp, 2)])).await;
+    assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE);
+
+    // The price changes before the retry: the retry still asks payment for the amount
+    // of the first attempt (its payment request id is the same), and the order keeps
+    // the price the customer was shown.
+    set_price(&env, &ordering, lamp, 1500, "EUR").await;
+    env.payment.set_mode(PaymentMode::Approve);
+    let answer = place_order(&ordering, &token, Some("k"), lines(&[(lamp, 2)])).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_eq!(answer.body["total_cents"], 2000);
+    assert_eq!(answer.body["lines"][0]["unit_price_cents"], 1000);
+    let requests = env.payment.requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].amount_cents, 2000);
+    // A new key takes the new price.
+    let answer = place_order(&ordering, &token, Some("k2"), lines(&[(lamp, 2)])).await;
+    assert_eq!(answer.body["total_cents"], 3000);
     ordering.shutdown().await;
 }
 
