@@ -119,11 +119,50 @@ struct Inner {
     js: jetstream::Context,
     dlq: stream::Stream<()>,
     publish_slots: Semaphore,
+    options: NatsOptions,
+}
+
+/// How the bus creates its streams on JetStream: durability is stated, not left to
+/// the server's defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// Copies of each stream (1 on a single server; 3 in a 3-node cluster: a publish is
+    /// acknowledged once a majority stored it, so losing one node loses nothing
+    /// acknowledged).
+    pub replicas: usize,
+    /// How long JetStream remembers a message id to drop a duplicate publish: longer
+    /// than any relay takes to publish a row again after a crash.
+    pub duplicate_window: Duration,
+}
+
+/// The default [`NatsOptions::duplicate_window`]: 2 minutes (JetStream's own default,
+/// set explicitly).
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+impl Default for NatsOptions {
+    /// One replica, a 2-minute duplicate window.
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+        }
+    }
 }
 
 impl NatsBus {
-    /// Connects to the NATS server at `url` and makes sure the dead-letter stream exists.
+    /// Connects to the NATS server at `url` with [`NatsOptions::default`].
     pub async fn connect(url: &str) -> Result<NatsBus, BusError> {
+        Self::connect_with(url, NatsOptions::default()).await
+    }
+
+    /// Connects to the NATS server (or cluster member) at `url` and makes sure the
+    /// dead-letter stream exists, with `options.replicas` copies.
+    pub async fn connect_with(url: &str, options: NatsOptions) -> Result<NatsBus, BusError> {
+        if options.replicas == 0 || options.replicas > 5 {
+            return Err(BusError::InvalidConfig(
+                "a JetStream stream has 1 to 5 replicas".into(),
+            ));
+        }
         let client = async_nats::ConnectOptions::new()
             .name("agora-bus")
             .connect(url)
@@ -142,11 +181,12 @@ impl NatsBus {
             js,
             dlq,
             publish_slots: Semaphore::new(PUBLISH_SLOTS),
+            options,
         };
         inner
             .ensure_stream(stream::Config {
                 duplicate_window: DLQ_DUPLICATE_WINDOW,
-                ..stream_config(DLQ_STREAM, &[format!("{DLQ_SUBJECT_PREFIX}.>")])
+                ..inner.stream_config(DLQ_STREAM, &[format!("{DLQ_SUBJECT_PREFIX}.>")])
             })
             .await?;
         Ok(NatsBus {
@@ -175,7 +215,7 @@ impl Bus for NatsBus {
             validate_subject_pattern(pattern)?;
         }
         self.inner
-            .ensure_stream(stream_config(&config.name, &config.subjects))
+            .ensure_stream(self.inner.stream_config(&config.name, &config.subjects))
             .await
     }
 
@@ -326,26 +366,38 @@ fn redrive_message(letter: DeadLetter) -> OutgoingMessage {
 }
 
 /// A new stream's configuration: file storage, JetStream's defaults otherwise.
-fn stream_config(name: &str, subjects: &[String]) -> stream::Config {
-    stream::Config {
-        name: name.to_string(),
-        subjects: subjects.to_vec(),
-        storage: stream::StorageType::File,
-        ..Default::default()
-    }
-}
-
 impl Inner {
+    /// A stream on file storage with the bus's replicas and duplicate window.
+    fn stream_config(&self, name: &str, subjects: &[String]) -> stream::Config {
+        stream::Config {
+            name: name.to_string(),
+            subjects: subjects.to_vec(),
+            storage: stream::StorageType::File,
+            num_replicas: self.options.replicas,
+            duplicate_window: self.options.duplicate_window,
+            ..Default::default()
+        }
+    }
+
     /// Creates the stream, or updates its subjects. Settings an operator may have changed
     /// on an existing stream (limits, replicas) are left alone.
     async fn ensure_stream(&self, wanted: stream::Config) -> Result<(), BusError> {
         let subjects = wanted.subjects.clone();
+        let wanted_replicas = wanted.num_replicas;
         let stream = self
             .js
             .get_or_create_stream(wanted)
             .await
             .map_err(stream_config_error)?;
         let current = &stream.cached_info().config;
+        if current.num_replicas < wanted_replicas {
+            tracing::warn!(
+                stream = %current.name,
+                replicas = current.num_replicas,
+                wanted = wanted_replicas,
+                "the stream has fewer replicas than configured; left as the operator set it"
+            );
+        }
         if current.subjects != subjects {
             let mut updated = current.clone();
             updated.subjects = subjects;
