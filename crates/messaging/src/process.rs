@@ -25,8 +25,9 @@
 //! must be idempotent, since a turn that fails after running them (a conflict, a crash
 //! before the commit) runs them again. The process records in its state, in the same
 //! turn, that they are done, so after a successful turn they never run again. A failed
-//! step fails the turn transiently: nothing is written, and the delivery (or the timer)
-//! retries it. Steps run inside the turn's transaction: on SQLite that holds the
+//! step fails the turn: nothing is written, and the delivery (held by its worker, its
+//! attempts not spent) or the timer (with a growing wait) retries it for as long as it
+//! takes: a compensation is owed, never dropped, unless it fails permanently. Steps run inside the turn's transaction: on SQLite that holds the
 //! store's write lock, so keep them short (calls bounded by the resilient client's
 //! timeouts).
 //!
@@ -674,7 +675,7 @@ impl<P: Process> ProcessManager<P> {
         };
         for step in &decision.steps {
             tracing::info!(process = P::NAME, %id, ?step, "running step");
-            process.run(step).await?;
+            process.run(step).await.map_err(owed)?;
         }
         let after = encode_state(&state)?;
         let new_timeout = if decision.terminal {
@@ -772,6 +773,17 @@ impl From<RowTuple> for Row {
             timeout_failures,
         }
     }
+}
+
+/// A step (a compensation) that cannot be done now is owed, not dropped: unless
+/// retrying cannot help (permanent), the turn is tried again — by the subscriber
+/// holding the delivery, or by the timer — as long as it takes, without spending the
+/// delivery's attempts, so the event that asked for it never goes to the dead letters.
+fn owed(error: HandlerError) -> HandlerError {
+    if error.is_permanent() || error.is_not_the_message() {
+        return error;
+    }
+    HandlerError::not_the_message(format!("a step is owed, tried again until done: {error}"))
 }
 
 fn decode_state<S: DeserializeOwned>(text: &str) -> Result<S, Error> {

@@ -85,6 +85,9 @@ pub struct Runtime {
     pub compensator: Option<Arc<dyn Compensator>>,
     /// How often due timeouts are looked for.
     pub timer_interval: Duration,
+    /// The waits between tries of a delivery that failed (a compensation owed is tried
+    /// again at these intervals until it is done).
+    pub retry: agora_messaging::Backoff,
 }
 
 impl Default for Runtime {
@@ -93,6 +96,10 @@ impl Default for Runtime {
             clock: Arc::new(SystemClock),
             compensator: None,
             timer_interval: Duration::from_secs(1),
+            retry: agora_messaging::Backoff::new(
+                Duration::from_millis(100),
+                Duration::from_secs(30),
+            ),
         }
     }
 }
@@ -198,9 +205,10 @@ pub async fn build_with(config: FulfilmentConfig, runtime: Runtime) -> Result<Fu
     ];
     let mut subscribers = Vec::new();
     for subscriber in sources {
-        // A compensation target that is down fails deliveries until it is back: give it
-        // minutes (backoff up to 30 s) before a delivery goes to the dead letters.
-        let subscriber = subscriber.max_deliver(MAX_DELIVER);
+        // A compensation target that is down holds the delivery until it is back (the
+        // compensation is owed: tried again with backoff, without spending attempts);
+        // max deliveries only bound other transient failures.
+        let subscriber = subscriber.max_deliver(MAX_DELIVER).backoff(runtime.retry);
         match Subscriber::spawn(&db, &config.bus, subscriber, manager.clone()).await {
             Ok(handle) => subscribers.push(handle),
             Err(error) => {

@@ -107,6 +107,36 @@ async fn failing_compensation_is_retried_until_it_succeeds(backend: Backend) {
     service.shutdown().await;
 }
 
+async fn a_compensation_that_keeps_failing_is_owed_never_dead_lettered(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let service = env.start().await;
+    // Given a billed order whose payment cannot be refunded for longer than the
+    // delivery's max deliveries would allow,
+    let order = Order::new();
+    env.deliver(&service, &order.accepted()).await;
+    env.deliver(&service, &order.billed()).await;
+    env.compensator.failures_left.store(60, Ordering::SeqCst);
+    // when the reservation fails,
+    env.publish(&order.reservation_failed()).await;
+    // then the refund is tried until it is done, once, and nothing is dead-lettered.
+    let failed = [Outcome::Failed(CancelReason::OutOfStock)];
+    env.outcomes_become(&service, order.order_id, &failed).await;
+    assert_eq!(env.compensator.failures_left.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        env.compensator.calls(order.order_id),
+        [Call::Refund(order.order_id)]
+    );
+    assert!(
+        agora_bus::Bus::dead_letters(&*env.bus)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    service.shutdown().await;
+}
+
 async fn two_workers_never_both_advance_an_order(backend: Backend) {
     let Some(env) = Env::new(backend).await else {
         return;
@@ -200,6 +230,7 @@ async fn a_thousand_orders_on_two_workers_each_end_exactly_once(backend: Backend
 }
 
 on_both_backends!(
+    a_compensation_that_keeps_failing_is_owed_never_dead_lettered,
     a_thousand_orders_on_two_workers_each_end_exactly_once,
     events_after_a_terminal_state_are_ignored,
     timeout_that_fell_while_down_is_handled_after_restart,

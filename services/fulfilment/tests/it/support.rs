@@ -159,6 +159,10 @@ impl Env {
             clock: self.clock.clone(),
             compensator: Some(self.compensator.clone()),
             timer_interval: Duration::from_millis(20),
+            retry: agora_messaging::Backoff::new(
+                Duration::from_millis(2),
+                Duration::from_millis(10),
+            ),
         };
         agora_fulfilment::build_with(self.config(), runtime)
             .await
