@@ -6,6 +6,9 @@
 //! - an order that is not in a terminal state (`shipped` or `cancelled`);
 //! - money kept without a live order: a capture that is not refunded while its order
 //!   is cancelled or unknown; more than one capture for one order (a double charge);
+//!   a hold still open (`authorized`) for an order that is over, or for no order at
+//!   all once the orphan hold time has passed; a shipped order whose payment was never
+//!   captured;
 //! - stock held that no open order explains: a reservation still `reserved` for an
 //!   order that ended or that ordering does not know, and a product whose `reserved`
 //!   count differs from the sum of its held reservations;
@@ -63,20 +66,41 @@ pub fn audit(data_dir: &Path) -> anyhow::Result<Vec<Finding>> {
     let live = |order: &str| orders.get(order).is_some_and(|s| s != "cancelled");
 
     if let Some(db) = open(data_dir, "payment")? {
-        let mut statement =
-            db.prepare("SELECT id, order_id, status FROM payment_authorizations")?;
+        let mut statement = db
+            .prepare("SELECT id, order_id, status, authorized_at_ms FROM payment_authorizations")?;
         let rows = statement.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })?;
+        let orphan_before_ms = now_ms()
+            - i64::try_from(agora_payment::DEFAULT_ORPHAN_HOLD.as_millis()).unwrap_or(i64::MAX)
+            - 60_000;
         let mut captures: HashMap<String, u32> = HashMap::new();
         for row in rows {
-            let (id, order, status) = row?;
+            let (id, order, status, authorized_at_ms) = row?;
             if status == "captured" || status == "refunded" {
                 *captures.entry(order.clone()).or_default() += 1;
+            }
+            if status == "authorized" {
+                match orders.get(&order).map(String::as_str) {
+                    Some(over @ ("cancelled" | "shipped")) => found(
+                        "payment",
+                        format!(
+                            "authorization {id} still holds money for order {order}, which is {over}"
+                        ),
+                    ),
+                    None if authorized_at_ms < orphan_before_ms => found(
+                        "payment",
+                        format!(
+                            "authorization {id} still holds money for order {order}, which ordering does not know, past the orphan hold time"
+                        ),
+                    ),
+                    _ => {}
+                }
             }
             if status == "captured" && !live(&order) {
                 found(
@@ -84,6 +108,14 @@ pub fn audit(data_dir: &Path) -> anyhow::Result<Vec<Finding>> {
                     format!(
                         "authorization {id} is captured but order {order} is not live, and nothing was refunded"
                     ),
+                );
+            }
+        }
+        for (order, status) in &orders {
+            if status == "shipped" && !captures.contains_key(order) {
+                found(
+                    "payment",
+                    format!("order {order} was shipped but its payment was never captured"),
                 );
             }
         }
@@ -208,6 +240,12 @@ pub fn audit(data_dir: &Path) -> anyhow::Result<Vec<Finding>> {
     Ok(findings)
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The service's store, read-only, if it exists.
 fn open(data_dir: &Path, service: &str) -> anyhow::Result<Option<Connection>> {
     let path = data_dir.join(format!("{service}.db"));
@@ -217,4 +255,82 @@ fn open(data_dir: &Path, service: &str) -> anyhow::Result<Option<Connection>> {
     let db = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("open {}", path.display()))?;
     Ok(Some(db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory with the two tables these checks read.
+    fn shop(orders: &[(&str, &str)], holds: &[(&str, &str, &str, i64)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Connection::open(dir.path().join("ordering.db")).expect("ordering");
+        db.execute_batch("CREATE TABLE ordering_orders (id TEXT PRIMARY KEY, status TEXT)")
+            .expect("table");
+        for (id, status) in orders {
+            db.execute("INSERT INTO ordering_orders VALUES (?1, ?2)", [id, status])
+                .expect("row");
+        }
+        let db = Connection::open(dir.path().join("payment.db")).expect("payment");
+        db.execute_batch(
+            "CREATE TABLE payment_authorizations
+                 (id TEXT, order_id TEXT, status TEXT, authorized_at_ms INTEGER)",
+        )
+        .expect("table");
+        for (id, order, status, at) in holds {
+            db.execute(
+                "INSERT INTO payment_authorizations VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id, order, status, at],
+            )
+            .expect("row");
+        }
+        dir
+    }
+
+    #[test]
+    fn open_holds_for_orders_that_are_over_and_shipments_without_a_capture_are_found() {
+        let now = now_ms();
+        let long_ago = now - 24 * 3600 * 1000;
+        let dir = shop(
+            &[
+                ("o-cancelled", "cancelled"),
+                ("o-shipped", "shipped"),
+                ("o-paid", "shipped"),
+            ],
+            &[
+                ("a-1", "o-cancelled", "authorized", now),
+                ("a-2", "o-shipped", "authorized", now),
+                ("a-3", "o-gone", "authorized", long_ago),
+                ("a-4", "o-fresh", "authorized", now),
+                ("a-5", "o-paid", "captured", now),
+            ],
+        );
+        let findings: Vec<String> = audit(dir.path())
+            .expect("audit")
+            .into_iter()
+            .map(|f| f.what)
+            .collect();
+        let has = |text: &str| findings.iter().any(|f| f.contains(text));
+        assert!(
+            has("authorization a-1 still holds money for order o-cancelled"),
+            "{findings:?}"
+        );
+        assert!(
+            has("authorization a-2 still holds money for order o-shipped"),
+            "{findings:?}"
+        );
+        assert!(
+            has("authorization a-3 still holds money for order o-gone"),
+            "{findings:?}"
+        );
+        assert!(
+            has("order o-shipped was shipped but its payment was never captured"),
+            "{findings:?}"
+        );
+        assert!(
+            !has("a-4"),
+            "a hold younger than the orphan hold time: {findings:?}"
+        );
+        assert!(!has("o-paid"), "{findings:?}");
+    }
 }
