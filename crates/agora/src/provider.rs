@@ -8,17 +8,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use agora_contracts::Money;
 use agora_payment::{
     PaymentProvider, ProviderAuthorization, ProviderCapture, ProviderError, ProviderRefund,
-    SimulatedProvider,
+    Replaying, SimulatedProvider,
 };
 use async_trait::async_trait;
 
 /// The name the ops API knows the provider by.
 pub const PROVIDER: &str = "payment-provider";
 
-/// A [`SimulatedProvider`] that answers [`ProviderError::Unavailable`] while it is down.
+/// A [`SimulatedProvider`] that answers a repeated idempotency key as it did the first
+/// time ([`Replaying`]), and [`ProviderError::Unavailable`] while it is down.
 #[derive(Debug, Clone, Default)]
 pub struct SwitchedProvider {
-    inner: SimulatedProvider,
+    inner: Arc<Replaying<SimulatedProvider>>,
     down: Arc<AtomicBool>,
 }
 
@@ -46,9 +47,10 @@ impl PaymentProvider for SwitchedProvider {
         &self,
         token: &str,
         amount: &Money,
+        idempotency_key: &str,
     ) -> Result<ProviderAuthorization, ProviderError> {
         self.check()?;
-        self.inner.authorize(token, amount).await
+        self.inner.authorize(token, amount, idempotency_key).await
     }
 
     async fn capture(

@@ -204,7 +204,10 @@ impl Authorizer {
         context: &Context,
     ) -> Result<Option<Outcome>, AuthorizeError> {
         let money = request.money();
-        let call = self.provider.authorize(request.token.as_str(), &money);
+        let key = request.request_id.to_string();
+        let call = self
+            .provider
+            .authorize(request.token.as_str(), &money, &key);
         let answer = match tokio::time::timeout(self.provider_timeout, call).await {
             Ok(answer) => answer,
             Err(_) => Err(ProviderError::Unavailable),

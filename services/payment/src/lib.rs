@@ -56,7 +56,7 @@ pub use orphans::{
 };
 pub use provider::{
     PaymentProvider, ProviderAuthorization, ProviderCapture, ProviderError, ProviderRefund,
-    SimulatedProvider,
+    Replaying, SimulatedProvider,
 };
 
 /// The event source and the stream of payment's events.
@@ -124,7 +124,7 @@ impl PaymentConfig {
             bus,
             keys,
             internal: InternalKey::generate(),
-            provider: Arc::new(SimulatedProvider::default()),
+            provider: Arc::new(Replaying::new(SimulatedProvider::default())),
             provider_timeout: DEFAULT_PROVIDER_TIMEOUT,
             capture_retry: DEFAULT_CAPTURE_RETRY,
             capture_max_deliveries: DEFAULT_CAPTURE_MAX_DELIVERIES,

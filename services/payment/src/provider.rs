@@ -23,11 +23,13 @@ use uuid::Uuid;
 /// [`ProviderError::Unavailable`]).
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
-    /// Authorizes (holds) `amount` on the payment method of `token`.
+    /// Authorizes (holds) `amount` on the payment method of `token`, once per
+    /// `idempotency_key` (payment's request id: a retried call gets the first answer).
     async fn authorize(
         &self,
         token: &str,
         amount: &Money,
+        idempotency_key: &str,
     ) -> Result<ProviderAuthorization, ProviderError>;
 
     /// Captures (charges) `amount` of the hold `reference`, once per `idempotency_key`.
@@ -145,6 +147,7 @@ impl PaymentProvider for SimulatedProvider {
         &self,
         token: &str,
         _amount: &Money,
+        _idempotency_key: &str,
     ) -> Result<ProviderAuthorization, ProviderError> {
         self.wait().await;
         let declined = |reason: &str| {
@@ -203,5 +206,168 @@ impl PaymentProvider for SimulatedProvider {
     async fn void(&self, _reference: &str, _idempotency_key: &str) -> Result<(), ProviderError> {
         self.wait().await;
         Ok(())
+    }
+}
+
+/// A provider that answers a repeated idempotency key with its first answer, as real
+/// payment providers do: a call retried after a timeout or a crash can never come back
+/// different (a second charge, another decline). Unavailability is no answer and is not
+/// remembered. Remembers the last [`Replaying::CAPACITY`] keys.
+#[derive(Debug)]
+pub struct Replaying<P> {
+    inner: P,
+    answers: std::sync::Mutex<Remembered>,
+}
+
+#[derive(Clone, Debug)]
+enum Answer {
+    Authorization(Result<ProviderAuthorization, ProviderError>),
+    Capture(Result<ProviderCapture, ProviderError>),
+    Refund(Result<ProviderRefund, ProviderError>),
+    Void(Result<(), ProviderError>),
+}
+
+#[derive(Debug, Default)]
+struct Remembered {
+    by_key: std::collections::HashMap<String, Answer>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl<P> Replaying<P> {
+    /// Keys remembered at most (the oldest are forgotten first).
+    pub const CAPACITY: usize = 100_000;
+
+    pub fn new(inner: P) -> Self {
+        Self {
+            inner,
+            answers: std::sync::Mutex::new(Remembered::default()),
+        }
+    }
+
+    pub fn inner(&self) -> &P {
+        &self.inner
+    }
+
+    fn remembered(&self, key: &str) -> Option<Answer> {
+        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        answers.by_key.get(key).cloned()
+    }
+
+    /// Keeps `answer` for `key` unless one is kept already (a concurrent call with the
+    /// same key answered first): returns the answer that stands.
+    fn remember(&self, key: &str, answer: Answer) -> Answer {
+        let unavailable = matches!(
+            &answer,
+            Answer::Authorization(Err(ProviderError::Unavailable))
+                | Answer::Capture(Err(ProviderError::Unavailable))
+                | Answer::Refund(Err(ProviderError::Unavailable))
+                | Answer::Void(Err(ProviderError::Unavailable))
+        );
+        if unavailable {
+            return answer;
+        }
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = answers.by_key.get(key) {
+            return first.clone();
+        }
+        if answers.order.len() >= Self::CAPACITY
+            && let Some(oldest) = answers.order.pop_front()
+        {
+            answers.by_key.remove(&oldest);
+        }
+        answers.order.push_back(key.to_owned());
+        answers.by_key.insert(key.to_owned(), answer.clone());
+        answer
+    }
+}
+
+impl<P: Default> Default for Replaying<P> {
+    fn default() -> Self {
+        Self::new(P::default())
+    }
+}
+
+#[async_trait]
+impl<P: PaymentProvider> PaymentProvider for Replaying<P> {
+    async fn authorize(
+        &self,
+        token: &str,
+        amount: &Money,
+        idempotency_key: &str,
+    ) -> Result<ProviderAuthorization, ProviderError> {
+        let answer = match self.remembered(idempotency_key) {
+            Some(answer) => answer,
+            None => {
+                let fresh = self.inner.authorize(token, amount, idempotency_key).await;
+                self.remember(idempotency_key, Answer::Authorization(fresh))
+            }
+        };
+        match answer {
+            Answer::Authorization(answer) => answer,
+            _ => Err(ProviderError::Declined {
+                reason: "idempotency_key_reused".to_owned(),
+            }),
+        }
+    }
+
+    async fn capture(
+        &self,
+        reference: &str,
+        amount: &Money,
+        idempotency_key: &str,
+    ) -> Result<ProviderCapture, ProviderError> {
+        let answer = match self.remembered(idempotency_key) {
+            Some(answer) => answer,
+            None => {
+                let fresh = self.inner.capture(reference, amount, idempotency_key).await;
+                self.remember(idempotency_key, Answer::Capture(fresh))
+            }
+        };
+        match answer {
+            Answer::Capture(answer) => answer,
+            _ => Err(ProviderError::Declined {
+                reason: "idempotency_key_reused".to_owned(),
+            }),
+        }
+    }
+
+    async fn refund(
+        &self,
+        capture_reference: &str,
+        amount: &Money,
+        idempotency_key: &str,
+    ) -> Result<ProviderRefund, ProviderError> {
+        let answer = match self.remembered(idempotency_key) {
+            Some(answer) => answer,
+            None => {
+                let fresh = self
+                    .inner
+                    .refund(capture_reference, amount, idempotency_key)
+                    .await;
+                self.remember(idempotency_key, Answer::Refund(fresh))
+            }
+        };
+        match answer {
+            Answer::Refund(answer) => answer,
+            _ => Err(ProviderError::Declined {
+                reason: "idempotency_key_reused".to_owned(),
+            }),
+        }
+    }
+
+    async fn void(&self, reference: &str, idempotency_key: &str) -> Result<(), ProviderError> {
+        let answer = match self.remembered(idempotency_key) {
+            Some(answer) => answer,
+            None => {
+                let fresh = self.inner.void(reference, idempotency_key).await;
+                self.remember(idempotency_key, Answer::Void(fresh))
+            }
+        };
+        match answer {
+            Answer::Void(answer) => answer,
+            _ => Err(ProviderError::Declined {
+                reason: "idempotency_key_reused".to_owned(),
+            }),
+        }
     }
 }

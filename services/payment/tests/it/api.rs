@@ -20,6 +20,7 @@ crate::on_both_backends!(
     unknown_and_malformed_ids_are_not_found,
     the_event_carries_the_callers_trace,
     only_a_service_token_for_payment_reaches_a_route,
+    the_provider_is_asked_with_the_request_id_as_its_idempotency_key,
 );
 
 async fn an_authorization_is_answered_stored_and_published(backend: Backend) {
@@ -320,5 +321,24 @@ async fn only_a_service_token_for_payment_reaches_a_route(backend: Backend) {
     // With ordering's token for payment, the same request goes through.
     let answer = authorize(&router, &request_body()).await;
     assert_eq!(answer.status, StatusCode::CREATED);
+    payment.shutdown().await;
+}
+
+async fn the_provider_is_asked_with_the_request_id_as_its_idempotency_key(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    // Unavailable once: the retry asks again under the same key.
+    let provider = FakeProvider::scripted([Answer::Unavailable], Answer::Approve);
+    let payment = env.start(provider.clone()).await;
+    let router = payment.router();
+    let body = request_body();
+    assert_eq!(
+        authorize(&router, &body).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(authorize(&router, &body).await.status, StatusCode::CREATED);
+    let request_id = body["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(provider.authorize_keys(), [request_id.clone(), request_id]);
     payment.shutdown().await;
 }

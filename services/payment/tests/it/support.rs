@@ -40,6 +40,8 @@ pub enum Answer {
 /// the idempotency keys they carried.
 pub struct FakeProvider {
     calls: AtomicUsize,
+    /// The idempotency key of every authorization call.
+    authorize_keys: std::sync::Mutex<Vec<String>>,
     /// Never held across an await.
     script: std::sync::Mutex<VecDeque<Answer>>,
     fallback: Answer,
@@ -58,6 +60,7 @@ impl FakeProvider {
     pub fn scripted(script: impl IntoIterator<Item = Answer>, fallback: Answer) -> Arc<Self> {
         Arc::new(FakeProvider {
             calls: AtomicUsize::new(0),
+            authorize_keys: std::sync::Mutex::new(Vec::new()),
             script: std::sync::Mutex::new(script.into_iter().collect()),
             fallback,
             gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
@@ -136,6 +139,11 @@ impl FakeProvider {
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+
+    /// The idempotency keys authorizations were asked with, in order.
+    pub fn authorize_keys(&self) -> Vec<String> {
+        self.authorize_keys.lock().unwrap().clone()
+    }
 }
 
 #[async_trait::async_trait]
@@ -144,8 +152,13 @@ impl PaymentProvider for FakeProvider {
         &self,
         token: &str,
         amount: &Money,
+        idempotency_key: &str,
     ) -> Result<ProviderAuthorization, ProviderError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.authorize_keys
+            .lock()
+            .unwrap()
+            .push(idempotency_key.to_owned());
         let answer = self
             .script
             .lock()
