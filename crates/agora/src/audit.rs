@@ -36,8 +36,17 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Every inconsistency in the shop under `data_dir`.
+/// Every inconsistency in the shop under `data_dir` (run with the default orphan hold
+/// time).
 pub fn audit(data_dir: &Path) -> anyhow::Result<Vec<Finding>> {
+    audit_with(data_dir, agora_payment::DEFAULT_ORPHAN_HOLD)
+}
+
+/// [`audit`] of a shop whose payment voids orphan holds after `orphan_hold`.
+pub fn audit_with(
+    data_dir: &Path,
+    orphan_hold: std::time::Duration,
+) -> anyhow::Result<Vec<Finding>> {
     let mut findings = Vec::new();
     let mut found = |store: &str, what: String| {
         findings.push(Finding {
@@ -76,9 +85,16 @@ pub fn audit(data_dir: &Path) -> anyhow::Result<Vec<Finding>> {
                 r.get::<_, i64>(3)?,
             ))
         })?;
+        // A sweep a minute (at most) after the hold time.
         let orphan_before_ms = now_ms()
-            - i64::try_from(agora_payment::DEFAULT_ORPHAN_HOLD.as_millis()).unwrap_or(i64::MAX)
-            - 60_000;
+            - i64::try_from(orphan_hold.as_millis()).unwrap_or(i64::MAX)
+            - i64::try_from(
+                orphan_hold
+                    .min(std::time::Duration::from_secs(60))
+                    .as_millis(),
+            )
+            .unwrap_or(0)
+            - 1_000;
         let mut captures: HashMap<String, u32> = HashMap::new();
         for row in rows {
             let (id, order, status, authorized_at_ms) = row?;

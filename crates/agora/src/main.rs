@@ -6,6 +6,7 @@
 
 mod bench;
 mod loadgen;
+mod nemesis;
 mod ops_cli;
 mod up;
 
@@ -69,6 +70,11 @@ enum Command {
     /// An open-loop load generator of simulated customers (browse, preview, checkout),
     /// through the public API of a running shop or of a fresh one of its own.
     Loadgen(loadgen::LoadgenArgs),
+    /// A seeded schedule of faults (services down, slow, flaky; the payment provider
+    /// down; the bus paused; kill -9 and restart) under steady checkouts, then the
+    /// checks: every accepted order ends, and the audit finds nothing. Exits non-zero
+    /// on any violation.
+    Nemesis(nemesis::NemesisArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,7 +106,7 @@ fn main() -> anyhow::Result<()> {
     // The measuring commands run a shop in this process: its logs (warnings included:
     // a shop under load has many) would drown their progress and tables.
     let default_level = match cli.command {
-        Command::Bench { .. } | Command::Loadgen(_) => "error",
+        Command::Bench { .. } | Command::Loadgen(_) | Command::Nemesis(_) => "error",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -142,6 +148,7 @@ fn main() -> anyhow::Result<()> {
             } => bench::bus::run(args).await,
             Command::Bench { what: None, args } => bench::run(args).await,
             Command::Loadgen(args) => loadgen::run(args).await,
+            Command::Nemesis(args) => nemesis::run(args).await,
         }
     })
 }

@@ -237,6 +237,7 @@ pub async fn build(config: PaymentConfig) -> Result<Payment, Error> {
     );
     let orphans = orphans::Sweeper::spawn(
         settler.clone(),
+        config.bus.clone(),
         config.orphan_hold,
         config.orphan_sweep_interval,
     );

@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use agora_bus::SharedBus;
 use agora_contracts::{OrderAccepted, bus_subject};
 use agora_messaging::{Context, Envelope, Handler, HandlerError, SubscriberConfig};
 use async_trait::async_trait;
@@ -63,12 +64,25 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Voids orphan holds every `interval`, starting at once.
-    pub fn spawn(settler: Settler, hold: Duration, interval: Duration) -> Self {
+    /// Voids orphan holds every `interval`, starting at once — each time only once the
+    /// consumer of accepted orders has caught up with the bus (after a restart, the
+    /// acceptances still waiting there must be seen before any hold is called an
+    /// orphan).
+    pub fn spawn(settler: Settler, bus: SharedBus, hold: Duration, interval: Duration) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
+            let acceptances = acceptances_subscriber_config().consumer_config();
             loop {
-                if let Err(error) = sweep(&settler, hold).await {
+                let caught_up = match bus.consumer(&acceptances).await {
+                    Ok(consumer) => consumer
+                        .info()
+                        .await
+                        .is_ok_and(|info| info.pending == 0 && info.ack_pending == 0),
+                    Err(_) => false,
+                };
+                if !caught_up {
+                    tracing::debug!("accepted orders not all seen yet: orphan sweep deferred");
+                } else if let Err(error) = sweep(&settler, hold).await {
                     tracing::warn!(%error, "orphan hold sweep failed; will try again");
                 }
                 tokio::select! {
