@@ -58,8 +58,11 @@ function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "";
 }
 
+// How an id is shown and quoted: its last 8 hex digits, the random part of a UUIDv7
+// (its first digits are a timestamp: orders placed minutes apart would read the same).
+// The mailbox's subjects use the same reference.
 function shortId(id) {
-  return String(id).slice(0, 8);
+  return String(id).replace(/-/g, "").slice(-8);
 }
 
 function addressLines(a) {

@@ -362,8 +362,11 @@ async fn send(
     Ok(())
 }
 
+/// How a customer quotes an order: the last 8 hex digits of its id, its random part.
+/// (A UUIDv7 starts with its timestamp: orders placed minutes apart share a prefix.)
 fn short(order_id: Uuid) -> String {
-    order_id.simple().to_string()[..8].to_owned()
+    let hex = order_id.simple().to_string();
+    hex[hex.len() - 8..].to_owned()
 }
 
 /// Minor units as a decimal amount with two places: 1234 → "12.34".
@@ -413,6 +416,24 @@ fn shipped_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orders_placed_together_have_references_apart() {
+        let ids: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
+        let references: std::collections::HashSet<String> =
+            ids.iter().map(|id| short(*id)).collect();
+        assert_eq!(
+            references.len(),
+            ids.len(),
+            "made in the same milliseconds, yet apart"
+        );
+        let id = Uuid::parse_str("01a24d0d-0000-7000-8000-00000000beef").unwrap();
+        assert_eq!(
+            short(id),
+            "0000beef",
+            "the tail of the id, as the UI shows it"
+        );
+    }
 
     #[test]
     fn amounts_have_two_places() {
