@@ -580,13 +580,7 @@ impl Worker {
         loop {
             tokio::select! {
                 outcomes = &mut work => return outcomes,
-                _ = tokio::time::sleep(tick) => {
-                    for (delivery, _) in batch {
-                        if let Err(error) = delivery.progress().await {
-                            tracing::warn!(%error, "cannot extend the ack wait; the message may come back");
-                        }
-                    }
-                }
+                _ = tokio::time::sleep(tick) => keep_alive(batch).await,
             }
         }
     }
@@ -602,11 +596,7 @@ impl Worker {
         let tick = (self.config.ack_wait / 3).max(Duration::from_millis(1));
         let until = tokio::time::Instant::now() + delay;
         loop {
-            for (delivery, _) in held {
-                if let Err(error) = delivery.progress().await {
-                    tracing::warn!(%error, "cannot extend the ack wait; the message may come back");
-                }
-            }
+            keep_alive(held).await;
             let now = tokio::time::Instant::now();
             if now >= until {
                 return true;
@@ -696,6 +686,15 @@ impl Worker {
             // Effects are committed (or rolled back) already; the message comes back
             // after the ack wait and the inbox makes it a no-op.
             tracing::warn!(%error, "settling the delivery failed");
+        }
+    }
+}
+
+/// Restarts the ack wait of every delivery of `batch` (still being worked on).
+async fn keep_alive(batch: &[(Delivery, Envelope)]) {
+    for (delivery, _) in batch {
+        if let Err(error) = delivery.progress().await {
+            tracing::warn!(%error, "cannot extend the ack wait; the message may come back");
         }
     }
 }

@@ -10,6 +10,7 @@ use agora_httpkit::Problem;
 use agora_resilience::Deadline;
 use axum::Json;
 use axum::extract::State as AxumState;
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -139,13 +140,7 @@ async fn part<T: serde::de::DeserializeOwned>(
         .find(|r| r.upstream.name == service)?;
     let mut call = route.client.request(Method::GET, &path);
     if path.starts_with("/internal/") {
-        match state.internal.token_for(service) {
-            Ok(token) => call = call.bearer(&token),
-            Err(error) => {
-                tracing::error!(%error, "cannot sign a service token");
-                return None;
-            }
-        }
+        call = call.header(AUTHORIZATION, state.service_token(service)?);
     }
     let call = call.json::<T>();
     match Deadline::after(PART_BUDGET).scope(call).await {

@@ -177,6 +177,16 @@ pub(crate) struct State {
     pub ready: Arc<ops::ReadyCache>,
 }
 
+impl State {
+    /// `Bearer <service token for service>`, for the gateway's own internal calls.
+    pub(crate) fn service_token(&self, service: &str) -> Option<axum::http::HeaderValue> {
+        self.internal
+            .authorization_for(service)
+            .inspect_err(|error| tracing::error!(%error, "cannot sign a service token"))
+            .ok()
+    }
+}
+
 impl FromRef<State> for Verifier {
     fn from_ref(state: &State) -> Self {
         state.verifier.clone()

@@ -10,7 +10,7 @@ use agora_resilience::BreakerState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{HeaderValue, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -218,7 +218,7 @@ async fn probe_all(state: &State) -> Vec<String> {
 /// The breakers of a service's own outgoing calls, from its
 /// `/internal/<service>/breakers` when it has one.
 async fn breakers(state: &State, upstream: &Upstream) -> Vec<BreakerStatus> {
-    let Some(authorization) = service_token(state, &upstream.name) else {
+    let Some(authorization) = state.service_token(&upstream.name) else {
         return Vec::new();
     };
     let probe = state
@@ -258,22 +258,13 @@ async fn customer_data(state: &State) -> Option<String> {
         .proxy
         .client()
         .get(format!("{}/internal/ordering/settings", ordering.url))
-        .header(header::AUTHORIZATION, service_token(state, "ordering")?)
+        .header(header::AUTHORIZATION, state.service_token("ordering")?)
         .timeout(PROBE_TIMEOUT)
         .send()
         .await
         .ok()?;
     let settings: OrderingSettings = answer.error_for_status().ok()?.json().await.ok()?;
     Some(settings.customer_data)
-}
-
-/// `Bearer <service token for service>`, for the gateway's own internal calls.
-fn service_token(state: &State, service: &str) -> Option<HeaderValue> {
-    state
-        .internal
-        .authorization_for(service)
-        .inspect_err(|error| tracing::error!(%error, "cannot sign a service token"))
-        .ok()
 }
 
 pub(crate) fn breaker_state(state: BreakerState) -> &'static str {
@@ -415,7 +406,7 @@ pub(crate) async fn set_settings(
     let Some(ordering) = state.proxy.upstreams().find(|u| u.name == "ordering") else {
         return unavailable();
     };
-    let Some(authorization) = service_token(&state, "ordering") else {
+    let Some(authorization) = state.service_token("ordering") else {
         return Problem::internal().into_response();
     };
     let answer = state

@@ -72,13 +72,17 @@ impl Sweeper {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let acceptances = acceptances_subscriber_config().consumer_config();
+            let mut consumer = None;
             loop {
-                let caught_up = match bus.consumer(&acceptances).await {
-                    Ok(consumer) => consumer
+                if consumer.is_none() {
+                    consumer = bus.consumer(&acceptances).await.ok();
+                }
+                let caught_up = match &consumer {
+                    Some(consumer) => consumer
                         .info()
                         .await
                         .is_ok_and(|info| info.pending == 0 && info.ack_pending == 0),
-                    Err(_) => false,
+                    None => false,
                 };
                 if !caught_up {
                     tracing::debug!("accepted orders not all seen yet: orphan sweep deferred");
