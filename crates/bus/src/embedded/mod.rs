@@ -36,6 +36,8 @@ const CACHE_MESSAGES: usize = 65_536;
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Messages read from the file at a time by a consumer that fell behind the cache.
 const READ_CHUNK: usize = 1024;
+/// How long a message whose dead-letter write failed waits before it is tried again.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
 /// A bus in a SQLite file. Cheap to share behind an `Arc`.
 pub struct EmbeddedBus {
@@ -116,6 +118,13 @@ impl Shared {
             return Err(BusError::Closed);
         }
         self.ops.send(op).map_err(|_| BusError::Closed)
+    }
+
+    /// Waits until everything queued so far is committed.
+    async fn flush(&self) -> Result<(), BusError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Flush(tx))?;
+        rx.await.map_err(|_| BusError::Closed)
     }
 
     async fn call<T>(
@@ -239,9 +248,7 @@ impl EmbeddedBus {
 
     /// Waits until everything queued so far (acks included) is committed.
     pub async fn flush(&self) -> Result<(), BusError> {
-        let (tx, rx) = oneshot::channel();
-        self.shared.send(Op::Flush(tx))?;
-        rx.await.map_err(|_| BusError::Closed)
+        self.shared.flush().await
     }
 }
 
@@ -400,6 +407,8 @@ impl Bus for EmbeddedBus {
                 pending: BTreeMap::new(),
                 timers: BTreeSet::new(),
                 acked_ahead: row.acked_above_floor.into_iter().collect(),
+                delivered_before: row.delivered,
+                redelivered_before: row.redeliveries.into_iter().collect(),
             }),
         });
         consumers.insert(key, consumer.clone());
@@ -501,6 +510,11 @@ struct ConsumerState {
     timers: BTreeSet<(Instant, u64)>,
     /// Sequences at or past `next_seq` already acked before a restart.
     acked_ahead: BTreeSet<u64>,
+    /// Before the last restart, every message up to here was delivered at least once...
+    delivered_before: u64,
+    /// ...and these more often: a message that brings its consumer's process down
+    /// still reaches its last delivery and the dead letters.
+    redelivered_before: HashMap<u64, u32>,
 }
 
 struct Pending {
@@ -529,6 +543,14 @@ impl ConsumerState {
         self.timers.remove(&(p.due, seq));
         Some(p)
     }
+
+    /// How often `seq` was delivered before the last restart.
+    fn deliveries_before(&mut self, seq: u64) -> u32 {
+        if seq > self.delivered_before {
+            return 0;
+        }
+        self.redelivered_before.remove(&seq).unwrap_or(1)
+    }
 }
 
 impl ConsumerCore {
@@ -543,6 +565,8 @@ impl ConsumerCore {
             consumer: self.name.clone(),
             floor,
             above_floor: (settled > floor).then_some(settled).into_iter().collect(),
+            delivered: 0,
+            redeliveries: Vec::new(),
         }
     }
 
@@ -570,14 +594,16 @@ impl ConsumerCore {
         )
     }
 
-    /// Moves a pending message to the dead letters, durably, and settles it.
+    /// Moves a pending message to the dead letters, durably, and settles it. Until the
+    /// dead letter is committed the message stays pending (the state lock is held
+    /// throughout); if the write fails it is offered again after [`DEAD_LETTER_RETRY`].
     async fn dead_letter(
         &self,
         state: &mut ConsumerState,
         seq: u64,
         reason: String,
     ) -> Result<(), BusError> {
-        let Some(pending) = state.pending.get(&seq) else {
+        let Some(pending) = state.settle(seq) else {
             return Ok(());
         };
         let letter = NewDeadLetter {
@@ -587,26 +613,55 @@ impl ConsumerCore {
             reason,
             deliveries: pending.deliveries,
         };
-        let due = pending.due;
-        state.pending.remove(&seq);
-        state.timers.remove(&(due, seq));
+        // The position as it will be once the letter is written.
         let position = self.position(state, seq);
-        self.shared
+        let written = self
+            .shared
             .call(|reply| Op::DeadLetter {
                 letter,
                 position,
                 reply,
             })
-            .await
+            .await;
+        if written.is_err() {
+            let due = Instant::now() + DEAD_LETTER_RETRY;
+            state.pending.insert(seq, Pending { due, ..pending });
+            state.timers.insert((due, seq));
+        }
+        written
     }
 
     /// Takes what is ready now: pending messages whose time has come, then new ones.
-    /// Returns the deliveries and, when there are none, when to look again.
+    ///
+    /// What was handed out is recorded with the next commit (a first delivery) or
+    /// before the batch is returned (a redelivery: rare, and the count that must
+    /// survive a consumer that keeps dying on the message).
     async fn take_ready(self: &Arc<Self>, max: usize) -> Result<Vec<Delivery>, BusError> {
+        let (out, redeliveries) = self.take_ready_locked(max).await?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let delivered = out.iter().map(|d| d.stream_sequence).max().unwrap_or(0);
+        if self.slot.record_deliveries(delivered, &redeliveries) {
+            self.shared.send(Op::SavePosition(self.slot.clone()))?;
+        }
+        if !redeliveries.is_empty() {
+            self.shared.flush().await?;
+        }
+        Ok(out)
+    }
+
+    /// [`take_ready`](Self::take_ready) under the state lock: the deliveries, and the
+    /// counts of those delivered before.
+    async fn take_ready_locked(
+        self: &Arc<Self>,
+        max: usize,
+    ) -> Result<(Vec<Delivery>, Vec<(u64, u32)>), BusError> {
         let config = self.config.lock().clone();
         let mut state = self.state.lock().await;
         let now = Instant::now();
         let mut out = Vec::new();
+        let mut redeliveries = Vec::new();
 
         while out.len() < max {
             let Some(&(due, seq)) = state.timers.first() else {
@@ -627,6 +682,7 @@ impl ConsumerCore {
                 .get_mut(&seq)
                 .expect("scheduled message is pending");
             p.deliveries += 1;
+            redeliveries.push((seq, p.deliveries));
             let p = &state.pending[&seq];
             out.push(self.delivery(p, config.max_deliver));
         }
@@ -666,20 +722,36 @@ impl ConsumerCore {
                 if !wanted {
                     continue;
                 }
+                let before = state.deliveries_before(seq);
                 let due = now + config.ack_wait;
                 state.pending.insert(
                     seq,
                     Pending {
                         message,
-                        deliveries: 1,
+                        deliveries: before.max(1),
                         due,
                     },
                 );
                 state.timers.insert((due, seq));
+                if before >= config.max_deliver {
+                    let reason =
+                        format!("delivered {before} times without being settled before a restart");
+                    self.dead_letter(&mut state, seq, reason).await?;
+                    continue;
+                }
+                let deliveries = before + 1;
+                state
+                    .pending
+                    .get_mut(&seq)
+                    .expect("just inserted")
+                    .deliveries = deliveries;
+                if deliveries > 1 {
+                    redeliveries.push((seq, deliveries));
+                }
                 out.push(self.delivery(&state.pending[&seq], config.max_deliver));
             }
         }
-        Ok(out)
+        Ok((out, redeliveries))
     }
 
     async fn next_due(&self) -> Option<Instant> {

@@ -54,6 +54,8 @@ pub(super) struct PositionSlot {
 struct Unsaved {
     floor: u64,
     above_floor: Vec<u64>,
+    delivered: u64,
+    redeliveries: Vec<(u64, u32)>,
     /// Whether the slot is already in the writer's queue.
     queued: bool,
 }
@@ -78,6 +80,16 @@ impl PositionSlot {
         !std::mem::replace(&mut u.queued, true)
     }
 
+    /// Records that everything up to `delivered` has been handed out at least once, and
+    /// how often each of `redeliveries` has. Returns true when the caller must queue the
+    /// slot for the writer.
+    pub fn record_deliveries(&self, delivered: u64, redeliveries: &[(u64, u32)]) -> bool {
+        let mut u = self.unsaved.lock();
+        u.delivered = u.delivered.max(delivered);
+        u.redeliveries.extend_from_slice(redeliveries);
+        !std::mem::replace(&mut u.queued, true)
+    }
+
     fn take(&self) -> AckUpdate {
         let mut u = self.unsaved.lock();
         u.queued = false;
@@ -86,6 +98,8 @@ impl PositionSlot {
             consumer: self.consumer.clone(),
             floor: u.floor,
             above_floor: std::mem::take(&mut u.above_floor),
+            delivered: u.delivered,
+            redeliveries: std::mem::take(&mut u.redeliveries),
         }
     }
 }
@@ -99,6 +113,10 @@ pub(super) struct AckUpdate {
     pub floor: u64,
     /// Sequences settled out of order, above the floor.
     pub above_floor: Vec<u64>,
+    /// Every sequence up to here has been delivered at least once.
+    pub delivered: u64,
+    /// Delivery counts of the messages delivered more than once.
+    pub redeliveries: Vec<(u64, u32)>,
 }
 
 pub(super) struct NewDeadLetter {
@@ -160,6 +178,10 @@ pub(super) type Committed = Vec<(String, StoredMessage)>;
 pub(super) struct ConsumerRow {
     pub floor: u64,
     pub acked_above_floor: Vec<u64>,
+    /// Every sequence up to here was delivered at least once before.
+    pub delivered: u64,
+    /// Above the floor, the messages delivered more than once and how often.
+    pub redeliveries: Vec<(u64, u32)>,
 }
 
 /// What the store knows at open.
@@ -232,6 +254,13 @@ pub(super) fn migrate(conn: &Connection) -> Result<Snapshot, BusError> {
              seq INTEGER NOT NULL,
              PRIMARY KEY (stream, consumer, seq)
          ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS consumer_deliveries (
+             stream TEXT NOT NULL,
+             consumer TEXT NOT NULL,
+             seq INTEGER NOT NULL,
+             deliveries INTEGER NOT NULL,
+             PRIMARY KEY (stream, consumer, seq)
+         ) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS dead_letters (
              id INTEGER PRIMARY KEY AUTOINCREMENT,
              stream TEXT NOT NULL,
@@ -248,6 +277,21 @@ pub(super) fn migrate(conn: &Connection) -> Result<Snapshot, BusError> {
          );",
     )
     .map_err(storage)?;
+    // Files written before delivery counts were durable lack the column.
+    let has_delivered: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('consumers') WHERE name = 'delivered'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(storage)?
+        > 0;
+    if !has_delivered {
+        conn.execute_batch(
+            "ALTER TABLE consumers ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;",
+        )
+        .map_err(storage)?;
+    }
     let mut streams = Vec::new();
     let mut stmt = conn
         .prepare("SELECT name, subjects FROM streams ORDER BY rowid")
@@ -345,7 +389,7 @@ fn apply_batch(
             return;
         }
     };
-    let mut positions: HashMap<(String, String), (u64, Vec<u64>)> = HashMap::new();
+    let mut positions: Positions = HashMap::new();
     let mut poisoned: Option<BusError> = None;
     for op in batch.drain(..) {
         match op {
@@ -393,6 +437,12 @@ fn apply_batch(
                     .and_then(|_| {
                         tx.execute(
                             "DELETE FROM consumer_acks WHERE stream = ?1 AND consumer = ?2",
+                            params![stream, name],
+                        )
+                    })
+                    .and_then(|_| {
+                        tx.execute(
+                            "DELETE FROM consumer_deliveries WHERE stream = ?1 AND consumer = ?2",
                             params![stream, name],
                         )
                     })
@@ -629,11 +679,11 @@ fn ensure_consumer(
         params![stream, name, config_json, initial_floor as i64],
     )
     .map_err(storage)?;
-    let floor: i64 = tx
+    let (floor, delivered): (i64, i64) = tx
         .query_row(
-            "SELECT ack_floor FROM consumers WHERE stream = ?1 AND name = ?2",
+            "SELECT ack_floor, delivered FROM consumers WHERE stream = ?1 AND name = ?2",
             params![stream, name],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(storage)?;
     let mut stmt = tx
@@ -648,30 +698,76 @@ fn ensure_consumer(
         .map(|r| r.map(|s| s as u64))
         .collect::<Result<Vec<_>, _>>()
         .map_err(storage)?;
+    let mut stmt = tx
+        .prepare(
+            "SELECT seq, deliveries FROM consumer_deliveries
+             WHERE stream = ?1 AND consumer = ?2 AND seq > ?3",
+        )
+        .map_err(storage)?;
+    let redeliveries = stmt
+        .query_map(params![stream, name, floor], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, u32>(1)?))
+        })
+        .map_err(storage)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(storage)?;
     Ok(ConsumerRow {
         floor: floor as u64,
         acked_above_floor: acked,
+        delivered: delivered as u64,
+        redeliveries,
     })
 }
 
-fn merge_position(positions: &mut HashMap<(String, String), (u64, Vec<u64>)>, update: AckUpdate) {
-    let entry = positions
-        .entry((update.stream, update.consumer))
-        .or_insert((0, Vec::new()));
-    entry.0 = entry.0.max(update.floor);
-    entry.1.extend(update.above_floor);
+/// Position changes gathered in one transaction, by `(stream, consumer)`.
+type Positions = HashMap<(String, String), AckUpdate>;
+
+fn merge_position(positions: &mut Positions, update: AckUpdate) {
+    let key = (update.stream.clone(), update.consumer.clone());
+    match positions.get_mut(&key) {
+        Some(entry) => {
+            entry.floor = entry.floor.max(update.floor);
+            entry.above_floor.extend(update.above_floor);
+            entry.delivered = entry.delivered.max(update.delivered);
+            entry.redeliveries.extend(update.redeliveries);
+        }
+        None => {
+            positions.insert(key, update);
+        }
+    }
 }
 
-fn write_positions(
-    tx: &rusqlite::Transaction<'_>,
-    positions: HashMap<(String, String), (u64, Vec<u64>)>,
-) -> Result<(), BusError> {
-    for ((stream, consumer), (floor, above)) in positions {
+fn write_positions(tx: &rusqlite::Transaction<'_>, positions: Positions) -> Result<(), BusError> {
+    for update in positions.into_values() {
+        let AckUpdate {
+            stream,
+            consumer,
+            floor,
+            above_floor: above,
+            delivered,
+            redeliveries,
+        } = update;
         tx.prepare_cached(
-            "UPDATE consumers SET ack_floor = max(ack_floor, ?3) WHERE stream = ?1 AND name = ?2",
+            "UPDATE consumers SET ack_floor = max(ack_floor, ?3), delivered = max(delivered, ?4)
+             WHERE stream = ?1 AND name = ?2",
         )
-        .and_then(|mut s| s.execute(params![stream, consumer, floor as i64]))
+        .and_then(|mut s| s.execute(params![stream, consumer, floor as i64, delivered as i64]))
         .map_err(storage)?;
+        if !redeliveries.is_empty() {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO consumer_deliveries (stream, consumer, seq, deliveries)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (stream, consumer, seq)
+                     DO UPDATE SET deliveries = max(deliveries, excluded.deliveries)",
+                )
+                .map_err(storage)?;
+            for (seq, deliveries) in redeliveries.into_iter().filter(|&(s, _)| s > floor) {
+                upsert
+                    .execute(params![stream, consumer, seq as i64, deliveries])
+                    .map_err(storage)?;
+            }
+        }
         let mut insert = tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO consumer_acks (stream, consumer, seq) VALUES (?1, ?2, ?3)",
@@ -684,6 +780,11 @@ fn write_positions(
         }
         tx.prepare_cached(
             "DELETE FROM consumer_acks WHERE stream = ?1 AND consumer = ?2 AND seq <= ?3",
+        )
+        .and_then(|mut s| s.execute(params![stream, consumer, floor as i64]))
+        .map_err(storage)?;
+        tx.prepare_cached(
+            "DELETE FROM consumer_deliveries WHERE stream = ?1 AND consumer = ?2 AND seq <= ?3",
         )
         .and_then(|mut s| s.execute(params![stream, consumer, floor as i64]))
         .map_err(storage)?;

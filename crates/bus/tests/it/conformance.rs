@@ -43,6 +43,7 @@ macro_rules! conformance_tests {
             deliver_new_skips_history,
             durable_across_restart,
             nothing_lost_across_a_crash,
+            delivery_counts_survive_a_restart,
             filter_subject_selects_messages,
             consumer_info_counts,
             consumers_are_listed_with_their_counts,
@@ -530,6 +531,40 @@ pub async fn nothing_lost_across_a_crash(mut h: impl Harness) {
             .collect::<Vec<_>>()
     );
     assert!(unique.iter().all(|s| (1..=100).contains(s)));
+}
+
+/// A message whose consumer keeps going away without settling it (a handler that
+/// brings its process down) still reaches its last delivery and then the dead letters:
+/// delivery counts outlive a restart.
+pub async fn delivery_counts_survive_a_restart(mut h: impl Harness) {
+    let mut bus = setup(&mut h).await;
+    bus.publish(msg("killer", "boom")).await.unwrap();
+    let config = ConsumerConfig::new(STREAM, "fragile")
+        .max_deliver(3)
+        .ack_wait(Duration::from_millis(500));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let consumer = bus.consumer(&config).await.unwrap();
+        let d = fetch_n(&consumer, 1, WAIT).await.pop().expect("a delivery");
+        seen.push((d.deliveries, d.is_last_attempt()));
+        drop((d, consumer, bus));
+        h.restart().await;
+        bus = h.bus().await;
+    }
+    assert_eq!(seen, [(1, false), (2, false), (3, true)]);
+
+    let consumer = bus.consumer(&config).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let dead = loop {
+        let batch = consumer.fetch(1, Duration::from_millis(200)).await.unwrap();
+        assert!(batch.is_empty(), "delivered past max_deliver");
+        let dead = bus.dead_letters().await.unwrap();
+        if !dead.is_empty() || Instant::now() > deadline {
+            break dead;
+        }
+    };
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].message_id, "killer");
 }
 
 pub async fn filter_subject_selects_messages(mut h: impl Harness) {
