@@ -90,6 +90,8 @@ pub struct Host {
     router: Router,
     config: Arc<ServeConfig>,
     server: Option<JoinHandle<()>>,
+    /// Tells the running server to drain: stop accepting, finish what is in flight.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl Host {
@@ -114,6 +116,7 @@ impl Host {
             router,
             config: Arc::new(config),
             server: None,
+            draining: tokio::sync::watch::channel(false).0,
         };
         host.serve(listener);
         Ok(host)
@@ -154,17 +157,43 @@ impl Host {
         Ok(())
     }
 
+    /// Stops accepting connections and lets the requests in flight finish (a
+    /// keep-alive connection closes after its current answer), for at most `grace`;
+    /// then closes whatever is left.
+    pub async fn drain(&mut self, grace: Duration) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        self.draining.send_replace(true);
+        let abort = server.abort_handle();
+        if tokio::time::timeout(grace, server).await.is_err() {
+            tracing::warn!(service = %self.name, "requests still in flight after the grace period: closed");
+            abort.abort();
+        }
+        tracing::info!(service = %self.name, "listener drained");
+    }
+
     fn serve(&mut self, listener: TcpListener) {
         let router = self.router.clone();
         let config = self.config.clone();
         let name = self.name.clone();
-        self.server = Some(tokio::spawn(accept(listener, router, config, name)));
+        let (draining, drain) = tokio::sync::watch::channel(false);
+        self.draining = draining;
+        self.server = Some(tokio::spawn(accept(listener, router, config, name, drain)));
     }
 }
 
-/// Accepts connections until aborted; aborting it drops (closes) every connection it
-/// serves, since they live in its `JoinSet`.
-async fn accept(listener: TcpListener, router: Router, config: Arc<ServeConfig>, name: String) {
+/// Accepts connections until aborted or told to drain; aborting it drops (closes)
+/// every connection it serves, since they live in its `JoinSet`. Draining closes the
+/// listener and returns once every connection has ended.
+async fn accept(
+    listener: TcpListener,
+    router: Router,
+    config: Arc<ServeConfig>,
+    name: String,
+    drain: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut stop = drain.clone();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
@@ -181,6 +210,7 @@ async fn accept(listener: TcpListener, router: Router, config: Arc<ServeConfig>,
                     };
                     let serve = serve_connection(
                         http.clone(), stream, peer, router.clone(), config.idle_timeout,
+                        drain.clone(),
                     );
                     connections.spawn(async move {
                         serve.await;
@@ -194,7 +224,17 @@ async fn accept(listener: TcpListener, router: Router, config: Arc<ServeConfig>,
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = draining(&mut stop) => break,
         }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Resolves once the host is told to drain (never, if the host is gone without).
+async fn draining(drain: &mut tokio::sync::watch::Receiver<bool>) {
+    if drain.wait_for(|&d| d).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -206,6 +246,7 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     idle_timeout: Duration,
+    mut drain: tokio::sync::watch::Receiver<bool>,
 ) {
     let activity = Activity::default();
     let io = TokioIo::new(Watched {
@@ -220,6 +261,7 @@ async fn serve_connection(
     });
     let connection = http.serve_connection(io, service);
     tokio::pin!(connection);
+    let mut draining = false;
     loop {
         let quiet_until = activity.last() + idle_timeout;
         tokio::select! {
@@ -234,6 +276,11 @@ async fn serve_connection(
                     tracing::debug!(%peer, "idle connection closed");
                     return;
                 }
+            }
+            () = self::draining(&mut drain), if !draining => {
+                // The answer in flight is finished; no further request is read.
+                draining = true;
+                connection.as_mut().graceful_shutdown();
             }
         }
     }

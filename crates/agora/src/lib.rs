@@ -7,8 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
-pub mod demo;
 pub mod host;
 pub mod provider;
+pub mod runtime;
 pub mod secrets;
 pub mod shop;

@@ -8,6 +8,7 @@ mod bench;
 mod loadgen;
 mod nemesis;
 mod ops_cli;
+mod run;
 mod up;
 
 use std::path::PathBuf;
@@ -29,6 +30,14 @@ struct Cli {
 enum Command {
     /// Runs the whole shop in this process on the embedded bus, until Ctrl-C.
     Up(up::UpArgs),
+    /// Runs one service in this process, configured by its environment (`AGORA_*`),
+    /// until SIGTERM: one process per service, as many instances as you like.
+    Run(run::RunArgs),
+    /// A deployment's secrets.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Cross-checks every service's store under a data directory (of a stopped or
     /// quiet shop) and lists every inconsistency; exits 0 only when there is none.
     Audit {
@@ -90,6 +99,14 @@ enum Setting {
 }
 
 #[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Writes a deployment's secrets into DIR, once: the internal-plane key every
+    /// service of the deployment shares, and the admin's password
+    /// (`AGORA_ADMIN_PASSWORD`, or a generated one). What exists is never overwritten.
+    Init { dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// The bus: durable publish→consume throughput and latency at a steady rate, for
     /// both backends, beside raw JetStream and NATS core baselines.
@@ -120,6 +137,25 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Secrets {
+                command: SecretsCommand::Init { dir },
+            } => {
+                let password = std::env::var("AGORA_ADMIN_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty());
+                let written = agora::secrets::Secrets::init(&dir, password.as_deref())?;
+                for file in &written {
+                    println!("agora secrets: wrote {}", file.display());
+                }
+                if written.is_empty() {
+                    println!(
+                        "agora secrets: {} already holds the deployment's secrets; nothing written",
+                        dir.display()
+                    );
+                }
+                Ok(())
+            }
             Command::Chaos {
                 service,
                 mode,

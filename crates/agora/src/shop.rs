@@ -3,23 +3,24 @@
 //! on the public address. Services get their bus, their store and the URLs of what
 //! they call, and nothing else: no call between them takes an in-process shortcut.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_auth::{HttpKeySource, InternalKey, KeySource};
+use agora_auth::InternalKey;
 use agora_bus::embedded::EmbeddedBus;
 use agora_bus::{Bus, BusSwitch, SharedBus, StreamConfig, SwitchedBus};
-use agora_gateway::{
-    Chaos, ChaosMode, ControlError, Gateway, GatewayConfig, Limits, OpsControl, Upstream,
-};
-use agora_identity::{Identity, IdentityConfig};
-use agora_resilience::ClientConfig;
+use agora_gateway::{Chaos, ChaosMode, ControlError, Limits, OpsControl};
 use anyhow::Context;
 
 use crate::host::{ChaosCell, Host, ServeConfig, service_router};
 use crate::provider::{PROVIDER, SwitchedProvider};
+use crate::runtime::{Running, ServiceEnv, ServiceName, Settings, Started};
+
+/// How long a stopping shop waits for the requests in flight.
+const DRAIN: Duration = Duration::from_secs(8);
 
 /// How the shop runs.
 #[derive(Debug, Clone)]
@@ -51,6 +52,12 @@ pub struct ShopConfig {
     pub capture_retry: agora_messaging::Backoff,
     /// An authorization whose order was never accepted is voided after this long.
     pub orphan_hold: Duration,
+    /// The NATS JetStream servers to run on (comma-separated `nats://` URLs) instead
+    /// of the embedded bus.
+    pub bus: Option<String>,
+    /// Each service's database from this template (`{service}` replaced by its
+    /// name: `postgres://…/agora_{service}`) instead of a SQLite file in `data_dir`.
+    pub db_template: Option<String>,
 }
 
 impl ShopConfig {
@@ -68,6 +75,22 @@ impl ShopConfig {
             capture_max_deliveries: agora_payment::DEFAULT_CAPTURE_MAX_DELIVERIES,
             capture_retry: agora_payment::DEFAULT_CAPTURE_RETRY,
             orphan_hold: agora_payment::DEFAULT_ORPHAN_HOLD,
+            bus: None,
+            db_template: None,
+        }
+    }
+
+    /// What every service of this shop shares; the demo data is on.
+    fn settings(&self) -> Settings {
+        Settings {
+            token_ttl: self.token_ttl,
+            fulfilment_timeout: self.fulfilment_timeout,
+            capture_max_deliveries: self.capture_max_deliveries,
+            capture_retry: self.capture_retry,
+            orphan_hold: self.orphan_hold,
+            limits: self.limits,
+            trusted_proxies: self.trusted_proxies.clone(),
+            demo: true,
         }
     }
 }
@@ -82,37 +105,11 @@ pub fn service_streams() -> Vec<StreamConfig> {
         .collect()
 }
 
-/// A running service, whatever its type, as the shop stops it.
-trait Running: Send + std::fmt::Debug {
-    fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()>;
-}
-
-macro_rules! running {
-    ($($service:ty),* $(,)?) => {$(
-        impl Running for $service {
-            fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()> {
-                Box::pin(async move { (*self).shutdown().await })
-            }
-        }
-    )*};
-}
-running!(
-    Identity,
-    Gateway,
-    agora_customer::Customer,
-    agora_catalog::Catalog,
-    agora_payment::Payment,
-    agora_ordering::Ordering,
-    agora_inventory::Inventory,
-    agora_fulfilment::Fulfilment,
-    agora_shipping::Shipping,
-    agora_notification::Notification,
-);
-
 /// The running shop. Stop it with [`Shop::shutdown`].
 #[derive(Debug)]
 pub struct Shop {
-    bus: Arc<EmbeddedBus>,
+    /// The embedded bus, when the shop runs on it (closed last).
+    embedded: Option<Arc<EmbeddedBus>>,
     /// The services' listeners, chaos and bus switches.
     control: Arc<ShopControl>,
     gateway_host: Host,
@@ -214,65 +211,60 @@ impl OpsControl for ShopControl {
 /// What the composition knows while it starts the services one by one.
 struct Composition {
     data_dir: PathBuf,
+    /// `postgres://…/agora_{service}`, or `None` for a SQLite file per service.
+    db_template: Option<String>,
     bus: SharedBus,
     bus_switch: BusSwitch,
     levers: Vec<Lever>,
     services: Vec<Box<dyn Running>>,
-    upstreams: Vec<Upstream>,
-    docs: Vec<utoipa::openapi::OpenApi>,
     /// How the services' own listeners serve: the shop's timeouts, no cap per
     /// address (their clients all come from 127.0.0.1).
     serve: ServeConfig,
 }
 
 impl Composition {
-    /// The service's own SQLite file (created readable by the owner only).
-    fn db_url(&self, service: &str) -> anyhow::Result<String> {
-        sqlite_url(&self.data_dir, service)
+    /// The service's own database: from the template, or its SQLite file (created
+    /// readable by the owner only).
+    fn db_url(&self, service: ServiceName) -> anyhow::Result<String> {
+        match &self.db_template {
+            Some(template) => Ok(template.replace("{service}", service.as_str())),
+            None => sqlite_url(&self.data_dir, service.as_str()),
+        }
     }
 
     /// The bus as a service sees it: behind the shop's switch and its own, so that
     /// pausing the bus or taking the service down cuts it off.
-    fn bus_for(&self, service: &str) -> (SharedBus, BusSwitch) {
+    fn bus_for(&self) -> (SharedBus, BusSwitch) {
         let own = BusSwitch::new();
-        tracing::debug!(service, "bus view");
         let view = SwitchedBus::new(self.bus.clone(), vec![self.bus_switch.clone(), own.clone()]);
         (Arc::new(view), own)
     }
 
-    /// Serves `router` on a free port of 127.0.0.1 and records the service; `prefix`
-    /// is its public path prefix, if it has public routes. Returns its base URL.
+    /// Serves a started service on a free port of 127.0.0.1 and records it. Returns
+    /// its base URL.
     async fn host(
         &mut self,
-        name: &str,
-        prefix: Option<&str>,
-        router: axum::Router,
-        doc: Option<utoipa::openapi::OpenApi>,
+        name: ServiceName,
+        started: Started,
         switch: BusSwitch,
-        service: Box<dyn Running>,
     ) -> anyhow::Result<String> {
         let local = SocketAddr::from(([127, 0, 0, 1], 0));
         let chaos = ChaosCell::default();
         let host = Host::start_with(
-            name,
+            name.as_str(),
             local,
-            service_router(router, chaos.clone()),
+            service_router(started.router, chaos.clone()),
             self.serve.clone(),
         )
         .await
         .with_context(|| format!("listen for {name}"))?;
         let url = host.url();
-        self.upstreams.push(match prefix {
-            Some(prefix) => Upstream::new(name, prefix, &url),
-            None => Upstream::internal(name, &url),
-        });
-        self.docs.extend(doc);
         self.levers.push(Lever {
             host,
             chaos,
             switch,
         });
-        self.services.push(service);
+        self.services.push(started.running);
         Ok(url)
     }
 }
@@ -283,265 +275,60 @@ impl Shop {
         crate::secrets::prepare_data_dir(data)?;
         let internal = InternalKey::load_or_create(&data.join(crate::secrets::INTERNAL_KEY_FILE))
             .context("the internal-plane key")?;
-        let bus_path = data.join("bus.db");
-        crate::secrets::create_private(&bus_path)?;
-        let bus = Arc::new(
-            EmbeddedBus::open(&bus_path)
-                .await
-                .with_context(|| format!("open the bus at {}", bus_path.display()))?,
-        );
-        for stream in service_streams() {
-            bus.ensure_stream(&stream).await?;
-        }
+        let (bus, embedded): (SharedBus, _) = match &config.bus {
+            Some(urls) => (crate::runtime::connect_bus(urls, None).await?, None),
+            None => {
+                let path = data.join("bus.db");
+                crate::secrets::create_private(&path)?;
+                let bus = Arc::new(
+                    EmbeddedBus::open(&path)
+                        .await
+                        .with_context(|| format!("open the bus at {}", path.display()))?,
+                );
+                for stream in service_streams() {
+                    bus.ensure_stream(&stream).await?;
+                }
+                (bus.clone(), Some(bus))
+            }
+        };
         let mut c = Composition {
             data_dir: data.clone(),
-            bus: bus.clone(),
+            db_template: config.db_template.clone(),
+            bus,
             bus_switch: BusSwitch::new(),
             levers: Vec::new(),
             services: Vec::new(),
-            upstreams: Vec::new(),
-            docs: Vec::new(),
             serve: ServeConfig {
                 max_connections_per_client: None,
                 ..config.serve.clone()
             },
         };
-
-        let (bus_view, switch) = c.bus_for("identity");
-        let identity = agora_identity::build(IdentityConfig {
-            db_url: c.db_url("identity")?,
-            bus: bus_view,
-            data_dir: data.clone(),
-            admin_password: config.admin_password.clone(),
-            token_ttl: config.token_ttl,
-            sign_in_throttle: agora_identity::SignInThrottle::default(),
-            hashing: agora_identity::HashingLimits::default(),
-        })
-        .await
-        .context("start identity")?;
-        let router = identity.router();
-        let identity_url = c
-            .host(
-                "identity",
-                Some("/api/identity"),
-                router,
-                Some(agora_identity::openapi()),
-                switch,
-                Box::new(identity),
-            )
-            .await?;
-        let keys: Arc<dyn KeySource> = Arc::new(HttpKeySource::new(&identity_url)?);
-
-        let (bus_view, switch) = c.bus_for("customer");
-        let customer = agora_customer::build(agora_customer::CustomerConfig {
-            db_url: c.db_url("customer")?,
-            bus: bus_view,
-            keys: keys.clone(),
-            internal: internal.clone(),
-        })
-        .await
-        .context("start customer")?;
-        let router = customer.router();
-        let customer_url = c
-            .host(
-                "customer",
-                Some("/api/customers"),
-                router,
-                Some(agora_customer::openapi()),
-                switch,
-                Box::new(customer),
-            )
-            .await?;
-
-        let (bus_view, switch) = c.bus_for("catalog");
-        let catalog = agora_catalog::build(agora_catalog::CatalogConfig {
-            db_url: c.db_url("catalog")?,
-            bus: bus_view,
-            keys: keys.clone(),
-        })
-        .await
-        .context("start catalog")?;
-        catalog.seed_demo().await.context("demo products")?;
-        let router = catalog.router();
-        c.host(
-            "catalog",
-            Some("/api/catalog"),
-            router,
-            Some(agora_catalog::openapi()),
-            switch,
-            Box::new(catalog),
-        )
-        .await?;
-
-        let (bus_view, switch) = c.bus_for("inventory");
-        let mut inventory_config =
-            agora_inventory::InventoryConfig::new(c.db_url("inventory")?, bus_view, keys.clone());
-        inventory_config.internal = internal.clone();
-        let inventory = agora_inventory::build(inventory_config)
-            .await
-            .context("start inventory")?;
-        let stock: Vec<(uuid::Uuid, u32)> = agora_catalog::demo_products()
-            .iter()
-            .map(|p| (p.id, p.stock))
-            .collect();
-        inventory.seed(&stock).await.context("demo stock")?;
-        let router = inventory.router();
-        let inventory_url = c
-            .host(
-                "inventory",
-                Some("/api/inventory"),
-                router,
-                Some(agora_inventory::openapi()),
-                switch,
-                Box::new(inventory),
-            )
-            .await?;
-
-        let (bus_view, switch) = c.bus_for("payment");
         let provider = SwitchedProvider::default();
-        let mut payment_config =
-            agora_payment::PaymentConfig::new(c.db_url("payment")?, bus_view, keys.clone());
-        payment_config.provider = Arc::new(provider.clone());
-        payment_config.internal = internal.clone();
-        payment_config.orphan_hold = config.orphan_hold;
-        payment_config.orphan_sweep_interval =
-            (config.orphan_hold / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
-        payment_config.capture_max_deliveries = config.capture_max_deliveries;
-        payment_config.capture_retry = config.capture_retry;
-        let payment = agora_payment::build(payment_config)
-            .await
-            .context("start payment")?;
-        let router = payment.router();
-        let payment_url = c
-            .host("payment", None, router, None, switch, Box::new(payment))
-            .await?;
+        let env = |c: &Composition, name, bus, peers: &HashMap<ServiceName, String>| {
+            Ok::<_, anyhow::Error>(ServiceEnv {
+                db_url: c.db_url(name)?,
+                bus,
+                internal: internal.clone(),
+                peers: peers.clone(),
+                admin_password: config.admin_password.clone(),
+                secret_dir: data.clone(),
+                settings: config.settings(),
+                provider: provider.clone(),
+                control: None,
+            })
+        };
 
-        // Every sync call through the resilient stack: a breaker and a bulkhead per
-        // target, retries of idempotent calls only, the deadline carried along.
-        // Payment answers in milliseconds; one attempt may take 500 ms, a checkout's
-        // whole authorization (retry included) 900 ms, so that a slow payment is a
-        // 503 within a second and counts against its breaker.
-        // Each call carries a service token of ordering's for its target.
-        let ordering_plane = internal.service(agora_ordering::SOURCE);
-        let payment_client = agora_ordering::ResilientPaymentClient::over(
-            agora_resilience::client(
-                "payment",
-                &payment_url,
-                ClientConfig {
-                    timeout: Duration::from_millis(500),
-                    ..ClientConfig::default()
-                },
-            )?
-            .with_credentials(ordering_plane.credentials_for("payment")),
-            Duration::from_millis(900),
-        );
-        let customer_client = agora_ordering::ResilientCustomerClient::over(
-            agora_resilience::client("customer", &customer_url, ClientConfig::default())?
-                .with_credentials(ordering_plane.credentials_for("customer")),
-            Duration::from_millis(250),
-        );
-        let (bus_view, switch) = c.bus_for("ordering");
-        let mut ordering_config = agora_ordering::OrderingConfig::new(
-            c.db_url("ordering")?,
-            bus_view,
-            keys.clone(),
-            Arc::new(payment_client.clone()),
-            Arc::new(customer_client.clone()),
-        );
-        ordering_config.payment_deadline = Duration::from_millis(900);
-        ordering_config.internal = internal.clone();
-        ordering_config.breakers = vec![
-            payment_client.breaker().clone(),
-            customer_client.breaker().clone(),
-        ];
-        let ordering = agora_ordering::build(ordering_config)
-            .await
-            .context("start ordering")?;
-        rebuild_if_empty(&ordering, &bus).await?;
-        let router = ordering.router();
-        let ordering_url = c
-            .host(
-                "ordering",
-                Some("/api/ordering"),
-                router,
-                Some(agora_ordering::openapi()),
-                switch,
-                Box::new(ordering),
-            )
-            .await?;
-
-        let (bus_view, switch) = c.bus_for("fulfilment");
-        let fulfilment = agora_fulfilment::build(agora_fulfilment::FulfilmentConfig {
-            db_url: c.db_url("fulfilment")?,
-            bus: bus_view,
-            keys: keys.clone(),
-            payment_url: payment_url.clone(),
-            inventory_url: inventory_url.clone(),
-            timeout: config.fulfilment_timeout,
-            internal: internal.clone(),
-        })
-        .await
-        .context("start fulfilment")?;
-        let router = fulfilment.router();
-        c.host(
-            "fulfilment",
-            None,
-            router,
-            None,
-            switch,
-            Box::new(fulfilment),
-        )
-        .await?;
-
-        let (bus_view, switch) = c.bus_for("shipping");
-        let shipping = agora_shipping::build(agora_shipping::ShippingConfig::new(
-            c.db_url("shipping")?,
-            bus_view,
-            keys.clone(),
-        ))
-        .await
-        .context("start shipping")?;
-        let router = shipping.router();
-        c.host(
-            "shipping",
-            Some("/api/shipping"),
-            router,
-            Some(agora_shipping::openapi()),
-            switch,
-            Box::new(shipping),
-        )
-        .await?;
-
-        let (bus_view, switch) = c.bus_for("notification");
-        let notification = agora_notification::build(agora_notification::NotificationConfig::new(
-            c.db_url("notification")?,
-            bus_view,
-            keys.clone(),
-        ))
-        .await
-        .context("start notification")?;
-        let router = notification.router();
-        c.host(
-            "notification",
-            Some("/api/notifications"),
-            router,
-            Some(agora_notification::openapi()),
-            switch,
-            Box::new(notification),
-        )
-        .await?;
-
-        match admin_password(&config) {
-            Some(password) => {
-                let targets = crate::demo::DemoTargets {
-                    identity: &identity_url,
-                    ordering: &ordering_url,
-                };
-                crate::demo::seed(targets, &password)
-                    .await
-                    .context("demo prices and stock")?;
+        let mut peers = HashMap::new();
+        for name in ServiceName::ALL {
+            if name == ServiceName::Gateway {
+                continue;
             }
-            None => tracing::warn!("no admin password known: demo prices not set"),
+            let (bus_view, switch) = c.bus_for();
+            let started = crate::runtime::start(name, env(&c, name, bus_view, &peers)?)
+                .await
+                .with_context(|| format!("start {name}"))?;
+            let url = c.host(name, started, switch).await?;
+            peers.insert(name, url);
         }
 
         let control = Arc::new(ShopControl {
@@ -552,31 +339,26 @@ impl Shop {
                 .collect(),
             levers: tokio::sync::Mutex::new(std::mem::take(&mut c.levers)),
             bus: c.bus_switch.clone(),
-            provider,
+            provider: provider.clone(),
         });
         let gateway_bus: SharedBus =
             Arc::new(SwitchedBus::new(c.bus.clone(), vec![c.bus_switch.clone()]));
-        let mut gateway_config = GatewayConfig::new(c.db_url("gateway")?, gateway_bus, keys);
-        gateway_config.upstreams = c.upstreams.clone();
-        gateway_config.service_docs = std::mem::take(&mut c.docs);
-        gateway_config.limits = config.limits;
-        gateway_config.trusted_proxies = config.trusted_proxies.clone();
-        gateway_config.control = Some(control.clone());
-        gateway_config.internal = internal;
-        let gateway = agora_gateway::build(gateway_config)
+        let mut gateway_env = env(&c, ServiceName::Gateway, gateway_bus, &peers)?;
+        gateway_env.control = Some(control.clone());
+        let gateway = crate::runtime::start(ServiceName::Gateway, gateway_env)
             .await
             .context("start the gateway")?;
         let mut serve = config.serve.clone();
         serve
             .uncapped
             .extend(config.trusted_proxies.iter().map(IpAddr::to_canonical));
-        let gateway_host = Host::start_with("gateway", config.addr, gateway.router(), serve)
+        let gateway_host = Host::start_with("gateway", config.addr, gateway.router, serve)
             .await
             .with_context(|| format!("listen on {}", config.addr))?;
-        c.services.push(Box::new(gateway));
+        c.services.push(gateway.running);
 
         Ok(Shop {
-            bus,
+            embedded,
             control,
             gateway_host,
             services: c.services,
@@ -607,52 +389,17 @@ impl Shop {
     /// Stops taking requests, then stops every service's relays and consumers (the
     /// last started first), then closes the bus.
     pub async fn shutdown(mut self) {
-        self.gateway_host.stop().await;
-        for lever in self.control.levers.lock().await.iter_mut() {
-            lever.host.stop().await;
+        self.gateway_host.drain(DRAIN).await;
+        let mut levers = self.control.levers.lock().await;
+        futures::future::join_all(levers.iter_mut().map(|lever| lever.host.drain(DRAIN))).await;
+        drop(levers);
+        // Their HTTP is down: the services stop side by side (each lets its handlers
+        // finish their batches, then flushes its relay).
+        futures::future::join_all(self.services.drain(..).map(Running::stop)).await;
+        if let Some(bus) = self.embedded {
+            bus.close().await;
         }
-        while let Some(service) = self.services.pop() {
-            service.stop().await;
-        }
-        self.bus.close().await;
     }
-}
-
-/// Ordering's replicas are rebuilt from the bus history when its store has none but
-/// the bus has events they are made of (a new or replaced ordering store).
-async fn rebuild_if_empty(
-    ordering: &agora_ordering::Ordering,
-    bus: &EmbeddedBus,
-) -> anyhow::Result<()> {
-    let snapshot = ordering.replica_snapshot().await?;
-    if !snapshot.customers.is_empty() || !snapshot.products.is_empty() {
-        return Ok(());
-    }
-    let mut history = 0;
-    for source in ["customer", "catalog"] {
-        history += bus
-            .last_sequence(&agora_messaging::stream_config(source).name)
-            .await?;
-    }
-    if history > 0 {
-        let generation = ordering.rebuild_replicas().await?;
-        tracing::info!(
-            generation,
-            "ordering's replica store was empty: rebuilt from the bus"
-        );
-    }
-    Ok(())
-}
-
-/// The admin's password: the configured one, or the one identity generated on first
-/// start.
-fn admin_password(config: &ShopConfig) -> Option<String> {
-    config.admin_password.clone().or_else(|| {
-        let path = config.data_dir.join(agora_identity::ADMIN_PASSWORD_FILE);
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|p| p.trim().to_owned())
-    })
 }
 
 /// `sqlite://<data_dir>/<service>.db`, the file created first readable by its owner

@@ -43,6 +43,15 @@ pub struct UpArgs {
     /// Seconds after which an authorization whose order was never accepted is voided.
     #[arg(long, default_value_t = agora_payment::DEFAULT_ORPHAN_HOLD.as_secs(), env = "AGORA_ORPHAN_HOLD_SECS")]
     orphan_hold_secs: u64,
+    /// Runs on these NATS JetStream servers (comma-separated `nats://` URLs) instead of
+    /// the embedded bus.
+    #[arg(long, env = "AGORA_BUS", hide_env_values = true)]
+    bus: Option<String>,
+    /// Gives each service its database from this template instead of a SQLite file:
+    /// `{service}` is replaced by its name (`postgres://…/agora_{service}`; the
+    /// databases must exist).
+    #[arg(long, env = "AGORA_DB_TEMPLATE", hide_env_values = true)]
+    db_template: Option<String>,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -52,6 +61,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|p| !p.is_empty());
     config.trusted_proxies = args.trusted_proxies;
+    config.bus = args.bus;
+    config.db_template = args.db_template;
     config.orphan_hold = std::time::Duration::from_secs(args.orphan_hold_secs.max(1));
     config.serve.max_connections_per_client =
         Some(args.max_connections_per_client).filter(|&cap| cap > 0);
@@ -81,7 +92,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// Installs the handlers now; the future resolves on Ctrl-C (SIGINT) or SIGTERM.
 #[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
@@ -95,7 +106,7 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
 
 /// Installs the handler now; the future resolves on Ctrl-C.
 #[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })

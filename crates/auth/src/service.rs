@@ -57,7 +57,6 @@ impl ServiceAuth {
 
     /// Stops the revocation consumers (what they have not acknowledged is redelivered).
     pub async fn shutdown(self) {
-        self.revocations.shutdown().await;
-        self.sign_outs.shutdown().await;
+        tokio::join!(self.revocations.shutdown(), self.sign_outs.shutdown());
     }
 }

@@ -100,8 +100,7 @@ impl Catalog {
     /// Stops the outbox relay and the revocation consumer (events committed but not
     /// yet published are published by the next start).
     pub async fn shutdown(self) {
-        self.relay.shutdown().await;
-        self.auth.shutdown().await;
+        tokio::join!(self.relay.shutdown(), self.auth.shutdown());
     }
 }
 

@@ -118,8 +118,7 @@ impl Customer {
     /// Stops the consumers, then the outbox relay (events committed but not yet
     /// published are published by the next start).
     pub async fn shutdown(self) {
-        self.users.shutdown().await;
-        self.auth.shutdown().await;
+        tokio::join!(self.users.shutdown(), self.auth.shutdown());
         self.relay.shutdown().await;
     }
 }

@@ -147,10 +147,10 @@ impl Fulfilment {
     /// Stops the consumers and the timer, then the relay (committed events not yet
     /// published are published by the next start).
     pub async fn shutdown(self) {
-        for subscriber in self.subscribers {
-            subscriber.shutdown().await;
-        }
-        self.timer.shutdown().await;
+        tokio::join!(
+            SubscriberHandle::shutdown_all(self.subscribers),
+            self.timer.shutdown()
+        );
         self.relay.shutdown().await;
     }
 }

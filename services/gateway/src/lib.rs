@@ -218,11 +218,11 @@ impl Gateway {
 
     pub async fn shutdown(self) {
         self.pruner.abort();
-        for consumer in self.timeline {
-            consumer.shutdown().await;
-        }
-        self.online.shutdown().await;
-        self.auth.shutdown().await;
+        tokio::join!(
+            SubscriberHandle::shutdown_all(self.timeline),
+            self.online.shutdown(),
+            self.auth.shutdown()
+        );
     }
 }
 

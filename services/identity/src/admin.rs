@@ -75,8 +75,8 @@ pub async fn bootstrap(
     Ok(())
 }
 
-/// 24 characters from 62: about 143 bits.
-fn generate_password() -> String {
+/// A new admin password: 24 characters from 62, about 143 bits.
+pub fn generate_password() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rngs::OsRng;
     (0..24)

@@ -40,7 +40,7 @@ use std::time::Duration;
 use agora_bus::SharedBus;
 use agora_messaging::{Db, Relay, RelayConfig, RelayHandle, stream_config};
 
-pub use admin::{ADMIN_EMAIL, ADMIN_PASSWORD_FILE};
+pub use admin::{ADMIN_EMAIL, ADMIN_PASSWORD_FILE, generate_password as generate_admin_password};
 pub use domain::{Email, Invalid, Name, Password};
 pub use password::HashingLimits;
 pub use throttle::SignInThrottle;

@@ -151,9 +151,11 @@ impl Inventory {
     /// Stops the consumers, then the outbox relay (events committed but not yet
     /// published are published by the next start).
     pub async fn shutdown(self) {
-        self.orders.shutdown().await;
-        self.shipments.shutdown().await;
-        self.auth.shutdown().await;
+        tokio::join!(
+            self.orders.shutdown(),
+            self.shipments.shutdown(),
+            self.auth.shutdown()
+        );
         self.relay.shutdown().await;
     }
 }

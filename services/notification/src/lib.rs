@@ -164,10 +164,10 @@ impl Notification {
 
     /// Stops the consumers (letting the messages under way finish).
     pub async fn shutdown(self) {
-        for consumer in self.consumers {
-            consumer.shutdown().await;
-        }
-        self.auth.shutdown().await;
+        tokio::join!(
+            SubscriberHandle::shutdown_all(self.consumers),
+            self.auth.shutdown()
+        );
     }
 }
 

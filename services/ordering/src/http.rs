@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_auth::{Caller, InternalAuth, Verifier};
-use agora_contracts::{Address, PriceChanged, Role};
+use agora_contracts::{Address, Role};
 use agora_httpkit::{FieldError, Json, Problem};
-use agora_messaging::{Context, Db, Envelope, Outbox};
+use agora_messaging::{Db, Outbox};
 use agora_resilience::{BreakerState, CircuitBreaker};
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -442,52 +442,12 @@ async fn set_price(
     let (Some(product_id), Some(price)) = (product_id, price) else {
         return Err(ApiError::Invalid(errors));
     };
-    let now = OffsetDateTime::now_utc();
-    let mut tx = state.db.begin().await?;
-    let version = match store::set_price(
-        &mut tx,
-        product_id,
-        price.amount_cents,
-        price.currency.as_str(),
-        store::ms_of(now),
-    )
-    .await
-    {
-        Ok(version) => version,
-        Err(crate::Error::Conflict) => {
-            tx.rollback().await?;
-            return Err(ApiError::InProgress);
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let version = match version {
-        Some(version) => {
-            let event = PriceChanged {
-                product_id,
-                price: agora_contracts::Money {
-                    amount_cents: price.amount_cents,
-                    currency: price.currency.as_str().to_owned(),
-                },
-                changed_at: now,
-                version,
-            };
-            Outbox::append(
-                &mut tx,
-                &Envelope::new(&event, &Context::new(product_id.to_string()))?,
-            )
-            .await?;
-            state.outbox.commit(tx).await?;
-            tracing::info!(%product_id, version, "price changed");
+    let version = match crate::prices::set(&state.db, &state.outbox, product_id, &price).await {
+        Ok(crate::prices::Set::Changed(version) | crate::prices::Set::Unchanged(version)) => {
             version
         }
-        None => {
-            tx.rollback().await?;
-            store::prices(&state.db)
-                .await?
-                .into_iter()
-                .find(|p| p.product_id == product_id)
-                .map_or(0, |p| p.version)
-        }
+        Err(crate::Error::Conflict) => return Err(ApiError::InProgress),
+        Err(error) => return Err(error.into()),
     };
     Ok(Json(PriceView {
         product_id,

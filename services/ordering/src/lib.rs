@@ -40,6 +40,7 @@ mod checkout;
 mod clients;
 mod domain;
 mod http;
+mod prices;
 mod replica;
 mod status;
 mod store;
@@ -226,8 +227,7 @@ impl Replicas {
     }
 
     async fn shutdown(self) {
-        self.customers.shutdown().await;
-        self.products.shutdown().await;
+        tokio::join!(self.customers.shutdown(), self.products.shutdown());
     }
 }
 
@@ -250,9 +250,7 @@ impl StatusConsumers {
     }
 
     async fn shutdown(self) {
-        for handle in self.0 {
-            handle.shutdown().await;
-        }
+        SubscriberHandle::shutdown_all(self.0).await;
     }
 }
 
@@ -356,12 +354,41 @@ impl Ordering {
     /// Stops the relay (committed events not yet published go out on the next start),
     /// the replica and status consumers and the revocation consumer.
     pub async fn shutdown(self) {
-        self.statuses.shutdown().await;
+        let replicas = async {
+            if let Some(replicas) = self.replicas.into_inner() {
+                replicas.shutdown().await;
+            }
+        };
+        tokio::join!(self.statuses.shutdown(), replicas, self.auth.shutdown());
         self.relay.shutdown().await;
-        if let Some(replicas) = self.replicas.into_inner() {
-            replicas.shutdown().await;
+    }
+}
+
+impl Ordering {
+    /// Sets each product's price in `currency` (publishing `PriceChanged`), unless the
+    /// store has prices already: demo data for a new shop. Returns how many were set.
+    pub async fn seed_prices(
+        &self,
+        prices: &[(uuid::Uuid, i64)],
+        currency: &str,
+    ) -> Result<usize, Error> {
+        if !store::prices(&self.db).await?.is_empty() {
+            return Ok(0);
         }
-        self.auth.shutdown().await;
+        let outbox = agora_messaging::Outbox::new(&self.db);
+        let mut set = 0;
+        for &(product_id, amount_cents) in prices {
+            let price = domain::Price::parse(amount_cents, currency).map_err(|_| {
+                Error::Config(format!("invalid demo price {amount_cents} {currency}"))
+            })?;
+            if let prices::Set::Changed(_) =
+                prices::set(&self.db, &outbox, product_id, &price).await?
+            {
+                set += 1;
+            }
+        }
+        tracing::info!(set, "demo prices set");
+        Ok(set)
     }
 }
 

@@ -182,9 +182,11 @@ impl Payment {
     /// outbox relay (events committed but not yet published are published by the next
     /// start).
     pub async fn shutdown(self) {
-        self.orphans.shutdown().await;
-        self.acceptances.shutdown().await;
-        self.orders.shutdown().await;
+        tokio::join!(
+            self.orphans.shutdown(),
+            self.acceptances.shutdown(),
+            self.orders.shutdown()
+        );
         self.relay.shutdown().await;
     }
 }

@@ -127,9 +127,11 @@ impl Shipping {
     /// Stops the consumers, then the outbox relay (events committed but not yet
     /// published are published by the next start).
     pub async fn shutdown(self) {
-        self.orders.shutdown().await;
-        self.ready.shutdown().await;
-        self.auth.shutdown().await;
+        tokio::join!(
+            self.orders.shutdown(),
+            self.ready.shutdown(),
+            self.auth.shutdown()
+        );
         self.relay.shutdown().await;
     }
 }

@@ -1,0 +1,148 @@
+//! `agora run SERVICE`: one service in this process, configured by its environment
+//! (twelve-factor), until SIGTERM or Ctrl-C.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agora::host::{ChaosCell, Host, ServeConfig, service_router};
+use agora::runtime::{ServiceEnv, ServiceName, Settings};
+use anyhow::{Context, bail};
+use clap::Args;
+
+/// How long a stopping service waits for in-flight requests.
+const DRAIN: Duration = Duration::from_secs(8);
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The service to run.
+    #[arg(value_enum)]
+    service: ServiceName,
+    /// The address to listen on (`host:port`; port 0 picks a free one, printed as
+    /// `agora: ready on http://…`).
+    #[arg(long, env = "AGORA_LISTEN", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The NATS JetStream servers of the bus: comma-separated `nats://` URLs, the
+    /// cluster's members.
+    #[arg(long, env = "AGORA_BUS", hide_env_values = true)]
+    bus: String,
+    /// Copies of each stream: 3 in a cluster of 3 or more (the default when three or
+    /// more URLs are given), else 1.
+    #[arg(long, env = "AGORA_BUS_REPLICAS")]
+    bus_replicas: Option<usize>,
+    /// The service's own database (`postgres://…`; `sqlite://…` for a single instance).
+    #[arg(long, env = "AGORA_DB", hide_env_values = true)]
+    db: String,
+    /// The deployment's secrets, written by `agora secrets init DIR`.
+    #[arg(long, env = "AGORA_SECRET_DIR")]
+    secret_dir: PathBuf,
+    /// Adds the demo products, their stock and prices to empty stores (catalog,
+    /// inventory, ordering).
+    #[arg(long, env = "AGORA_DEMO")]
+    demo: bool,
+    /// Seconds after which an authorization whose order was never accepted is voided
+    /// (payment).
+    #[arg(long, default_value_t = agora_payment::DEFAULT_ORPHAN_HOLD.as_secs(), env = "AGORA_ORPHAN_HOLD_SECS")]
+    orphan_hold_secs: u64,
+    /// Reverse proxies in front of the gateway (comma-separated addresses).
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "IP",
+        env = "AGORA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpAddr>,
+    /// Switches the gateway's rate limits and its cap on connections per client
+    /// address off (load tests from one address).
+    #[arg(long, env = "AGORA_NO_RATE_LIMITS")]
+    no_rate_limits: bool,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let name = args.service;
+    let shutdown = crate::up::shutdown_signal()?;
+    let env = environment(&args).await?;
+    let bus = env.bus.clone();
+    let started = agora::runtime::start(name, env)
+        .await
+        .with_context(|| format!("start {name}"))?;
+    let (router, serve) = if name == ServiceName::Gateway {
+        let mut serve = ServeConfig::default();
+        serve
+            .uncapped
+            .extend(args.trusted_proxies.iter().map(IpAddr::to_canonical));
+        if args.no_rate_limits {
+            serve.max_connections_per_client = None;
+        }
+        (started.router, serve)
+    } else {
+        (
+            service_router(started.router, ChaosCell::default()),
+            ServeConfig::internal(),
+        )
+    };
+    let mut host = Host::start_with(name.as_str(), args.listen, router, serve)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    tracing::info!(service = %name, url = %host.url(), "running; SIGTERM stops it");
+    println!("agora: ready on {}", host.url());
+
+    shutdown.await;
+    tracing::info!(service = %name, "stopping");
+    host.drain(DRAIN).await;
+    started.running.stop().await;
+    drop(bus);
+    println!("agora: stopped cleanly");
+    Ok(())
+}
+
+/// The service's environment from the arguments and the `AGORA_URL_<NAME>` variables.
+async fn environment(args: &RunArgs) -> anyhow::Result<ServiceEnv> {
+    let name = args.service;
+    let secrets = agora::secrets::Secrets::load(&args.secret_dir)?;
+    let mut peers = HashMap::new();
+    for &peer in name.calls() {
+        let variable = peer.url_variable();
+        let value = std::env::var(&variable)
+            .with_context(|| format!("{name} calls {peer}: set {variable}"))?;
+        let urls: Vec<&str> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let url = match urls.as_slice() {
+            [url] => (*url).to_owned(),
+            [] => bail!("{variable} is empty"),
+            _ => bail!(
+                "{variable} names {} instances: one URL per service for now (put a load balancer in front of several)",
+                urls.len()
+            ),
+        };
+        peers.insert(peer, url);
+    }
+    let bus = agora::runtime::connect_bus(&args.bus, args.bus_replicas).await?;
+    let mut settings = Settings {
+        orphan_hold: Duration::from_secs(args.orphan_hold_secs.max(1)),
+        trusted_proxies: args.trusted_proxies.clone(),
+        demo: args.demo,
+        ..Settings::default()
+    };
+    if args.no_rate_limits {
+        settings.limits = agora_gateway::Limits::unlimited();
+    }
+    Ok(ServiceEnv {
+        db_url: args.db.clone(),
+        bus,
+        internal: secrets.internal,
+        peers,
+        admin_password: std::env::var("AGORA_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .or(secrets.admin_password),
+        secret_dir: args.secret_dir.clone(),
+        settings,
+        provider: agora::provider::SwitchedProvider::default(),
+        control: None,
+    })
+}

@@ -1,0 +1,483 @@
+//! One service runtime for `agora up` and `agora run`: every service is made from a
+//! [`ServiceEnv`] by [`start`], whoever hosts it. `agora up` builds the ten
+//! environments in one process (the embedded bus behind switches, a SQLite file each);
+//! `agora run SERVICE` builds one from the `AGORA_*` variables. Either way a service
+//! gets its store, the bus, the deployment's internal key and the URLs of what it calls,
+//! and nothing else: no in-process handle crosses a service boundary.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_auth::{HttpKeySource, InternalKey, KeySource};
+use agora_bus::SharedBus;
+use agora_bus::nats::{NatsBus, NatsOptions};
+use agora_gateway::{Limits, OpsControl, Upstream};
+use agora_resilience::ClientConfig;
+use anyhow::{Context, bail};
+
+use crate::provider::SwitchedProvider;
+
+/// The services, in the order a shop starts them (each after those it calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum ServiceName {
+    Identity,
+    Customer,
+    Catalog,
+    Inventory,
+    Payment,
+    Ordering,
+    Fulfilment,
+    Shipping,
+    Notification,
+    Gateway,
+}
+
+impl ServiceName {
+    /// Every service, in start order.
+    pub const ALL: [ServiceName; 10] = [
+        ServiceName::Identity,
+        ServiceName::Customer,
+        ServiceName::Catalog,
+        ServiceName::Inventory,
+        ServiceName::Payment,
+        ServiceName::Ordering,
+        ServiceName::Fulfilment,
+        ServiceName::Shipping,
+        ServiceName::Notification,
+        ServiceName::Gateway,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Identity => "identity",
+            ServiceName::Customer => "customer",
+            ServiceName::Catalog => "catalog",
+            ServiceName::Inventory => "inventory",
+            ServiceName::Payment => "payment",
+            ServiceName::Ordering => "ordering",
+            ServiceName::Fulfilment => "fulfilment",
+            ServiceName::Shipping => "shipping",
+            ServiceName::Notification => "notification",
+            ServiceName::Gateway => "gateway",
+        }
+    }
+
+    /// The public path prefix the gateway forwards to it, if it has public routes.
+    pub fn public_prefix(self) -> Option<&'static str> {
+        match self {
+            ServiceName::Identity => Some("/api/identity"),
+            ServiceName::Customer => Some("/api/customers"),
+            ServiceName::Catalog => Some("/api/catalog"),
+            ServiceName::Inventory => Some("/api/inventory"),
+            ServiceName::Ordering => Some("/api/ordering"),
+            ServiceName::Shipping => Some("/api/shipping"),
+            ServiceName::Notification => Some("/api/notifications"),
+            ServiceName::Payment | ServiceName::Fulfilment | ServiceName::Gateway => None,
+        }
+    }
+
+    /// The OpenAPI document of its public routes, if it has any.
+    pub fn openapi(self) -> Option<utoipa::openapi::OpenApi> {
+        match self {
+            ServiceName::Identity => Some(agora_identity::openapi()),
+            ServiceName::Customer => Some(agora_customer::openapi()),
+            ServiceName::Catalog => Some(agora_catalog::openapi()),
+            ServiceName::Inventory => Some(agora_inventory::openapi()),
+            ServiceName::Ordering => Some(agora_ordering::openapi()),
+            ServiceName::Shipping => Some(agora_shipping::openapi()),
+            ServiceName::Notification => Some(agora_notification::openapi()),
+            ServiceName::Payment | ServiceName::Fulfilment | ServiceName::Gateway => None,
+        }
+    }
+
+    /// The services it calls over HTTP (identity for its keys, and its synchronous
+    /// dependencies): `agora run` wants an `AGORA_URL_<NAME>` for each.
+    pub fn calls(self) -> &'static [ServiceName] {
+        use ServiceName::*;
+        match self {
+            Identity => &[],
+            Customer | Catalog | Inventory | Payment | Shipping | Notification => &[Identity],
+            Ordering => &[Identity, Payment, Customer],
+            Fulfilment => &[Identity, Payment, Inventory],
+            Gateway => &[
+                Identity,
+                Customer,
+                Catalog,
+                Inventory,
+                Payment,
+                Ordering,
+                Fulfilment,
+                Shipping,
+                Notification,
+            ],
+        }
+    }
+
+    /// The name of the variable that holds its URLs: `AGORA_URL_ORDERING`.
+    pub fn url_variable(self) -> String {
+        format!("AGORA_URL_{}", self.as_str().to_ascii_uppercase())
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the whole deployment shares, whoever hosts the services: the flags of
+/// `agora up`, the `AGORA_*` variables of `agora run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long access tokens live (at most 15 minutes).
+    pub token_ttl: Duration,
+    /// How long an order may wait for its payment and stock before fulfilment gives up
+    /// and compensates.
+    pub fulfilment_timeout: Duration,
+    /// Deliveries of an `OrderAccepted` payment tries to capture before it goes to the
+    /// dead letters (the provider not answering), and the wait between them.
+    pub capture_max_deliveries: u32,
+    pub capture_retry: agora_messaging::Backoff,
+    /// An authorization whose order was never accepted is voided after this long.
+    pub orphan_hold: Duration,
+    /// The gateway's rate limits.
+    pub limits: Limits,
+    /// Reverse proxies in front of the gateway.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Whether the catalog, inventory and ordering add the demo products, their stock
+    /// and their prices to an empty store.
+    pub demo: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            token_ttl: agora_auth::MAX_TOKEN_TTL,
+            fulfilment_timeout: agora_fulfilment::DEFAULT_TIMEOUT,
+            capture_max_deliveries: agora_payment::DEFAULT_CAPTURE_MAX_DELIVERIES,
+            capture_retry: agora_payment::DEFAULT_CAPTURE_RETRY,
+            orphan_hold: agora_payment::DEFAULT_ORPHAN_HOLD,
+            limits: Limits::default(),
+            trusted_proxies: Vec::new(),
+            demo: false,
+        }
+    }
+}
+
+/// Everything one service is made of.
+pub struct ServiceEnv {
+    /// Its own store: `sqlite://…` or `postgres://…`.
+    pub db_url: String,
+    pub bus: SharedBus,
+    /// The deployment's internal-plane key.
+    pub internal: InternalKey,
+    /// The base URL of each service it calls ([`ServiceName::calls`]).
+    pub peers: HashMap<ServiceName, String>,
+    /// Identity: the admin's password on first start (generated when `None`)...
+    pub admin_password: Option<String>,
+    /// ...and where a generated one is written.
+    pub secret_dir: PathBuf,
+    pub settings: Settings,
+    /// Payment: the simulated provider (the one the hosting shop's ops can switch).
+    pub provider: SwitchedProvider,
+    /// The gateway: the levers of a shop hosted in this process, if any.
+    pub control: Option<Arc<dyn OpsControl>>,
+}
+
+impl std::fmt::Debug for ServiceEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the database URL (it may hold a password) nor the admin password.
+        f.debug_struct("ServiceEnv")
+            .field("peers", &self.peers)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceEnv {
+    fn peer(&self, name: ServiceName) -> anyhow::Result<&str> {
+        self.peers
+            .get(&name)
+            .map(String::as_str)
+            .with_context(|| format!("no URL for {name} ({})", name.url_variable()))
+    }
+
+    fn keys(&self) -> anyhow::Result<Arc<dyn KeySource>> {
+        Ok(Arc::new(HttpKeySource::new(
+            self.peer(ServiceName::Identity)?,
+        )?))
+    }
+}
+
+/// A running service, whatever its type, as its host stops it.
+pub trait Running: Send + std::fmt::Debug {
+    fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()>;
+}
+
+macro_rules! running {
+    ($($service:ty),* $(,)?) => {$(
+        impl Running for $service {
+            fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()> {
+                Box::pin(async move { (*self).shutdown().await })
+            }
+        }
+    )*};
+}
+running!(
+    agora_identity::Identity,
+    agora_gateway::Gateway,
+    agora_customer::Customer,
+    agora_catalog::Catalog,
+    agora_payment::Payment,
+    agora_ordering::Ordering,
+    agora_inventory::Inventory,
+    agora_fulfilment::Fulfilment,
+    agora_shipping::Shipping,
+    agora_notification::Notification,
+);
+
+/// A started service: its routes (to be served) and the handle that stops it.
+#[derive(Debug)]
+pub struct Started {
+    pub router: axum::Router,
+    pub running: Box<dyn Running>,
+}
+
+impl Started {
+    fn of<S: Running + 'static>(router: axum::Router, service: S) -> Self {
+        Self {
+            router,
+            running: Box::new(service),
+        }
+    }
+}
+
+/// Makes `name` from `env`: opens its store, applies its migrations, starts its
+/// consumers and relay, and returns its routes.
+pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started> {
+    let started = match name {
+        ServiceName::Identity => {
+            let identity = agora_identity::build(agora_identity::IdentityConfig {
+                db_url: env.db_url.clone(),
+                bus: env.bus.clone(),
+                data_dir: env.secret_dir.clone(),
+                admin_password: env.admin_password.clone(),
+                token_ttl: env.settings.token_ttl,
+                sign_in_throttle: agora_identity::SignInThrottle::default(),
+                hashing: agora_identity::HashingLimits::default(),
+            })
+            .await?;
+            Started::of(identity.router(), identity)
+        }
+        ServiceName::Customer => {
+            let customer = agora_customer::build(agora_customer::CustomerConfig {
+                db_url: env.db_url.clone(),
+                bus: env.bus.clone(),
+                keys: env.keys()?,
+                internal: env.internal.clone(),
+            })
+            .await?;
+            Started::of(customer.router(), customer)
+        }
+        ServiceName::Catalog => {
+            let catalog = agora_catalog::build(agora_catalog::CatalogConfig {
+                db_url: env.db_url.clone(),
+                bus: env.bus.clone(),
+                keys: env.keys()?,
+            })
+            .await?;
+            if env.settings.demo {
+                catalog.seed_demo().await.context("demo products")?;
+            }
+            Started::of(catalog.router(), catalog)
+        }
+        ServiceName::Inventory => {
+            let mut config = agora_inventory::InventoryConfig::new(
+                env.db_url.clone(),
+                env.bus.clone(),
+                env.keys()?,
+            );
+            config.internal = env.internal.clone();
+            let inventory = agora_inventory::build(config).await?;
+            if env.settings.demo {
+                let stock: Vec<(uuid::Uuid, u32)> = agora_catalog::demo_products()
+                    .iter()
+                    .map(|p| (p.id, p.stock))
+                    .collect();
+                inventory.seed(&stock).await.context("demo stock")?;
+            }
+            Started::of(inventory.router(), inventory)
+        }
+        ServiceName::Payment => {
+            let s = &env.settings;
+            let mut config =
+                agora_payment::PaymentConfig::new(env.db_url.clone(), env.bus.clone(), env.keys()?);
+            config.provider = Arc::new(env.provider.clone());
+            config.internal = env.internal.clone();
+            config.orphan_hold = s.orphan_hold;
+            config.orphan_sweep_interval =
+                (s.orphan_hold / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            config.capture_max_deliveries = s.capture_max_deliveries;
+            config.capture_retry = s.capture_retry;
+            let payment = agora_payment::build(config).await?;
+            Started::of(payment.router(), payment)
+        }
+        ServiceName::Ordering => start_ordering(&env).await?,
+        ServiceName::Fulfilment => {
+            let fulfilment = agora_fulfilment::build(agora_fulfilment::FulfilmentConfig {
+                db_url: env.db_url.clone(),
+                bus: env.bus.clone(),
+                keys: env.keys()?,
+                payment_url: env.peer(ServiceName::Payment)?.to_owned(),
+                inventory_url: env.peer(ServiceName::Inventory)?.to_owned(),
+                timeout: env.settings.fulfilment_timeout,
+                internal: env.internal.clone(),
+            })
+            .await?;
+            Started::of(fulfilment.router(), fulfilment)
+        }
+        ServiceName::Shipping => {
+            let shipping = agora_shipping::build(agora_shipping::ShippingConfig::new(
+                env.db_url.clone(),
+                env.bus.clone(),
+                env.keys()?,
+            ))
+            .await?;
+            Started::of(shipping.router(), shipping)
+        }
+        ServiceName::Notification => {
+            let notification =
+                agora_notification::build(agora_notification::NotificationConfig::new(
+                    env.db_url.clone(),
+                    env.bus.clone(),
+                    env.keys()?,
+                ))
+                .await?;
+            Started::of(notification.router(), notification)
+        }
+        ServiceName::Gateway => {
+            let mut config =
+                agora_gateway::GatewayConfig::new(env.db_url.clone(), env.bus.clone(), env.keys()?);
+            for &upstream in name.calls() {
+                let url = env.peer(upstream)?;
+                config.upstreams.push(match upstream.public_prefix() {
+                    Some(prefix) => Upstream::new(upstream.as_str(), prefix, url),
+                    None => Upstream::internal(upstream.as_str(), url),
+                });
+                config.service_docs.extend(upstream.openapi());
+            }
+            config.limits = env.settings.limits;
+            config.trusted_proxies = env.settings.trusted_proxies.clone();
+            config.control = env.control.clone();
+            config.internal = env.internal.clone();
+            let gateway = agora_gateway::build(config).await?;
+            Started::of(gateway.router(), gateway)
+        }
+    };
+    Ok(started)
+}
+
+/// Ordering, with its synchronous calls to payment and customer through the resilient
+/// stack: a breaker and a bulkhead per target, retries of idempotent calls only, the
+/// deadline carried along. Payment answers in milliseconds; one attempt may take
+/// 500 ms, a checkout's whole authorization (retry included) 900 ms, so that a slow
+/// payment is a 503 within a second and counts against its breaker. Each call carries
+/// a service token of ordering's for its target.
+async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
+    const PAYMENT_DEADLINE: Duration = Duration::from_millis(900);
+    let plane = env.internal.service(agora_ordering::SOURCE);
+    let payment = agora_ordering::ResilientPaymentClient::over(
+        agora_resilience::client(
+            "payment",
+            env.peer(ServiceName::Payment)?,
+            ClientConfig {
+                timeout: Duration::from_millis(500),
+                ..ClientConfig::default()
+            },
+        )?
+        .with_credentials(plane.credentials_for("payment")),
+        PAYMENT_DEADLINE,
+    );
+    let customer = agora_ordering::ResilientCustomerClient::over(
+        agora_resilience::client(
+            "customer",
+            env.peer(ServiceName::Customer)?,
+            ClientConfig::default(),
+        )?
+        .with_credentials(plane.credentials_for("customer")),
+        Duration::from_millis(250),
+    );
+    let mut config = agora_ordering::OrderingConfig::new(
+        env.db_url.clone(),
+        env.bus.clone(),
+        env.keys()?,
+        Arc::new(payment.clone()),
+        Arc::new(customer.clone()),
+    );
+    config.payment_deadline = PAYMENT_DEADLINE;
+    config.internal = env.internal.clone();
+    config.breakers = vec![payment.breaker().clone(), customer.breaker().clone()];
+    let ordering = agora_ordering::build(config).await?;
+    rebuild_if_empty(&ordering, &env.bus).await?;
+    if env.settings.demo {
+        let prices: Vec<(uuid::Uuid, i64)> = agora_catalog::demo_products()
+            .iter()
+            .map(|p| (p.id, p.price_cents))
+            .collect();
+        ordering
+            .seed_prices(&prices, agora_catalog::DEMO_CURRENCY)
+            .await
+            .context("demo prices")?;
+    }
+    Ok(Started::of(ordering.router(), ordering))
+}
+
+/// Ordering's replicas are rebuilt from the bus history when its store has none but
+/// the bus has events they are made of (a new or replaced ordering store).
+async fn rebuild_if_empty(
+    ordering: &agora_ordering::Ordering,
+    bus: &SharedBus,
+) -> anyhow::Result<()> {
+    let snapshot = ordering.replica_snapshot().await?;
+    if !snapshot.customers.is_empty() || !snapshot.products.is_empty() {
+        return Ok(());
+    }
+    let mut history = 0;
+    for source in ["customer", "catalog"] {
+        history += bus
+            .last_sequence(&agora_messaging::stream_config(source).name)
+            .await?;
+    }
+    if history > 0 {
+        let generation = ordering.rebuild_replicas().await?;
+        tracing::info!(
+            generation,
+            "ordering's replica store was empty: rebuilt from the bus"
+        );
+    }
+    Ok(())
+}
+
+/// Connects to the JetStream cluster and makes sure every service's stream exists.
+pub async fn connect_bus(urls: &str, replicas: Option<usize>) -> anyhow::Result<SharedBus> {
+    let members = urls.split(',').filter(|u| !u.trim().is_empty()).count();
+    if members == 0 {
+        bail!("AGORA_BUS names no server");
+    }
+    let options = NatsOptions {
+        replicas: replicas.unwrap_or(if members >= 3 { 3 } else { 1 }),
+        ..NatsOptions::default()
+    };
+    let bus: SharedBus = Arc::new(
+        NatsBus::connect_with(urls, options)
+            .await
+            .context("connect to the bus")?,
+    );
+    for stream in crate::shop::service_streams() {
+        bus.ensure_stream(&stream).await?;
+    }
+    Ok(bus)
+}
