@@ -106,19 +106,11 @@ async fn environment(args: &RunArgs) -> anyhow::Result<ServiceEnv> {
         let variable = peer.url_variable();
         let value = std::env::var(&variable)
             .with_context(|| format!("{name} calls {peer}: set {variable}"))?;
-        let urls: Vec<&str> = value
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .collect();
-        let url = match urls.as_slice() {
-            [url] => (*url).to_owned(),
-            [] => bail!("{variable} is empty"),
-            _ => bail!(
-                "{variable} names {} instances: one URL per service for now (put a load balancer in front of several)",
-                urls.len()
-            ),
-        };
+        if value.split(',').all(|url| url.trim().is_empty()) {
+            bail!("{variable} is empty");
+        }
+        // One URL per instance, comma-separated: the clients balance them.
+        let url = value;
         peers.insert(peer, url);
     }
     let bus = agora::runtime::connect_bus(&args.bus, args.bus_replicas).await?;

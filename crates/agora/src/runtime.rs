@@ -174,7 +174,9 @@ pub struct ServiceEnv {
     pub bus: SharedBus,
     /// The deployment's internal-plane key.
     pub internal: InternalKey,
-    /// The base URL of each service it calls ([`ServiceName::calls`]).
+    /// The base URL of each service it calls ([`ServiceName::calls`]); several,
+    /// comma-separated, for a service with several instances (the clients balance
+    /// them).
     pub peers: HashMap<ServiceName, String>,
     /// Identity: the admin's password on first start (generated when `None`)...
     pub admin_password: Option<String>,
@@ -419,7 +421,12 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
     );
     config.payment_deadline = PAYMENT_DEADLINE;
     config.internal = env.internal.clone();
-    config.breakers = vec![payment.breaker().clone(), customer.breaker().clone()];
+    config.breakers = payment
+        .breakers()
+        .iter()
+        .chain(customer.breakers())
+        .cloned()
+        .collect();
     let ordering = agora_ordering::build(config).await?;
     rebuild_if_empty(&ordering, &env.bus).await?;
     if env.settings.demo {

@@ -1,8 +1,10 @@
-//! The shop as ten processes: `agora run SERVICE` for every service, on a JetStream
-//! server of this test's own and a fresh PostgreSQL database per service, configured by
-//! the `AGORA_*` variables alone. A customer signs up and checks out through the
-//! gateway and the order is shipped; then SIGTERM stops every process cleanly (exit 0)
-//! within 10 s.
+//! The shop as fifteen processes: `agora run SERVICE` for every service — two
+//! instances each of the gateway, ordering, payment, inventory and fulfilment — on a
+//! JetStream server of this test's own and a fresh PostgreSQL database per service
+//! (shared by a service's instances), configured by the `AGORA_*` variables alone.
+//! A customer checks out through both gateways; one ordering and one payment instance
+//! are killed with SIGKILL, and checkouts go on without a failure; every order is
+//! shipped; then SIGTERM stops every process cleanly (exit 0) within 10 s.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -14,6 +16,8 @@ use agora_testkit::{NatsServer, PgDatabase};
 use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "distributed-admin-password";
+/// The services with two instances.
+const TWICE: [&str; 5] = ["gateway", "ordering", "payment", "inventory", "fulfilment"];
 const SERVICES: [&str; 10] = [
     "identity",
     "customer",
@@ -148,7 +152,7 @@ async fn eventually<T, F: Future<Output = Option<T>>>(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_processes_take_an_order_from_checkout_to_shipped_and_stop_on_sigterm() {
+async fn fifteen_processes_lose_an_ordering_and_a_payment_instance_and_every_order_ships() {
     use reqwest::Method;
 
     let Some(nats) = NatsServer::start() else {
@@ -174,17 +178,27 @@ async fn ten_processes_take_an_order_from_checkout_to_shipped_and_stop_on_sigter
         ("AGORA_NO_RATE_LIMITS".into(), "true".into()),
         ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
     ]);
-    let mut running = Vec::new();
+    let mut running: Vec<Service> = Vec::new();
     for name in SERVICES {
         env.insert("AGORA_DB".into(), databases[name].url().to_owned());
-        let service = Service::start(name, &env);
+        let instances = if TWICE.contains(&name) { 2 } else { 1 };
+        let mut urls = Vec::new();
+        for _ in 0..instances {
+            let service = Service::start(name, &env);
+            urls.push(service.url.clone());
+            running.push(service);
+        }
         env.insert(
             format!("AGORA_URL_{}", name.to_ascii_uppercase()),
-            service.url.clone(),
+            urls.join(","),
         );
-        running.push(service);
     }
-    let gateway = running.last().expect("the gateway").url.clone();
+    let gateways: Vec<String> = running
+        .iter()
+        .filter(|s| s.name == "gateway")
+        .map(|s| s.url.clone())
+        .collect();
+    let gateway = gateways[0].clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -262,33 +276,53 @@ async fn ten_processes_take_an_order_from_checkout_to_shipped_and_stop_on_sigter
         },
     )
     .await;
-    let order: Value = client
-        .post(format!("{gateway}/api/ordering/orders"))
-        .bearer_auth(&token)
-        .header("Idempotency-Key", "ten-processes-1")
-        .json(&lines)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = order["id"].as_str().expect("an order id").to_owned();
-    let status = eventually("the order ends", Duration::from_secs(30), || async {
-        let (_, order) = call(
-            &client,
-            Method::GET,
-            format!("{gateway}/api/ordering/orders/{id}"),
-            Some(&token),
-            None,
-        )
+    // Twelve orders through both gateways in turn; after the fourth, one ordering
+    // and one payment instance are killed (between requests: nothing is in flight).
+    let mut orders = Vec::new();
+    for n in 0..12 {
+        if n == 4 {
+            for name in ["ordering", "payment"] {
+                let at = running
+                    .iter()
+                    .position(|s| s.name == name)
+                    .expect("running");
+                let mut killed = running.remove(at);
+                killed.child.kill().expect("SIGKILL");
+                killed.child.wait().expect("reaped");
+            }
+        }
+        let through = &gateways[n % gateways.len()];
+        let answer = client
+            .post(format!("{through}/api/ordering/orders"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", format!("fifteen-processes-{n}"))
+            .json(&lines)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        let order: Value = answer.json().await.unwrap();
+        assert_eq!(status, 201, "order {n}: {order}");
+        orders.push(order["id"].as_str().expect("an order id").to_owned());
+    }
+    for id in &orders {
+        let status = eventually("the order ends", Duration::from_secs(30), || async {
+            let (_, order) = call(
+                &client,
+                Method::GET,
+                format!("{gateway}/api/ordering/orders/{id}"),
+                Some(&token),
+                None,
+            )
+            .await;
+            let status = order["status"].as_str().unwrap_or_default().to_owned();
+            matches!(status.as_str(), "shipped" | "cancelled").then_some(status)
+        })
         .await;
-        let status = order["status"].as_str().unwrap_or_default().to_owned();
-        matches!(status.as_str(), "shipped" | "cancelled").then_some(status)
-    })
-    .await;
-    assert_eq!(status, "shipped");
-    eventually("the confirmation mail", Duration::from_secs(20), || async {
+        assert_eq!(status, "shipped", "order {id}");
+    }
+    let last = orders.last().expect("orders").clone();
+    eventually("the shipping mail", Duration::from_secs(20), || async {
         let (_, mails) = call(
             &client,
             Method::GET,
@@ -300,8 +334,9 @@ async fn ten_processes_take_an_order_from_checkout_to_shipped_and_stop_on_sigter
         mails
             .as_array()
             .is_some_and(|m| {
-                m.iter()
-                    .any(|mail| mail["kind"] == "order_shipped" && mail["order_id"] == id.as_str())
+                m.iter().any(|mail| {
+                    mail["kind"] == "order_shipped" && mail["order_id"] == last.as_str()
+                })
             })
             .then_some(())
     })

@@ -30,10 +30,22 @@ pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl HttpKeySource {
     /// The JWKS of the identity service at `base_url` (e.g. `http://127.0.0.1:8081`,
-    /// to which `/api/identity/jwks` is appended).
+    /// to which `/api/identity/jwks` is appended); several instances' base URLs,
+    /// separated by commas, are balanced.
     pub fn new(base_url: &str) -> Result<Self, Error> {
-        let url = format!("{}/api/identity/jwks", base_url.trim_end_matches('/'));
-        Self::with_url(url)
+        let client = agora_resilience::client("identity", base_url, Self::client_config())
+            .map_err(|e| Error::KeySource(e.to_string()))?;
+        Ok(Self {
+            client,
+            path: "/api/identity/jwks".to_owned(),
+        })
+    }
+
+    fn client_config() -> agora_resilience::ClientConfig {
+        agora_resilience::ClientConfig {
+            timeout: JWKS_FETCH_TIMEOUT,
+            ..agora_resilience::ClientConfig::default()
+        }
     }
 
     /// The JWKS at exactly `url`.
@@ -46,11 +58,7 @@ impl HttpKeySource {
             Some(query) => format!("{}?{query}", parsed.path()),
             None => parsed.path().to_owned(),
         };
-        let config = agora_resilience::ClientConfig {
-            timeout: JWKS_FETCH_TIMEOUT,
-            ..agora_resilience::ClientConfig::default()
-        };
-        let client = agora_resilience::client("identity", &base, config)
+        let client = agora_resilience::client("identity", &base, Self::client_config())
             .map_err(|e| Error::KeySource(e.to_string()))?;
         Ok(Self { client, path })
     }

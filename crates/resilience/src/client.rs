@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::uri::{Authority, Scheme};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
+use crate::balance::{Balance, Endpoint, Tried};
 use crate::{
     BreakerConfig, BreakerLayer, BulkheadLayer, CallError, CircuitBreaker, Deadline,
     IDEMPOTENCY_KEY_HEADER, PropagateDeadlineLayer, RetryConfig, RetryLayer, TimeoutLayer,
@@ -172,22 +174,64 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The client of one target (a service's base URL), with every policy of
-/// [`resilient_stack`]. Cheap to clone; clones share the breaker, the bulkhead and the
-/// retry budget.
+/// The stack of a target with several instances, outermost first: [`RetryLayer`],
+/// then the balancer (see `balance.rs`) over one stack per endpoint of
+/// [`BreakerLayer`], [`BulkheadLayer`], [`TimeoutLayer`] and
+/// [`PropagateDeadlineLayer`] over a clone of `transport`.
+fn balanced_stack<S>(
+    endpoints: Vec<(Scheme, Authority, CircuitBreaker)>,
+    transport: S,
+    config: &ClientConfig,
+) -> ResilientService
+where
+    S: Service<Request<Bytes>, Response = Response<Bytes>> + Clone + Send + Sync + 'static,
+    S::Error: Into<CallError>,
+    S::Future: Send + 'static,
+{
+    let endpoints = endpoints
+        .into_iter()
+        .map(|(scheme, authority, breaker)| {
+            let stack = ServiceBuilder::new()
+                .layer(BreakerLayer::new(breaker.clone()))
+                .layer(BulkheadLayer::new(config.max_concurrency))
+                .layer(TimeoutLayer::new(config.timeout))
+                .layer(PropagateDeadlineLayer::new())
+                .service(transport.clone());
+            Endpoint::new(scheme, authority, breaker, BoxCloneSyncService::new(stack))
+        })
+        .collect();
+    let stack = ServiceBuilder::new()
+        .layer(RetryLayer::new(config.retry.clone()))
+        .service(Balance::new(endpoints));
+    BoxCloneSyncService::new(stack)
+}
+
+/// The client of one target (a service's base URL, or the base URLs of its
+/// instances), with every policy of [`resilient_stack`]; several instances are
+/// balanced (see [`client`]). Cheap to clone; clones share the breakers, the bulkheads
+/// and the retry budget.
 ///
 /// Call helpers answer 2xx bodies; any other status is [`CallError::Status`].
 #[derive(Clone, Debug)]
 pub struct ResilientClient {
     name: Arc<str>,
     base_url: Arc<str>,
-    breaker: CircuitBreaker,
+    /// One per instance, in the order of the base URLs.
+    breakers: Arc<[CircuitBreaker]>,
     service: ResilientService,
     credentials: Option<Credentials>,
 }
 
 /// The resilient client of the target `name` (the breaker's name, e.g. `"payment"`) at
 /// `base_url` (e.g. `http://127.0.0.1:8083`; paths are appended to it), over reqwest.
+///
+/// `base_url` may name several instances of the target, separated by commas
+/// (`http://10.0.0.1:8083,http://10.0.0.2:8083`, as in `AGORA_URL_PAYMENT`; they
+/// differ in host and port only). Then each instance gets its own breaker (named
+/// `payment@10.0.0.1:8083`) and bulkhead, and every attempt goes to one of them: the
+/// less busy of two healthy instances drawn at random; a retry to another instance;
+/// a request whose connection was refused on to another one at once, whatever its
+/// method; an instance that refused a connection is left out for a while.
 pub fn client(
     name: &str,
     base_url: &str,
@@ -211,21 +255,52 @@ impl ResilientClient {
         S::Error: Into<CallError>,
         S::Future: Send + 'static,
     {
-        let base_url = base_url.trim_end_matches('/');
-        let uri: Uri = base_url
-            .parse()
-            .map_err(|_| CallError::InvalidRequest(format!("invalid base URL {base_url:?}")))?;
-        if uri.scheme().is_none() || uri.authority().is_none() {
-            return Err(CallError::InvalidRequest(format!(
-                "the base URL {base_url:?} needs a scheme and a host"
-            )));
+        let bases: Vec<&str> = base_url
+            .split(',')
+            .map(|url| url.trim().trim_end_matches('/'))
+            .filter(|url| !url.is_empty())
+            .collect();
+        let Some(&first) = bases.first() else {
+            return Err(CallError::InvalidRequest(format!("no base URL for {name}")));
+        };
+        let mut endpoints = Vec::with_capacity(bases.len());
+        for base in &bases {
+            let uri: Uri = base
+                .parse()
+                .map_err(|_| CallError::InvalidRequest(format!("invalid base URL {base:?}")))?;
+            let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+                return Err(CallError::InvalidRequest(format!(
+                    "the base URL {base:?} needs a scheme and a host"
+                )));
+            };
+            let path = |url: &str| url.parse::<Uri>().map(|u| u.path().to_owned()).ok();
+            if path(base) != path(first) {
+                return Err(CallError::InvalidRequest(format!(
+                    "the instances of {name} differ in more than host and port: {first:?}, {base:?}"
+                )));
+            }
+            endpoints.push((scheme.clone(), authority.clone()));
         }
-        let breaker = CircuitBreaker::new(name, config.breaker.clone());
-        let service = resilient_stack(transport, breaker.clone(), &config);
+        let breaker_name = |authority: &Authority| match endpoints.len() {
+            1 => name.to_owned(),
+            _ => format!("{name}@{authority}"),
+        };
+        let endpoints: Vec<(Scheme, Authority, CircuitBreaker)> = endpoints
+            .iter()
+            .map(|(scheme, authority)| {
+                let breaker = CircuitBreaker::new(breaker_name(authority), config.breaker.clone());
+                (scheme.clone(), authority.clone(), breaker)
+            })
+            .collect();
+        let breakers = endpoints.iter().map(|(_, _, b)| b.clone()).collect();
+        let service = match &endpoints[..] {
+            [(_, _, breaker)] => resilient_stack(transport, breaker.clone(), &config),
+            _ => balanced_stack(endpoints, transport, &config),
+        };
         Ok(ResilientClient {
             name: name.into(),
-            base_url: base_url.into(),
-            breaker,
+            base_url: first.into(),
+            breakers,
             service,
             credentials: None,
         })
@@ -243,13 +318,31 @@ impl ResilientClient {
         &self.name
     }
 
+    /// The base URL of the (first) instance; requests are aimed at the others by
+    /// host and port.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
 
-    /// The target's breaker, for the ops console.
+    /// The breaker of the target's (first) instance, for the ops console.
     pub fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
+        &self.breakers[0]
+    }
+
+    /// The breaker of each instance, in the order of the base URLs.
+    pub fn breakers(&self) -> &[CircuitBreaker] {
+        &self.breakers
+    }
+
+    /// While the breaker of every instance is open: how long until the first of them
+    /// lets a probe through. `None` when some instance may be called.
+    pub fn open_remaining(&self) -> Option<Duration> {
+        self.breakers
+            .iter()
+            .map(CircuitBreaker::open_remaining)
+            .collect::<Option<Vec<Duration>>>()?
+            .into_iter()
+            .min()
     }
 
     /// Sends a prepared request through the stack. Any status is an `Ok` answer here;
@@ -261,6 +354,8 @@ impl ResilientClient {
         {
             request.headers_mut().insert(AUTHORIZATION, value);
         }
+        // Shared by the copies the retries make: each goes to an instance not tried yet.
+        request.extensions_mut().insert(Tried::default());
         self.service.clone().oneshot(request).await
     }
 

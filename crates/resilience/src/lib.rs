@@ -70,6 +70,7 @@
 
 #![forbid(unsafe_code)]
 
+mod balance;
 mod breaker;
 mod bulkhead;
 mod client;

@@ -189,7 +189,7 @@ pub struct Retry<S> {
 }
 
 /// A copy of a request for another attempt (bodies are `Clone`: `Bytes` in Agora).
-fn clone_request<B: Clone>(request: &Request<B>) -> Request<B> {
+pub(crate) fn clone_request<B: Clone>(request: &Request<B>) -> Request<B> {
     let mut copy = Request::new(request.body().clone());
     *copy.method_mut() = request.method().clone();
     *copy.uri_mut() = request.uri().clone();

@@ -63,27 +63,38 @@ pub struct Upstream {
     /// The public path prefix it owns (`"/api/identity"`); `None` for a service with
     /// internal routes only (payment, fulfilment), which the gateway only watches.
     pub prefix: Option<String>,
-    /// Where it listens (`"http://127.0.0.1:40123"`), without a trailing slash.
-    pub url: String,
+    /// Where its instances listen (`"http://127.0.0.1:40123"`), without a trailing
+    /// slash: one, or several that the gateway balances.
+    pub urls: Vec<String>,
 }
 
 impl Upstream {
     /// A service without public routes: probed for health, never forwarded to.
-    pub fn internal(name: &str, url: impl Into<String>) -> Self {
+    /// `urls`: one URL, or several separated by commas (one per instance).
+    pub fn internal(name: &str, urls: &str) -> Self {
         Self {
             name: name.to_owned(),
             prefix: None,
-            url: url.into().trim_end_matches('/').to_owned(),
+            urls: split_urls(urls),
         }
     }
 
-    pub fn new(name: &str, prefix: &str, url: impl Into<String>) -> Self {
+    /// A service owning the public paths under `prefix`; `urls` as for
+    /// [`Upstream::internal`].
+    pub fn new(name: &str, prefix: &str, urls: &str) -> Self {
         Self {
             name: name.to_owned(),
             prefix: Some(prefix.to_owned()),
-            url: url.into().trim_end_matches('/').to_owned(),
+            urls: split_urls(urls),
         }
     }
+}
+
+fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(|url| url.trim().trim_end_matches('/').to_owned())
+        .filter(|url| !url.is_empty())
+        .collect()
 }
 
 /// How the gateway runs. Built by the composition (the `agora` binary).

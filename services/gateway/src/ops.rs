@@ -105,9 +105,10 @@ pub(crate) async fn status(AxumState(state): AxumState<State>, caller: Caller) -
             .proxy
             .routes()
             .iter()
-            .map(|route| BreakerStatus {
-                target: route.upstream.name.clone(),
-                state: breaker_state(route.client.breaker().state()).into(),
+            .flat_map(|route| route.client.breakers())
+            .map(|breaker| BreakerStatus {
+                target: breaker.name().to_owned(),
+                state: breaker_state(breaker.state()).into(),
             })
             .collect(),
     });
@@ -221,30 +222,39 @@ async fn breakers(state: &State, upstream: &Upstream) -> Vec<BreakerStatus> {
     let Some(authorization) = state.service_token(&upstream.name) else {
         return Vec::new();
     };
-    let probe = state
-        .proxy
-        .client()
-        .get(format!(
-            "{}/internal/{}/breakers",
-            upstream.url, upstream.name
-        ))
-        .header(header::AUTHORIZATION, authorization)
-        .timeout(PROBE_TIMEOUT)
-        .send()
-        .await;
-    match probe {
-        Ok(answer) if answer.status().is_success() => answer.json().await.unwrap_or_default(),
-        _ => Vec::new(),
+    // The first instance that answers.
+    for url in &upstream.urls {
+        let probe = state
+            .proxy
+            .client()
+            .get(format!("{url}/internal/{}/breakers", upstream.name))
+            .header(header::AUTHORIZATION, authorization.clone())
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await;
+        if let Ok(answer) = probe
+            && answer.status().is_success()
+        {
+            return answer.json().await.unwrap_or_default();
+        }
     }
+    Vec::new()
 }
 
+/// Whether some instance of `upstream` answers its `/healthz`.
 async fn healthy(client: &reqwest::Client, upstream: &Upstream) -> bool {
-    let probe = client
-        .get(format!("{}/healthz", upstream.url))
-        .timeout(PROBE_TIMEOUT)
-        .send()
-        .await;
-    matches!(probe, Ok(answer) if answer.status().is_success())
+    let probes = upstream.urls.iter().map(|url| async move {
+        let probe = client
+            .get(format!("{url}/healthz"))
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await;
+        matches!(probe, Ok(answer) if answer.status().is_success())
+    });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .any(|up| up)
 }
 
 /// Ordering's `customer_data` setting, when ordering runs and answers.
@@ -254,17 +264,25 @@ async fn customer_data(state: &State) -> Option<String> {
         customer_data: String,
     }
     let ordering = state.proxy.upstreams().find(|u| u.name == "ordering")?;
-    let answer = state
-        .proxy
-        .client()
-        .get(format!("{}/internal/ordering/settings", ordering.url))
-        .header(header::AUTHORIZATION, state.service_token("ordering")?)
-        .timeout(PROBE_TIMEOUT)
-        .send()
-        .await
-        .ok()?;
-    let settings: OrderingSettings = answer.error_for_status().ok()?.json().await.ok()?;
-    Some(settings.customer_data)
+    let authorization = state.service_token("ordering")?;
+    // Ordering keeps its settings in its store: any instance tells.
+    for url in &ordering.urls {
+        let answer = state
+            .proxy
+            .client()
+            .get(format!("{url}/internal/ordering/settings"))
+            .header(header::AUTHORIZATION, authorization.clone())
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await;
+        if let Ok(answer) = answer
+            && let Ok(answer) = answer.error_for_status()
+            && let Ok(settings) = answer.json::<OrderingSettings>().await
+        {
+            return Some(settings.customer_data);
+        }
+    }
+    None
 }
 
 pub(crate) fn breaker_state(state: BreakerState) -> &'static str {
@@ -409,15 +427,28 @@ pub(crate) async fn set_settings(
     let Some(authorization) = state.service_token("ordering") else {
         return Problem::internal().into_response();
     };
-    let answer = state
-        .proxy
-        .client()
-        .put(format!("{}/internal/ordering/settings", ordering.url))
-        .header(header::AUTHORIZATION, authorization)
-        .json(&body)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await;
+    // Ordering keeps its settings in its store: the first instance that answers sets
+    // them for all.
+    let mut answer = None;
+    for url in &ordering.urls {
+        let sent = state
+            .proxy
+            .client()
+            .put(format!("{url}/internal/ordering/settings"))
+            .header(header::AUTHORIZATION, authorization.clone())
+            .json(&body)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if sent.is_ok() {
+            answer = Some(sent);
+            break;
+        }
+        answer = Some(sent);
+    }
+    let Some(answer) = answer else {
+        return unavailable();
+    };
     match answer {
         Ok(answer) if answer.status().is_success() => {
             tracing::warn!(customer_data = %body.customer_data, "settings changed");

@@ -86,23 +86,38 @@ impl Proxy {
                 };
                 config.breaker.count_server_errors = false;
                 config.retry.retry_server_errors = false;
-                let client = agora_resilience::client(&upstream.name, &upstream.url, config)
-                    .map_err(|e| crate::Error::Upstream(upstream.name.clone(), e.to_string()))?;
-                let invalid = || {
-                    crate::Error::Upstream(
-                        upstream.name.clone(),
-                        format!("{} is not an http://host:port URL", upstream.url),
-                    )
-                };
-                let base: Uri = upstream.url.parse().map_err(|_| invalid())?;
-                let (Some(scheme), Some(authority)) =
-                    (base.scheme().cloned(), base.authority().cloned())
-                else {
-                    return Err(invalid());
-                };
-                if !matches!(base.path(), "" | "/") || base.query().is_some() {
-                    return Err(invalid());
+                // Several instances: the client balances them, aiming each attempt
+                // at one by host and port.
+                let client =
+                    agora_resilience::client(&upstream.name, &upstream.urls.join(","), config)
+                        .map_err(|e| {
+                            crate::Error::Upstream(upstream.name.clone(), e.to_string())
+                        })?;
+                let mut bases = Vec::with_capacity(upstream.urls.len());
+                for url in &upstream.urls {
+                    let invalid = || {
+                        crate::Error::Upstream(
+                            upstream.name.clone(),
+                            format!("{url} is not an http://host:port URL"),
+                        )
+                    };
+                    let base: Uri = url.parse().map_err(|_| invalid())?;
+                    let (Some(scheme), Some(authority)) =
+                        (base.scheme().cloned(), base.authority().cloned())
+                    else {
+                        return Err(invalid());
+                    };
+                    if !matches!(base.path(), "" | "/") || base.query().is_some() {
+                        return Err(invalid());
+                    }
+                    bases.push((scheme, authority));
                 }
+                let Some((scheme, authority)) = bases.into_iter().next() else {
+                    return Err(crate::Error::Upstream(
+                        upstream.name.clone(),
+                        "no URL".into(),
+                    ));
+                };
                 Ok(Route {
                     upstream,
                     client,
@@ -203,7 +218,6 @@ impl Proxy {
                 tracing::warn!(service = %name, %error, "service unavailable");
                 let retry_after = route
                     .client
-                    .breaker()
                     .open_remaining()
                     .unwrap_or(RETRY_AFTER)
                     .max(Duration::from_secs(1));

@@ -252,16 +252,21 @@ impl ResilientPaymentClient {
         Self { client, deadline }
     }
 
-    /// The breaker of the target, for the ops console.
+    /// The breaker of the target (of its first instance), for the ops console.
     pub fn breaker(&self) -> &CircuitBreaker {
         self.client.breaker()
+    }
+
+    /// The breaker of each instance of the target.
+    pub fn breakers(&self) -> &[CircuitBreaker] {
+        self.client.breakers()
     }
 }
 
 #[async_trait]
 impl PaymentClient for ResilientPaymentClient {
     fn known_unavailable(&self) -> bool {
-        self.client.breaker().open_remaining().is_some()
+        self.client.open_remaining().is_some()
     }
 
     async fn authorize(
@@ -320,9 +325,14 @@ impl ResilientCustomerClient {
         Self { client, deadline }
     }
 
-    /// The breaker of the target, for the ops console.
+    /// The breaker of the target (of its first instance), for the ops console.
     pub fn breaker(&self) -> &CircuitBreaker {
         self.client.breaker()
+    }
+
+    /// The breaker of each instance of the target.
+    pub fn breakers(&self) -> &[CircuitBreaker] {
+        self.client.breakers()
     }
 }
 
