@@ -155,7 +155,8 @@ impl NatsBus {
         Self::connect_with(url, NatsOptions::default()).await
     }
 
-    /// Connects to the NATS server (or cluster member) at `url` and makes sure the
+    /// Connects to the NATS server at `url` (or to the members of a cluster: their URLs
+    /// separated by commas) and makes sure the
     /// dead-letter stream exists, with `options.replicas` copies.
     pub async fn connect_with(url: &str, options: NatsOptions) -> Result<NatsBus, BusError> {
         if options.replicas == 0 || options.replicas > 5 {
@@ -165,7 +166,13 @@ impl NatsBus {
         }
         let client = async_nats::ConnectOptions::new()
             .name("agora-bus")
-            .connect(url)
+            // A cluster's members, comma-separated: the client fails over between them.
+            .connect(
+                url.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<&str>>(),
+            )
             .await
             // The kind only: the error text may quote the URL, and a URL may hold a password.
             .map_err(|e| unavailable(format!("cannot connect to NATS: {}", e.kind())))?;

@@ -59,6 +59,18 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    /// Its place in a cluster, if it is in one.
+    member: Option<Member>,
+}
+
+/// How a server joins a cluster: its name, its route port, the routes to the others,
+/// and its monitoring port (whose `/healthz` says when JetStream is ready).
+#[derive(Debug, Clone)]
+struct Member {
+    name: String,
+    route_port: u16,
+    routes: String,
+    monitor_port: u16,
 }
 
 impl NatsServer {
@@ -76,6 +88,7 @@ impl NatsServer {
             port: free_port(),
             store,
             child: None,
+            member: None,
         };
         server.spawn();
         Some(server)
@@ -118,7 +131,8 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -127,7 +141,22 @@ impl NatsServer {
                 "-js",
                 "-sd",
             ])
-            .arg(self.store.path())
+            .arg(self.store.path());
+        if let Some(member) = &self.member {
+            command.args([
+                "--server_name",
+                &member.name,
+                "--cluster_name",
+                "agora-test",
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", member.route_port),
+                "--routes",
+                &member.routes,
+                "-m",
+                &member.monitor_port.to_string(),
+            ]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -142,6 +171,99 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A private JetStream cluster of `nats-server`s on 127.0.0.1, each with its own store;
+/// every server is killed when dropped.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers routed to each other and waits until each says JetStream
+    /// is ready (its monitoring `/healthz`). `None` (with a loud skip) when there is no
+    /// `nats-server` binary.
+    pub fn start(size: usize) -> Option<NatsCluster> {
+        let Some(binary) = find_nats_server() else {
+            missing("nats-server not found on PATH (apt-get install nats-server)");
+            return None;
+        };
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<NatsServer> = route_ports
+            .iter()
+            .enumerate()
+            .map(|(i, &route_port)| NatsServer {
+                binary: binary.clone(),
+                port: free_port(),
+                store: tempfile::tempdir().expect("create a temporary JetStream store"),
+                child: None,
+                member: Some(Member {
+                    name: format!("n{i}"),
+                    route_port,
+                    routes: routes.clone(),
+                    monitor_port: free_port(),
+                }),
+            })
+            .collect();
+        for node in &mut nodes {
+            node.spawn();
+        }
+        let cluster = NatsCluster { nodes };
+        cluster.wait_until_ready(Duration::from_secs(30));
+        Some(cluster)
+    }
+
+    /// The client URLs of every server, comma-separated (as `AGORA_BUS` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Server `i`, to kill or restart.
+    pub fn node(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nodes[i]
+    }
+
+    /// Waits until every running server answers its `/healthz` with 200 (JetStream
+    /// up, its meta leader known).
+    pub fn wait_until_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let port = node.member.as_ref().expect("a cluster member").monitor_port;
+            while !http_ok(port, "/healthz") {
+                assert!(
+                    Instant::now() < deadline,
+                    "the JetStream cluster is not ready after {within:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Whether `GET path` on 127.0.0.1:`port` answers 200.
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b"200")
 }
 
 fn wait_for_port(port: u16, within: Duration) {
@@ -256,4 +378,187 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// A private PostgreSQL server on 127.0.0.1 (its own `initdb` in a temporary
+/// directory, started with `pg_ctl` on a free port), stopped when dropped: a test can
+/// restart it without disturbing any other test. Run as the `postgres` user when the
+/// test runs as root (PostgreSQL refuses to run as root).
+#[derive(Debug)]
+pub struct PgServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// The user the server runs as, when it is not the test's.
+    user: Option<&'static str>,
+}
+
+impl PgServer {
+    /// Initialises a cluster (trust authentication on 127.0.0.1, user `postgres`) and
+    /// starts it. `None` (with a loud skip) when PostgreSQL's programs are missing.
+    pub fn start() -> Option<PgServer> {
+        let Some(bin) = find_pg_bin() else {
+            missing("PostgreSQL's initdb and pg_ctl not found (apt-get install postgresql)");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("a directory for PostgreSQL");
+        let user = running_as_root().then_some("postgres");
+        if let Some(user) = user {
+            let status = Command::new("chown")
+                .arg(format!("{user}:"))
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown the PostgreSQL directory to {user}");
+        }
+        let server = PgServer {
+            bin,
+            dir,
+            port: free_port(),
+            user,
+        };
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &server.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        server.pg_ctl_start();
+        Some(server)
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/<database>`
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates `name` and returns its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&self.url("postgres"))
+            .await
+            .expect("connect to the private PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create a database");
+        let _ = admin.close().await;
+        self.url(name)
+    }
+
+    /// Stops the server the hard way (`pg_ctl stop -m immediate`: no shutdown
+    /// checkpoint, recovery at the next start, like a crash) and starts it again on
+    /// the same port and data.
+    pub fn restart(&self) {
+        self.pg_ctl_stop("immediate");
+        self.pg_ctl_start();
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn pg_ctl_start(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=300",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", mode, "-w", "stop"]);
+    }
+
+    /// Runs one of PostgreSQL's programs (as the server's user), which must succeed.
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let mut command = match self.user {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
+        let output = command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.data();
+        let program = self.bin.join("pg_ctl");
+        let mut command = match self.user {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The directory of `initdb` and `pg_ctl`: `PG_BIN`, or the newest
+/// `/usr/lib/postgresql/<version>/bin`.
+fn find_pg_bin() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }

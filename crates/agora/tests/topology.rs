@@ -1,0 +1,436 @@
+//! The distributed topology under faults: `agora run SERVICE` for every service — two
+//! instances each of the gateway, ordering, payment, inventory and fulfilment, fifteen
+//! processes — on a 3-node JetStream cluster and a PostgreSQL server of this test's
+//! own (a database per service, shared by its instances), configured by the `AGORA_*`
+//! variables alone. Under a steady stream of checkouts through both gateways: SIGKILL
+//! one ordering and one payment instance, kill one NATS node, restart PostgreSQL the
+//! hard way. Then every accepted order ends, nothing happened twice (one confirmation
+//! per order, one shipping mail per shipped order), and SIGTERM stops every process
+//! cleanly (exit 0) within 10 s.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use agora_testkit::{NatsCluster, PgServer};
+use serde_json::{Value, json};
+
+const ADMIN_PASSWORD: &str = "distributed-admin-password";
+/// The services with two instances.
+const TWICE: [&str; 5] = ["gateway", "ordering", "payment", "inventory", "fulfilment"];
+const SERVICES: [&str; 10] = [
+    "identity",
+    "customer",
+    "catalog",
+    "inventory",
+    "payment",
+    "ordering",
+    "fulfilment",
+    "shipping",
+    "notification",
+    "gateway",
+];
+
+/// One `agora run` child, killed and reaped on drop whatever happens.
+struct Service {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    /// Starts `agora run NAME` with `env` and waits for its `agora: ready on URL`.
+    fn start(name: &'static str, env: &HashMap<String, String>) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["run", name])
+            .env_clear()
+            .envs(env)
+            .env("AGORA_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start agora run");
+        let mut service = Service {
+            name,
+            child,
+            url: String::new(),
+        };
+        let stdout = service.child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("agora run {name} gets ready"));
+            if let Some(url) = line.strip_prefix("agora: ready on ") {
+                service.url = url.trim().to_owned();
+                return service;
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit status, which must come within `within`.
+    fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running {within:?} after SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn secrets(dir: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["secrets", "init"])
+        .arg(dir)
+        .env("AGORA_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .expect("agora secrets init");
+    assert!(out.status.success(), "{out:?}");
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().await.expect("an answer");
+    let status = answer.status().as_u16();
+    let body = answer.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Polls `check` every 50 ms until it gives `Some`, for at most `within`.
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Signs up customer `n` with an address and a card; its token once ordering's
+/// replica knows both.
+async fn customer(client: &reqwest::Client, gateway: &str, n: usize) -> String {
+    use reqwest::Method;
+    let email = format!("topology-{n}@example.com");
+    let (status, _) = call(
+        client,
+        Method::POST,
+        format!("{gateway}/api/identity/users"),
+        None,
+        Some(json!({"email": email, "password": "topology test", "name": format!("Topology {n}")})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, token) = call(
+        client,
+        Method::POST,
+        format!("{gateway}/api/identity/token"),
+        None,
+        Some(json!({"email": email, "password": "topology test"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let token = token["access_token"].as_str().expect("a token").to_owned();
+    for (path, body) in [
+        (
+            "/api/customers/me/address",
+            json!({"line1": "15 Process Row", "city": "Leeds", "postal_code": "LS1 1AA", "country": "GB"}),
+        ),
+        (
+            "/api/customers/me/payment-method",
+            json!({"token": "tok_visa", "last4": "4242"}),
+        ),
+    ] {
+        let (status, body) = call(
+            client,
+            Method::PUT,
+            format!("{gateway}{path}"),
+            Some(&token),
+            Some(body),
+        )
+        .await;
+        assert!((200..300).contains(&status), "{path}: {status} {body}");
+    }
+    eventually(
+        "ordering's replica has the address, the card and the prices",
+        Duration::from_secs(30),
+        || async {
+            let (status, preview) = call(
+                client,
+                Method::POST,
+                format!("{gateway}/api/ordering/checkout/preview"),
+                Some(&token),
+                Some(lines(n)),
+            )
+            .await;
+            (status == 200
+                && preview["shipping_address"].is_object()
+                && preview["payment_method"].is_object())
+            .then_some(())
+        },
+    )
+    .await;
+    token
+}
+
+fn lines(n: usize) -> Value {
+    let product = format!("5eed0000-0000-4000-8000-0000000000{:02x}", n % 12 + 1);
+    json!({"lines": [{"product_id": product, "quantity": 1}]})
+}
+
+/// What the load saw.
+#[derive(Debug, Default)]
+struct Outcomes {
+    /// `(customer, order id)` of every accepted checkout.
+    accepted: Vec<(usize, String)>,
+    /// Checkouts answered otherwise (503 while a fault lasts, typically).
+    refused: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
+    use reqwest::Method;
+
+    let Some(mut nats) = NatsCluster::start(3) else {
+        return;
+    };
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let mut databases = HashMap::new();
+    for name in SERVICES {
+        databases.insert(name, pg.create_database(&format!("agora_{name}")).await);
+    }
+    let secret_dir = tempfile::tempdir().unwrap();
+    secrets(&secret_dir.path().join("secrets"));
+
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("AGORA_BUS".into(), nats.urls()),
+        (
+            "AGORA_SECRET_DIR".into(),
+            secret_dir.path().join("secrets").display().to_string(),
+        ),
+        ("AGORA_DEMO".into(), "true".into()),
+        ("AGORA_NO_RATE_LIMITS".into(), "true".into()),
+        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+    ]);
+    let mut running: Vec<Service> = Vec::new();
+    for name in SERVICES {
+        env.insert("AGORA_DB".into(), databases[name].clone());
+        let instances = if TWICE.contains(&name) { 2 } else { 1 };
+        let mut urls = Vec::new();
+        for _ in 0..instances {
+            let service = Service::start(name, &env);
+            urls.push(service.url.clone());
+            running.push(service);
+        }
+        env.insert(
+            format!("AGORA_URL_{}", name.to_ascii_uppercase()),
+            urls.join(","),
+        );
+    }
+    let gateways: Vec<String> = running
+        .iter()
+        .filter(|s| s.name == "gateway")
+        .map(|s| s.url.clone())
+        .collect();
+    let gateway = gateways[0].clone();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (status, ready) = call(
+        &client,
+        Method::GET,
+        format!("{gateway}/readyz"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{ready}");
+    let mut tokens = Vec::new();
+    for n in 0..3 {
+        tokens.push(customer(&client, &gateway, n).await);
+    }
+
+    // The steady stream: a checkout every 50 ms, through both gateways in turn.
+    let outcomes = Arc::new(parking_lot::Mutex::new(Outcomes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (client, gateways, tokens) = (client.clone(), gateways.clone(), tokens.clone());
+        let (outcomes, stop) = (outcomes.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let who = n % tokens.len();
+                let answer = client
+                    .post(format!(
+                        "{}/api/ordering/orders",
+                        gateways[n % gateways.len()]
+                    ))
+                    .bearer_auth(&tokens[who])
+                    .header("Idempotency-Key", format!("topology-{n}"))
+                    .json(&lines(n))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(answer) if answer.status() == 201 => {
+                        let order: Value = answer.json().await.unwrap_or_default();
+                        let id = order["id"].as_str().expect("an order id").to_owned();
+                        outcomes.lock().accepted.push((who, id));
+                    }
+                    Ok(answer) => outcomes.lock().refused.push(answer.status().to_string()),
+                    Err(error) => outcomes.lock().refused.push(error.to_string()),
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let accepted_count = || outcomes.lock().accepted.len();
+    let mut want = 10;
+    let mut accepting = async |what: &str| {
+        eventually(what, Duration::from_secs(60), || async {
+            (accepted_count() >= want).then_some(())
+        })
+        .await;
+        want += 10;
+    };
+
+    accepting("checkouts before the faults").await;
+    for name in ["ordering", "payment"] {
+        let at = running
+            .iter()
+            .position(|s| s.name == name)
+            .expect("running");
+        let mut killed = running.remove(at);
+        killed.child.kill().expect("SIGKILL");
+        killed.child.wait().expect("reaped");
+    }
+    accepting("checkouts without an ordering and a payment instance").await;
+    nats.node(0).kill();
+    accepting("checkouts without a NATS node").await;
+    pg.restart();
+    accepting("checkouts after PostgreSQL came back").await;
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+
+    // Every accepted order ends.
+    let Outcomes { accepted, refused } = std::mem::take(&mut *outcomes.lock());
+    for (who, id) in &accepted {
+        let status = eventually(
+            "every accepted order ends",
+            Duration::from_secs(60),
+            || async {
+                let (_, order) = call(
+                    &client,
+                    Method::GET,
+                    format!("{gateway}/api/ordering/orders/{id}"),
+                    Some(&tokens[*who]),
+                    None,
+                )
+                .await;
+                let status = order["status"].as_str().unwrap_or_default().to_owned();
+                matches!(status.as_str(), "shipped" | "cancelled").then_some(status)
+            },
+        )
+        .await;
+        assert!(matches!(status.as_str(), "shipped" | "cancelled"));
+    }
+    // Nothing happened twice: one confirmation per accepted order, at most one
+    // shipping mail per order, in each customer's mailbox.
+    for (who, token) in tokens.iter().enumerate() {
+        let mine: Vec<&String> = accepted
+            .iter()
+            .filter(|(w, _)| *w == who)
+            .map(|(_, id)| id)
+            .collect();
+        let mails = eventually("the confirmations", Duration::from_secs(30), || async {
+            let (_, mails) = call(
+                &client,
+                Method::GET,
+                format!("{gateway}/api/notifications/me"),
+                Some(token),
+                None,
+            )
+            .await;
+            let mails = mails.as_array().cloned().unwrap_or_default();
+            let confirmed = mails
+                .iter()
+                .filter(|m| m["kind"] == "order_confirmation")
+                .count();
+            (confirmed >= mine.len()).then_some(mails)
+        })
+        .await;
+        for id in &mine {
+            for kind in ["order_confirmation", "order_shipped"] {
+                let count = mails
+                    .iter()
+                    .filter(|m| m["kind"] == kind && m["order_id"] == id.as_str())
+                    .count();
+                assert!(count <= 1, "{count} × {kind} for order {id}");
+            }
+        }
+    }
+    eprintln!(
+        "topology: {} checkouts accepted, {} refused during the faults",
+        accepted.len(),
+        refused.len()
+    );
+
+    // SIGTERM: each process stops cleanly, the gateways first.
+    while let Some(service) = running.pop() {
+        let name = service.name;
+        let exit = service.terminate(Duration::from_secs(10));
+        assert!(exit.success(), "{name} exited with {exit}");
+    }
+}
