@@ -468,7 +468,13 @@ async fn rebuild_if_empty(
     Ok(())
 }
 
-/// Connects to the JetStream cluster and makes sure every service's stream exists.
+/// How long a starting service waits for the bus (a cluster electing its leader, a
+/// server still starting) before it gives up.
+const BUS_START_WAIT: Duration = Duration::from_secs(60);
+
+/// Connects to the JetStream cluster and makes sure every service's stream exists,
+/// waiting (up to a minute, trying again every half second) while the servers are not
+/// there yet or the cluster is still forming: services may start before their bus.
 pub async fn connect_bus(urls: &str, replicas: Option<usize>) -> anyhow::Result<SharedBus> {
     let members = urls.split(',').filter(|u| !u.trim().is_empty()).count();
     if members == 0 {
@@ -478,13 +484,29 @@ pub async fn connect_bus(urls: &str, replicas: Option<usize>) -> anyhow::Result<
         replicas: replicas.unwrap_or(if members >= 3 { 3 } else { 1 }),
         ..NatsOptions::default()
     };
+    let deadline = tokio::time::Instant::now() + BUS_START_WAIT;
+    loop {
+        match try_connect_bus(urls, options).await {
+            Ok(bus) => return Ok(bus),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %format!("{error:#}"), "the bus is not ready; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error.context(format!("no bus after {BUS_START_WAIT:?}"))),
+        }
+    }
+}
+
+async fn try_connect_bus(urls: &str, options: NatsOptions) -> anyhow::Result<SharedBus> {
     let bus: SharedBus = Arc::new(
         NatsBus::connect_with(urls, options)
             .await
             .context("connect to the bus")?,
     );
     for stream in crate::shop::service_streams() {
-        bus.ensure_stream(&stream).await?;
+        bus.ensure_stream(&stream)
+            .await
+            .with_context(|| format!("create the stream {}", stream.name))?;
     }
     Ok(bus)
 }
