@@ -336,7 +336,7 @@ async fn the_audit_finds_nothing_after_a_quiet_run_and_names_what_is_broken() {
     assert!(quiet.is_some());
     let dir = shop.stop_keeping_data().await;
 
-    let findings = agora::audit::audit(dir.path()).unwrap();
+    let findings = agora::audit::audit(dir.path()).await.unwrap();
     assert!(findings.is_empty(), "{findings:?}");
 
     // Break two things behind the services' backs: the audit names both.
@@ -355,7 +355,7 @@ async fn the_audit_finds_nothing_after_a_quiet_run_and_names_what_is_broken() {
         )
         .unwrap();
     drop(ordering);
-    let findings = agora::audit::audit(dir.path()).unwrap();
+    let findings = agora::audit::audit(dir.path()).await.unwrap();
     let text: Vec<String> = findings.iter().map(ToString::to_string).collect();
     assert_eq!(findings.len(), 2, "{text:?}");
     assert!(
