@@ -2,8 +2,8 @@
 //! lists every inconsistency. It reads the stores directly, read-only — the SQLite files
 //! of an embedded shop (`--data-dir`), or the PostgreSQL database of each service named
 //! by the template the shop ran with (`--db-template 'postgres://…/agora_{service}'`) —
-//! through one query per check that both backends run: a tool for after the fact,
-//! never a service.
+//! with the same checks and queries on both (only looking up whether a table exists
+//! differs): a tool for after the fact, never a service.
 //!
 //! What it looks for:
 //! - an order that is not in a terminal state (`shipped` or `cancelled`);
