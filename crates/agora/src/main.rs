@@ -38,12 +38,21 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
-    /// Cross-checks every service's store under a data directory (of a stopped or
-    /// quiet shop) and lists every inconsistency; exits 0 only when there is none.
+    /// Cross-checks every service's store of a stopped (or quiet) shop, read-only, and
+    /// lists every inconsistency; exits 0 only when there is none.
     Audit {
-        /// The shop's data directory.
+        /// The shop's data directory (a SQLite file per service).
         #[arg(long, default_value_os_t = default_data_dir(), env = "AGORA_DATA_DIR")]
         data_dir: PathBuf,
+        /// Audits the PostgreSQL databases of a shop run with this template instead
+        /// (`postgres://…/agora_{service}`, `{service}` replaced by each service's name).
+        #[arg(
+            long,
+            env = "AGORA_DB_TEMPLATE",
+            hide_env_values = true,
+            conflicts_with = "data_dir"
+        )]
+        db_template: Option<String>,
     },
     /// Injects a fault into a service of a running shop (or clears it with `ok`).
     Chaos {
@@ -165,13 +174,21 @@ fn main() -> anyhow::Result<()> {
             Command::Settings {
                 setting: Setting::CustomerData { mode, target },
             } => ops_cli::customer_data(target, mode).await,
-            Command::Audit { data_dir } => {
-                let findings = agora::audit::audit(&data_dir)?;
+            Command::Audit {
+                data_dir,
+                db_template,
+            } => {
+                let stores = match db_template {
+                    Some(template) => agora::audit::Stores::Postgres(template),
+                    None => agora::audit::Stores::DataDir(data_dir),
+                };
+                let findings =
+                    agora::audit::audit_stores(&stores, agora_payment::DEFAULT_ORPHAN_HOLD).await?;
                 for finding in &findings {
                     println!("{finding}");
                 }
                 if findings.is_empty() {
-                    println!("agora audit: no inconsistency in {}", data_dir.display());
+                    println!("agora audit: no inconsistency in {stores}");
                     Ok(())
                 } else {
                     println!("agora audit: {} inconsistencies", findings.len());

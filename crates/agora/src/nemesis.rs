@@ -382,7 +382,7 @@ pub async fn run(args: NemesisArgs) -> anyhow::Result<()> {
     if let Some(running) = shop.take() {
         running.stop(Duration::from_secs(30))?;
     }
-    for finding in crate_audit(&data)? {
+    for finding in crate_audit(&data).await? {
         violations.push(format!("audit: {finding}"));
     }
 
@@ -407,8 +407,8 @@ pub async fn run(args: NemesisArgs) -> anyhow::Result<()> {
     }
 }
 
-fn crate_audit(data: &Path) -> anyhow::Result<Vec<agora::audit::Finding>> {
-    agora::audit::audit_with(data, ORPHAN_HOLD)
+async fn crate_audit(data: &Path) -> anyhow::Result<Vec<agora::audit::Finding>> {
+    agora::audit::audit_with(data, ORPHAN_HOLD).await
 }
 
 async fn ops(

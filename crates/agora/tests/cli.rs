@@ -152,6 +152,26 @@ fn audit_of_a_clean_data_dir_exits_0_and_a_broken_one_exits_1() {
 }
 
 #[test]
+fn audit_of_databases_it_cannot_reach_names_the_service_and_never_the_password() {
+    let out = agora()
+        .args([
+            "audit",
+            "--db-template",
+            "postgres://agora:hunter2-in-the-url@127.0.0.1:1/agora_{service}?password=hunter2",
+        ])
+        .output()
+        .expect("run agora audit");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("open the catalog store at postgres://127.0.0.1:1/agora_catalog"),
+        "{stderr}"
+    );
+    let everything = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!everything.contains("hunter2"), "{everything}");
+}
+
+#[test]
 fn chaos_bus_and_settings_commands_drive_a_running_shop() {
     let data = tempfile::tempdir().unwrap();
     let mut child = Reaped(

@@ -1,10 +1,10 @@
 //! Test support shared by Agora's test suites: a private `nats-server -js` per test on a
-//! free port with a temporary store, and a fresh PostgreSQL database per test.
+//! free port with a temporary store, and fresh PostgreSQL databases per test.
 //!
-//! When a server is missing, [`NatsServer::start`] and [`PgDatabase::create`] return
-//! `None` after printing a loud `SKIPPED` line naming what is missing — unless
-//! `AGORA_REQUIRE_SERVERS=1` is set (CI sets it), in which case they panic, so a missing
-//! server fails the run instead of hiding in a skip.
+//! When a server is missing, [`NatsServer::start`], [`PgDatabase::create`] and
+//! [`PgDatabases::create`] return `None` after printing a loud `SKIPPED` line naming what
+//! is missing — unless `AGORA_REQUIRE_SERVERS=1` is set (CI sets it), in which case they
+//! panic, so a missing server fails the run instead of hiding in a skip.
 
 #![forbid(unsafe_code)]
 
@@ -291,8 +291,12 @@ impl PgDatabase {
     /// `postgres://postgres@127.0.0.1:5432/postgres`). `None` (with a loud skip) when
     /// the server cannot be reached.
     pub async fn create() -> Option<PgDatabase> {
+        Self::create_named(format!("agora_test_{}", uuid::Uuid::now_v7().simple())).await
+    }
+
+    async fn create_named(name: String) -> Option<PgDatabase> {
         use sqlx::Connection;
-        let admin_url = std::env::var(PG_URL_ENV).unwrap_or_else(|_| DEFAULT_PG_URL.into());
+        let admin_url = pg_admin_url();
         let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
             Ok(conn) => conn,
             Err(e) => {
@@ -300,16 +304,12 @@ impl PgDatabase {
                 return None;
             }
         };
-        let name = format!("agora_test_{}", uuid::Uuid::now_v7().simple());
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .expect("create a test database");
         let _ = admin.close().await;
-        let url = match admin_url.rsplit_once('/') {
-            Some((server, _)) => format!("{server}/{name}"),
-            None => panic!("{PG_URL_ENV} must end with /<database>"),
-        };
+        let url = database_url(&admin_url, &name);
         Some(PgDatabase {
             admin_url,
             name,
@@ -346,6 +346,52 @@ impl Drop for PgDatabase {
             });
         })
         .join();
+    }
+}
+
+/// Fresh PostgreSQL databases `agora_test_<uuid>_<name>`, one per name, all dropped when
+/// the value is dropped: for a shop whose services each have their own database, named
+/// by a template (`postgres://…/agora_{service}`).
+#[derive(Debug)]
+pub struct PgDatabases {
+    template: String,
+    /// Held for their drop, which drops the databases.
+    _databases: Vec<PgDatabase>,
+}
+
+impl PgDatabases {
+    /// Creates one database per name on the server of `AGORA_TEST_PG_URL`, like
+    /// [`PgDatabase::create`]. `None` (with a loud skip) when the server cannot be
+    /// reached.
+    pub async fn create(names: &[&str]) -> Option<PgDatabases> {
+        let prefix = format!("agora_test_{}", uuid::Uuid::now_v7().simple());
+        let mut databases = Vec::new();
+        for name in names {
+            databases.push(PgDatabase::create_named(format!("{prefix}_{name}")).await?);
+        }
+        Some(PgDatabases {
+            template: database_url(&pg_admin_url(), &format!("{prefix}_{{service}}")),
+            _databases: databases,
+        })
+    }
+
+    /// `postgres://…/agora_test_<uuid>_{service}`: with a name for `{service}`, the URL
+    /// of that name's database.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+}
+
+/// `AGORA_TEST_PG_URL`, or the default server's `postgres` database.
+fn pg_admin_url() -> String {
+    std::env::var(PG_URL_ENV).unwrap_or_else(|_| DEFAULT_PG_URL.into())
+}
+
+/// The URL of database `name` on the server of `admin_url`.
+fn database_url(admin_url: &str, name: &str) -> String {
+    match admin_url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("{PG_URL_ENV} must end with /<database>"),
     }
 }
 

@@ -3,8 +3,13 @@
 
 use std::time::Duration;
 
+use agora::audit::{Stores, audit_stores};
+use agora::runtime::ServiceName;
+use agora_payment::DEFAULT_ORPHAN_HOLD;
+use agora_testkit::PgDatabases;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 use crate::support::{TestShop, eventually};
 
@@ -336,7 +341,7 @@ async fn the_audit_finds_nothing_after_a_quiet_run_and_names_what_is_broken() {
     assert!(quiet.is_some());
     let dir = shop.stop_keeping_data().await;
 
-    let findings = agora::audit::audit(dir.path()).unwrap();
+    let findings = agora::audit::audit(dir.path()).await.unwrap();
     assert!(findings.is_empty(), "{findings:?}");
 
     // Break two things behind the services' backs: the audit names both.
@@ -355,7 +360,7 @@ async fn the_audit_finds_nothing_after_a_quiet_run_and_names_what_is_broken() {
         )
         .unwrap();
     drop(ordering);
-    let findings = agora::audit::audit(dir.path()).unwrap();
+    let findings = agora::audit::audit(dir.path()).await.unwrap();
     let text: Vec<String> = findings.iter().map(ToString::to_string).collect();
     assert_eq!(findings.len(), 2, "{text:?}");
     assert!(
@@ -367,6 +372,106 @@ async fn the_audit_finds_nothing_after_a_quiet_run_and_names_what_is_broken() {
         text.iter().any(|f| f.contains("never published")),
         "{text:?}"
     );
+}
+
+/// The same audit of a shop whose services each keep their store in a PostgreSQL
+/// database of their own (`--db-template`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_of_a_shop_on_postgresql_finds_nothing_after_a_shipped_order_and_names_what_is_broken()
+ {
+    let services = ServiceName::ALL.map(ServiceName::as_str);
+    let Some(databases) = PgDatabases::create(&services).await else {
+        return;
+    };
+    let template = databases.template().to_owned();
+    let shop = TestShop::start_tuned(|config| config.db_template = Some(template.clone())).await;
+    let token = shop.buyer("tok_visa").await;
+    let order = shop.place(&token, 1).await;
+    shop.order_reaches(&token, &order, &["shipped"]).await;
+    // Quiet: inventory shipped the reservation, notification sent the last message.
+    let quiet = eventually(Duration::from_secs(10), || async {
+        let shipped_mail = shop
+            .mailbox(&token)
+            .await
+            .iter()
+            .any(|m| m["kind"] == "order_shipped" && m["order_id"] == order.as_str());
+        shipped_mail && shop.stock(PRODUCT).await["reserved"] == 0
+    })
+    .await;
+    assert!(quiet.is_some(), "{}", shop.stock(PRODUCT).await);
+    shop.stop().await;
+
+    let stores = Stores::Postgres(template.clone());
+    let findings = audit_stores(&stores, DEFAULT_ORPHAN_HOLD).await.unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+
+    // Two things broken behind the services' backs, the money held again and an event
+    // of ordering's outbox unpublished: the audit names those, and only those.
+    let mut payment = sqlx::PgConnection::connect(&template.replace("{service}", "payment"))
+        .await
+        .unwrap();
+    let authorization: String = sqlx::query_scalar(
+        "UPDATE payment_authorizations SET status = 'authorized' WHERE order_id = $1
+         RETURNING id",
+    )
+    .bind(&order)
+    .fetch_one(&mut payment)
+    .await
+    .unwrap();
+    payment.close().await.unwrap();
+    let mut ordering = sqlx::PgConnection::connect(&template.replace("{service}", "ordering"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE messaging_outbox SET published_at_ms = NULL
+         WHERE position = (SELECT MAX(position) FROM messaging_outbox)",
+    )
+    .execute(&mut ordering)
+    .await
+    .unwrap();
+    ordering.close().await.unwrap();
+    let mut findings: Vec<String> = audit_stores(&stores, DEFAULT_ORPHAN_HOLD)
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    findings.sort();
+    assert_eq!(
+        findings,
+        [
+            "ordering: 1 event(s) in the outbox were never published".to_owned(),
+            format!(
+                "payment: authorization {authorization} still holds money for order {order}, which is shipped"
+            ),
+            format!("payment: order {order} was shipped but its payment was never captured"),
+        ]
+    );
+
+    // The command line finds them too, and exits non-zero.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["audit", "--db-template", &template])
+        .output()
+        .await
+        .expect("run agora audit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for finding in &findings {
+        assert!(stdout.contains(finding), "{stdout}");
+    }
+
+    // Databases that do not exist: named, their URL without user or password.
+    let missing = Stores::Postgres(template.replace("agora_test_", "agora_missing_"));
+    let error = audit_stores(&missing, DEFAULT_ORPHAN_HOLD)
+        .await
+        .expect_err("no such databases");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("open the catalog store at postgres://")
+            && message.contains("does not exist"),
+        "{message}"
+    );
+    assert!(!message.contains('@'), "{message}");
 }
 
 /// The catalog's name of [`PRODUCT`].
