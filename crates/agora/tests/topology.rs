@@ -5,8 +5,8 @@
 //! variables alone. Under a steady stream of checkouts through both gateways: SIGKILL
 //! one ordering and one payment instance, kill one NATS node, restart PostgreSQL the
 //! hard way. Then every accepted order ends, nothing happened twice (one confirmation
-//! per order, one shipping mail per shipped order), and SIGTERM stops every process
-//! cleanly (exit 0) within 10 s.
+//! per order, one shipping mail per shipped order), SIGTERM stops every process
+//! cleanly (exit 0) within 10 s, and `agora audit` of the PostgreSQL stores is clean.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -433,4 +433,12 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
         let exit = service.terminate(Duration::from_secs(10));
         assert!(exit.success(), "{name} exited with {exit}");
     }
+
+    // The stores agree: no money kept for an order that is over, no stock held, no
+    // event left unpublished, nothing twice.
+    let stores = agora::audit::Stores::Postgres(pg.url("agora_{service}"));
+    let findings = agora::audit::audit_stores(&stores, agora_payment::DEFAULT_ORPHAN_HOLD)
+        .await
+        .expect("audit the PostgreSQL stores");
+    assert!(findings.is_empty(), "{findings:#?}");
 }
