@@ -453,9 +453,24 @@ async fn chaos(State(cell): State<ChaosCell>, request: Request, next: Next) -> R
                 .with_detail("Injected fault (chaos: flaky).")
                 .into_response();
         }
+        // A service in its own process cannot close the listener its levers come in
+        // on: it answers 503 to everything else instead (in `agora up` its listener is
+        // closed and nothing gets here).
+        ChaosMode::Down if !is_control(request.uri().path()) => {
+            return Problem::service_unavailable(Duration::from_secs(1))
+                .with_detail("Injected fault (chaos: down).")
+                .into_response();
+        }
         _ => {}
     }
     next.run(request).await
+}
+
+/// Whether `path` is one of the instance's control routes
+/// (`/internal/<service>/control…`).
+fn is_control(path: &str) -> bool {
+    let mut segments = path.trim_start_matches('/').split('/');
+    segments.next() == Some("internal") && segments.nth(1) == Some("control")
 }
 
 impl Drop for Host {

@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use agora::control::InstanceControl;
 use agora::host::{ChaosCell, Host, ServeConfig, service_router};
 use agora::runtime::{ServiceEnv, ServiceName, Settings};
+use agora_bus::{BusSwitch, SwitchedBus};
 use anyhow::{Context, bail};
 use clap::Args;
 
@@ -62,8 +65,24 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let name = args.service;
     let shutdown = crate::up::shutdown_signal()?;
-    let env = environment(&args).await?;
+    let mut env = environment(&args).await?;
     let bus = env.bus.clone();
+    // The instance's levers, driven by the gateway over its internal control API: its
+    // own cut from the bus (chaos `down`) and the bus pause, its chaos, payment's
+    // provider.
+    let control = InstanceControl {
+        chaos: ChaosCell::default(),
+        own_bus: BusSwitch::new(),
+        bus: BusSwitch::new(),
+        provider: (name == ServiceName::Payment).then(|| env.provider.clone()),
+    };
+    if name != ServiceName::Gateway {
+        env.bus = Arc::new(SwitchedBus::new(
+            bus.clone(),
+            vec![control.bus.clone(), control.own_bus.clone()],
+        ));
+    }
+    let plane = env.internal.service(name.as_str());
     let started = agora::runtime::start(name, env)
         .await
         .with_context(|| format!("start {name}"))?;
@@ -77,10 +96,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         (started.router, serve)
     } else {
-        (
-            service_router(started.router, ChaosCell::default()),
-            ServeConfig::internal(),
-        )
+        let chaos = control.chaos.clone();
+        let router = started.router.merge(control.routes(name.as_str(), &plane));
+        (service_router(router, chaos), ServeConfig::internal())
     };
     let mut host = Host::start_with(name.as_str(), args.listen, router, serve)
         .await

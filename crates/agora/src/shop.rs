@@ -180,7 +180,7 @@ impl OpsControl for ShopControl {
         }
     }
 
-    fn chaos(&self, service: &str) -> Option<Chaos> {
+    async fn chaos(&self, service: &str) -> Option<Chaos> {
         if service == PROVIDER {
             let mode = if self.provider.is_down() {
                 ChaosMode::Down
@@ -195,15 +195,16 @@ impl OpsControl for ShopControl {
             .map(|(_, cell)| cell.get())
     }
 
-    fn set_bus_paused(&self, paused: bool) {
+    async fn set_bus_paused(&self, paused: bool) -> Result<(), ControlError> {
         if paused {
             self.bus.pause();
         } else {
             self.bus.resume();
         }
+        Ok(())
     }
 
-    fn bus_paused(&self) -> bool {
+    async fn bus_paused(&self) -> bool {
         self.bus.is_paused()
     }
 }

@@ -227,6 +227,108 @@ fn lines(n: usize) -> Value {
     json!({"lines": [{"product_id": product, "quantity": 1}]})
 }
 
+/// The ops API of either gateway moves the levers of every instance: customer taken
+/// `down` (its instances answer 503 and leave the bus; checkout goes on from the
+/// replica), the status showing it and each instance, then healed; the bus paused and
+/// resumed everywhere.
+async fn ops_levers_reach_every_instance(
+    client: &reqwest::Client,
+    gateways: &[String],
+    customer_token: &str,
+) {
+    use reqwest::Method;
+    let (status, admin) = call(
+        client,
+        Method::POST,
+        format!("{}/api/identity/token", gateways[0]),
+        None,
+        Some(json!({"email": "admin@agora.local", "password": ADMIN_PASSWORD})),
+    )
+    .await;
+    assert_eq!(status, 200, "{admin}");
+    let admin = admin["access_token"].as_str().expect("a token").to_owned();
+    let ops = async |method: Method, gateway: &str, path: &str, body: Option<Value>| {
+        call(
+            client,
+            method,
+            format!("{gateway}/api/ops/{path}"),
+            Some(&admin),
+            body,
+        )
+        .await
+    };
+    let service = |status: &Value, name: &str| {
+        status["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+    };
+
+    let (code, body) = ops(
+        Method::PUT,
+        &gateways[0],
+        "chaos/customer",
+        Some(json!({"mode": "down"})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (_, status) = ops(Method::GET, &gateways[1], "status", None).await;
+    let customer = service(&status, "customer");
+    assert_eq!(customer["chaos"]["mode"], "down", "{customer}");
+    assert_eq!(customer["healthy"], false, "{customer}");
+    let ordering = service(&status, "ordering");
+    assert_eq!(
+        ordering["instances"].as_array().map(Vec::len),
+        Some(2),
+        "{ordering}"
+    );
+    let (code, body) = call(
+        client,
+        Method::GET,
+        format!("{}/api/customers/me", gateways[1]),
+        Some(customer_token),
+        None,
+    )
+    .await;
+    assert_eq!(code, 503, "customer is down: {body}");
+    let answer = client
+        .post(format!("{}/api/ordering/orders", gateways[1]))
+        .bearer_auth(customer_token)
+        .header("Idempotency-Key", "topology-while-customer-down")
+        .json(&lines(0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201, "checkout goes on from the replica");
+    let (code, _) = ops(
+        Method::PUT,
+        &gateways[1],
+        "chaos/customer",
+        Some(json!({"mode": "ok"})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (_, status) = ops(Method::GET, &gateways[0], "status", None).await;
+    assert_eq!(service(&status, "customer")["healthy"], true);
+
+    for paused in [true, false] {
+        let (code, body) = ops(
+            Method::PUT,
+            &gateways[0],
+            "bus",
+            Some(json!({"paused": paused})),
+        )
+        .await;
+        assert_eq!(
+            (code, body["paused"].as_bool()),
+            (200, Some(paused)),
+            "{body}"
+        );
+        let (_, status) = ops(Method::GET, &gateways[1], "status", None).await;
+        assert_eq!(status["bus"]["paused"], paused, "{status}");
+    }
+}
+
 /// What the load saw.
 #[derive(Debug, Default)]
 struct Outcomes {
@@ -301,6 +403,7 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
     for n in 0..3 {
         tokens.push(customer(&client, &gateway, n).await);
     }
+    ops_levers_reach_every_instance(&client, &gateways, &tokens[0]).await;
 
     // The steady stream: a checkout every 50 ms, through both gateways in turn.
     let outcomes = Arc::new(parking_lot::Mutex::new(Outcomes::default()));

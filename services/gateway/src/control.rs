@@ -6,6 +6,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The name the ops API knows the (simulated) payment provider by: its chaos is `ok`
+/// or `down`.
+pub const PAYMENT_PROVIDER: &str = "payment-provider";
+
 /// The fault injected into one service.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -90,9 +94,21 @@ pub enum ControlError {
 pub trait OpsControl: Send + Sync + std::fmt::Debug + 'static {
     /// Applies `chaos` to `service` (already validated).
     async fn set_chaos(&self, service: &str, chaos: Chaos) -> Result<(), ControlError>;
-    /// The current setting; `None` for a service that cannot be controlled.
-    fn chaos(&self, service: &str) -> Option<Chaos>;
+    /// The current setting; `None` for a service that cannot be controlled (or asked).
+    async fn chaos(&self, service: &str) -> Option<Chaos>;
     /// Pauses or resumes the bus for everyone.
-    fn set_bus_paused(&self, paused: bool);
-    fn bus_paused(&self) -> bool;
+    async fn set_bus_paused(&self, paused: bool) -> Result<(), ControlError>;
+    async fn bus_paused(&self) -> bool;
+}
+
+/// One service instance's levers, as its internal control API answers them
+/// (`GET /internal/<service>/control`, when the services run as separate processes).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Levers {
+    pub chaos: Chaos,
+    /// Whether the bus is paused, as this instance applies it.
+    pub bus_paused: bool,
+    /// Payment's simulated provider: whether it is down (absent elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_down: Option<bool>,
 }

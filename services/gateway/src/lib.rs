@@ -28,6 +28,7 @@ mod openapi;
 mod ops;
 mod path;
 mod proxy;
+mod remote;
 mod timeline;
 mod trace;
 mod ui;
@@ -42,7 +43,7 @@ use agora_messaging::{Db, SubscriberHandle};
 use axum::Router;
 use axum::extract::FromRef;
 
-pub use control::{Chaos, ChaosMode, ControlError, OpsControl};
+pub use control::{Chaos, ChaosMode, ControlError, Levers, OpsControl, PAYMENT_PROVIDER};
 pub use limits::{Limits, Rate};
 pub use openapi::document as openapi;
 
@@ -180,7 +181,8 @@ pub(crate) struct State {
     pub online: online::OnlineUsers,
     pub openapi: Arc<String>,
     pub request_timeout: Duration,
-    pub control: Option<Arc<dyn OpsControl>>,
+    /// The levers: a hosting shop's, or each instance's internal control API.
+    pub control: Arc<dyn OpsControl>,
     pub bus: SharedBus,
     pub timeline: timeline::Timeline,
     pub internal: InternalAuth,
@@ -246,6 +248,15 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
     let (timeline, timeline_consumers) = timeline::start(&db, &config.bus).await?;
     let pruner = timeline.spawn_pruner(config.timeline_max_age);
     let proxy = proxy::Proxy::new(config.upstreams.clone(), config.request_timeout)?;
+    // Without the levers of a shop hosted in this process: the services' own, each
+    // instance's internal control API.
+    let control: Arc<dyn OpsControl> = config.control.clone().unwrap_or_else(|| {
+        Arc::new(remote::RemoteControl::new(
+            proxy.client().clone(),
+            config.internal.service(SOURCE),
+            config.upstreams.clone(),
+        ))
+    });
     let state = State {
         verifier: auth.verifier().clone(),
         proxy: Arc::new(proxy),
@@ -254,7 +265,7 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
         online,
         openapi: Arc::new(openapi::render(config.service_docs)),
         request_timeout: config.request_timeout,
-        control: config.control.clone(),
+        control,
         bus: config.bus.clone(),
         timeline,
         internal: config.internal.service(SOURCE),

@@ -36,10 +36,21 @@ pub struct Status {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ServiceStatus {
     pub name: String,
-    /// Its `/healthz` answered 200 within 300 ms.
+    /// The `/healthz` of some instance answered 200 within 300 ms.
     pub healthy: bool,
     pub chaos: Chaos,
     pub breakers: Vec<BreakerStatus>,
+    /// Each instance of the service, with its own health.
+    #[serde(default)]
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstanceStatus {
+    /// Where the gateway reaches it.
+    pub url: String,
+    /// Its `/healthz` answered 200 within 300 ms.
+    pub healthy: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -79,24 +90,20 @@ pub(crate) async fn status(AxumState(state): AxumState<State>, caller: Caller) -
     let client = state.proxy.client();
     let shared = &state;
     let probes = state.proxy.upstreams().map(|upstream| async move {
-        let (healthy, breakers) =
-            tokio::join!(healthy(client, upstream), breakers(shared, upstream));
-        (upstream, healthy, breakers)
-    });
-    let mut services: Vec<ServiceStatus> = futures::future::join_all(probes)
-        .await
-        .into_iter()
-        .map(|(upstream, healthy, breakers)| ServiceStatus {
+        let (instances, breakers, chaos) = tokio::join!(
+            instances(client, upstream),
+            breakers(shared, upstream),
+            shared.control.chaos(&upstream.name)
+        );
+        ServiceStatus {
             name: upstream.name.clone(),
-            healthy,
-            chaos: state
-                .control
-                .as_ref()
-                .and_then(|c| c.chaos(&upstream.name))
-                .unwrap_or_default(),
+            healthy: instances.iter().any(|i| i.healthy),
+            chaos: chaos.unwrap_or_default(),
             breakers,
-        })
-        .collect();
+            instances,
+        }
+    });
+    let mut services: Vec<ServiceStatus> = futures::future::join_all(probes).await;
     services.push(ServiceStatus {
         name: crate::SOURCE.into(),
         healthy: true,
@@ -111,6 +118,8 @@ pub(crate) async fn status(AxumState(state): AxumState<State>, caller: Caller) -
                 state: breaker_state(breaker.state()).into(),
             })
             .collect(),
+        // This instance: it is answering.
+        instances: Vec::new(),
     });
     services.sort_by(|a, b| a.name.cmp(&b.name));
     let online_users = match state.online.count().await {
@@ -143,7 +152,7 @@ pub(crate) async fn status(AxumState(state): AxumState<State>, caller: Caller) -
         subscriptions,
         settings: Settings { customer_data },
         bus: BusState {
-            paused: state.control.as_ref().is_some_and(|c| c.bus_paused()),
+            paused: state.control.bus_paused().await,
         },
         online_users,
     })
@@ -243,18 +252,23 @@ async fn breakers(state: &State, upstream: &Upstream) -> Vec<BreakerStatus> {
 
 /// Whether some instance of `upstream` answers its `/healthz`.
 async fn healthy(client: &reqwest::Client, upstream: &Upstream) -> bool {
+    instances(client, upstream).await.iter().any(|i| i.healthy)
+}
+
+/// Each instance of `upstream`, probed at once.
+async fn instances(client: &reqwest::Client, upstream: &Upstream) -> Vec<InstanceStatus> {
     let probes = upstream.urls.iter().map(|url| async move {
         let probe = client
             .get(format!("{url}/healthz"))
             .timeout(PROBE_TIMEOUT)
             .send()
             .await;
-        matches!(probe, Ok(answer) if answer.status().is_success())
+        InstanceStatus {
+            url: url.clone(),
+            healthy: matches!(probe, Ok(answer) if answer.status().is_success()),
+        }
     });
-    futures::future::join_all(probes)
-        .await
-        .into_iter()
-        .any(|up| up)
+    futures::future::join_all(probes).await
 }
 
 /// Ordering's `customer_data` setting, when ordering runs and answers.
@@ -305,6 +319,7 @@ pub(crate) fn breaker_state(state: BreakerState) -> &'static str {
         (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid setting", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Some instance did not take the change", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn set_chaos(
     AxumState(state): AxumState<State>,
@@ -315,9 +330,7 @@ pub(crate) async fn set_chaos(
     if let Err(error) = caller.require(Role::Admin) {
         return error.into_response();
     }
-    let Some(control) = &state.control else {
-        return Problem::not_found().into_response();
-    };
+    let control = &state.control;
     let chaos = match chaos.validate() {
         Ok(chaos) => chaos,
         Err(error) => return Problem::unprocessable(vec![error]).into_response(),
@@ -334,10 +347,7 @@ pub(crate) async fn set_chaos(
         Err(ControlError::UnknownService(_)) => Problem::not_found()
             .with_detail(format!("No service named {service:?} can be controlled."))
             .into_response(),
-        Err(error) => {
-            tracing::error!(%error, "chaos not applied");
-            Problem::internal().into_response()
-        }
+        Err(error) => not_applied(&error),
     }
 }
 
@@ -357,7 +367,7 @@ pub struct BusState {
         (status = 200, description = "Applied", body = BusState),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The bus cannot be controlled here", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Some instance did not take the change", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -369,15 +379,23 @@ pub(crate) async fn set_bus(
     if let Err(error) = caller.require(Role::Admin) {
         return error.into_response();
     }
-    let Some(control) = &state.control else {
-        return Problem::not_found().into_response();
-    };
-    control.set_bus_paused(body.paused);
+    if let Err(error) = state.control.set_bus_paused(body.paused).await {
+        return not_applied(&error);
+    }
     tracing::warn!(paused = body.paused, "bus switched");
     Json(BusState {
-        paused: control.bus_paused(),
+        paused: state.control.bus_paused().await,
     })
     .into_response()
+}
+
+/// A lever that could not be moved everywhere (an instance that does not answer):
+/// 503, try again.
+fn not_applied(error: &ControlError) -> Response {
+    tracing::error!(%error, "not applied");
+    Problem::service_unavailable(Duration::from_secs(1))
+        .with_detail("Not every instance took the change; try again shortly.")
+        .into_response()
 }
 
 /// `PUT /api/ops/settings`.
