@@ -443,11 +443,17 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
 }
 
 /// Ordering's replicas are rebuilt from the bus history when its store has none but
-/// the bus has events they are made of (a new or replaced ordering store).
+/// the bus has events they are made of (a new or replaced ordering store). Only a store
+/// never rebuilt (generation 0): in one that was, empty replicas are still catching up
+/// with the generation's consumers, which other instances run too. Instances starting
+/// together on a new store rebuild once (see [`agora_ordering::Ordering::rebuild_replicas`]).
 async fn rebuild_if_empty(
     ordering: &agora_ordering::Ordering,
     bus: &SharedBus,
 ) -> anyhow::Result<()> {
+    if ordering.replica_generation().await != Some(0) {
+        return Ok(());
+    }
     let snapshot = ordering.replica_snapshot().await?;
     if !snapshot.customers.is_empty() || !snapshot.products.is_empty() {
         return Ok(());

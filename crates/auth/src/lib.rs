@@ -1,8 +1,8 @@
 //! Agora's access tokens, as every service sees them: the [`Claims`] that identity
 //! signs, their local verification by a [`Verifier`] against a cached JWKS, revocation
-//! on `PasswordChanged` and `UserSignedOut` ([`Revocations`], [`PasswordChangedHandler`]),
-//! and the axum
-//! extractor [`Caller`] that gives handlers the verified user and roles.
+//! on `PasswordChanged` and `UserSignedOut` ([`Revocations`], fed in every instance of a
+//! service by [`ServiceAuth`]), and the axum extractor [`Caller`] that gives handlers the
+//! verified user and roles.
 //!
 //! Tokens are JWTs signed with Ed25519 (`alg: EdDSA`) and carry a `kid` header naming
 //! the key in identity's JWKS (`GET /api/identity/jwks`, see [`HttpKeySource`]).
@@ -10,15 +10,18 @@
 //! A service wires it up once:
 //!
 //! ```no_run
-//! # async fn demo(db: agora_messaging::Db) -> Result<(), agora_auth::Error> {
-//! use agora_auth::{HttpKeySource, PasswordChangedHandler, Revocations, Verifier};
+//! # async fn demo(
+//! #     db: agora_messaging::Db,
+//! #     bus: agora_bus::SharedBus,
+//! # ) -> Result<(), agora_auth::Error> {
+//! use agora_auth::{HttpKeySource, ServiceAuth};
 //!
-//! let revocations = Revocations::load(&db).await?;
 //! let source = HttpKeySource::new("http://127.0.0.1:8081")?;
-//! let verifier = Verifier::start(source, revocations.clone(), Default::default()).await;
-//! let handler = PasswordChangedHandler::new(revocations); // run with a Subscriber
+//! let auth = ServiceAuth::start("catalog", &db, &bus, source).await?;
+//! let verifier = auth.verifier().clone();
 //! // ... put `verifier` in the router state (FromRef) and extract `Caller` ...
-//! # let _ = (verifier, handler);
+//! # let _ = verifier;
+//! auth.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
@@ -50,8 +53,8 @@ pub use internal::{
 };
 pub use jwks::{Jwk, Jwks};
 pub use keys::{HttpKeySource, JWKS_FETCH_TIMEOUT, KeySource, MemoryKeySource};
-pub use revocation::{MIGRATION_COMPONENT, MIGRATIONS, PasswordChangedHandler, Revocations};
-pub use service::ServiceAuth;
+pub use revocation::{MIGRATION_COMPONENT, MIGRATIONS, REPLAY, Revocations};
+pub use service::{INACTIVE_THRESHOLD, ServiceAuth};
 #[cfg(feature = "test-util")]
 pub use test_util::TestIssuer;
 pub use verifier::{Verifier, VerifierConfig};

@@ -1,17 +1,20 @@
 //! Token revocation: after a password change, the user's older tokens are refused; after
 //! a sign-out, the token signed out with is refused.
+//!
+//! Revocations live in memory only, in each instance of a service: every instance
+//! learns every revoking event from its own consumer (see [`crate::ServiceAuth`]), and
+//! a starting instance replays the events young enough to matter ([`REPLAY`]) from the
+//! bus. Nothing of it is in the service's store, which several instances may share.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use agora_contracts::{PasswordChanged, UserSignedOut};
-use agora_messaging::{Db, Envelope, Handler, HandlerError, Migration};
-use async_trait::async_trait;
-use sqlx::{Any, Row, Transaction};
+use agora_messaging::{Envelope, Migration};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Claims, Error, MAX_TOKEN_TTL};
+use crate::{Claims, MAX_TOKEN_TTL};
 
 /// The component name of this crate's migrations in a service's [`Db`].
 pub const MIGRATION_COMPONENT: &str = "auth";
@@ -27,7 +30,8 @@ const SIGNED_OUT_TOKENS: &str = "
     CREATE INDEX auth_signed_out_tokens_forget ON auth_signed_out_tokens (forget_after_ms);
 ";
 
-/// The revocation tables, in the consuming service's own store.
+/// Revocations were once kept in the consuming service's own store; they are replayed
+/// from the bus now, and the last migration drops those tables.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -47,7 +51,23 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: SIGNED_OUT_TOKENS,
         postgres: SIGNED_OUT_TOKENS,
     },
+    Migration {
+        version: 3,
+        description: "revocations replayed from the bus, not stored",
+        sqlite: DROP_TABLES,
+        postgres: DROP_TABLES,
+    },
 ];
+
+const DROP_TABLES: &str = "
+    DROP TABLE auth_signed_out_tokens;
+    DROP TABLE auth_revocations;
+";
+
+/// How far back a starting instance replays identity's revoking events: a token lives
+/// at most [`MAX_TOKEN_TTL`], so an older revocation refuses only expired tokens (with
+/// a margin for clock leeway and skew between identity and the bus).
+pub const REPLAY: std::time::Duration = MAX_TOKEN_TTL.saturating_add(REVOCATION_MARGIN);
 
 /// What revokes a user's tokens: a password change, known by its time and (from
 /// identity's events) by the user's version.
@@ -86,66 +106,17 @@ impl Revocations {
         Self::default()
     }
 
-    /// Applies the migrations to `db` and loads what is recorded there, so that a
-    /// restarted service still refuses revoked tokens; entries too old to matter are
-    /// deleted.
-    pub async fn load(db: &Db) -> Result<Self, Error> {
-        let store = |e: agora_messaging::Error| Error::Store(e.to_string());
-        let sql = |e: sqlx::Error| Error::Store(e.to_string());
-        db.migrate(MIGRATION_COMPONENT, MIGRATIONS)
-            .await
-            .map_err(store)?;
-        let horizon = horizon_ms();
-        sqlx::query("DELETE FROM auth_revocations WHERE revoked_before_ms < $1")
-            .bind(horizon)
-            .execute(db.pool())
-            .await
-            .map_err(sql)?;
-        let rows = sqlx::query(
-            "SELECT user_id, revoked_before_ms, revoked_below_version FROM auth_revocations
-             WHERE revoked_before_ms >= $1",
-        )
-        .bind(horizon)
-        .fetch_all(db.pool())
-        .await
-        .map_err(sql)?;
-        let revocations = Self::new();
-        for row in rows {
-            let user: String = row.try_get(0).map_err(sql)?;
-            let before: i64 = row.try_get(1).map_err(sql)?;
-            let version: Option<i64> = row.try_get(2).map_err(sql)?;
-            if let Ok(user) = Uuid::parse_str(&user) {
-                revocations.record_user(
-                    user,
-                    UserRevocation {
-                        before_ms: before,
-                        below_version: version.and_then(|v| u64::try_from(v).ok()),
-                    },
-                );
-            }
+    /// Applies a revoking event of identity's (`PasswordChanged`, `UserSignedOut`);
+    /// any other event is ignored. Applying one twice, or an older one after a newer
+    /// one, changes nothing.
+    pub fn apply(&self, envelope: &Envelope) -> Result<(), agora_messaging::Error> {
+        if envelope.is::<PasswordChanged>() {
+            self.record_password_change(&envelope.decode()?);
+        } else if envelope.is::<UserSignedOut>() {
+            let event: UserSignedOut = envelope.decode()?;
+            self.record_sign_out(event.token_id, event.signed_out_at);
         }
-        let now = now_ms();
-        sqlx::query("DELETE FROM auth_signed_out_tokens WHERE forget_after_ms < $1")
-            .bind(now)
-            .execute(db.pool())
-            .await
-            .map_err(sql)?;
-        let rows = sqlx::query(
-            "SELECT token_id, forget_after_ms FROM auth_signed_out_tokens
-             WHERE forget_after_ms >= $1",
-        )
-        .bind(now)
-        .fetch_all(db.pool())
-        .await
-        .map_err(sql)?;
-        for row in rows {
-            let token: String = row.try_get(0).map_err(sql)?;
-            let forget_after: i64 = row.try_get(1).map_err(sql)?;
-            if let Ok(token) = Uuid::parse_str(&token) {
-                revocations.record_token(token, forget_after);
-            }
-        }
-        Ok(revocations)
+        Ok(())
     }
 
     /// Refuses `user_id`'s tokens issued before `changed_at` (an earlier time than one
@@ -240,121 +211,16 @@ impl Revocations {
     }
 }
 
-/// Consumes identity's revoking events: `PasswordChanged` (the user's older tokens) and
-/// `UserSignedOut` (that one token). Records each in the consuming service's store (in
-/// the delivery's transaction) and in memory. Other event types are ignored.
-///
-/// The store needs [`MIGRATIONS`], which [`Revocations::load`] applies.
-#[derive(Debug, Clone)]
-pub struct PasswordChangedHandler {
-    revocations: Revocations,
-}
-
-impl PasswordChangedHandler {
-    pub fn new(revocations: Revocations) -> Self {
-        Self { revocations }
-    }
-
-    async fn password_changed(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        event: &PasswordChanged,
-    ) -> Result<(), HandlerError> {
-        let before = datetime_ms(event.changed_at);
-        let version = i64::try_from(event.version).map_err(HandlerError::permanent)?;
-        sqlx::query(
-            "INSERT INTO auth_revocations (user_id, revoked_before_ms, revoked_below_version)
-             VALUES ($1, $2, $3)
-             ON CONFLICT (user_id) DO UPDATE SET
-                 revoked_before_ms = CASE
-                     WHEN excluded.revoked_before_ms > auth_revocations.revoked_before_ms
-                     THEN excluded.revoked_before_ms
-                     ELSE auth_revocations.revoked_before_ms END,
-                 revoked_below_version = CASE
-                     WHEN auth_revocations.revoked_below_version IS NULL
-                       OR excluded.revoked_below_version > auth_revocations.revoked_below_version
-                     THEN excluded.revoked_below_version
-                     ELSE auth_revocations.revoked_below_version END",
-        )
-        .bind(event.user_id.to_string())
-        .bind(before)
-        .bind(version)
-        .execute(&mut **tx)
-        .await?;
-        // Recorded before the commit: if the commit fails the event is redelivered, and
-        // refusing the user's old tokens meanwhile is right anyway (the password did
-        // change).
-        self.revocations.record_password_change(event);
-        Ok(())
-    }
-
-    async fn signed_out(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        event: &UserSignedOut,
-    ) -> Result<(), HandlerError> {
-        let forget_after = forget_after_ms(event.signed_out_at);
-        let now = now_ms();
-        if forget_after < now {
-            // The token has expired anyway.
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO auth_signed_out_tokens (token_id, user_id, forget_after_ms)
-             VALUES ($1, $2, $3)
-             ON CONFLICT (token_id) DO NOTHING",
-        )
-        .bind(event.token_id.to_string())
-        .bind(event.user_id.to_string())
-        .bind(forget_after)
-        .execute(&mut **tx)
-        .await?;
-        // Rows of expired tokens go with a sign-out now and then, so that the table of
-        // a long-running service stays as small as its memory.
-        if event.token_id.as_u128().is_multiple_of(64) {
-            sqlx::query("DELETE FROM auth_signed_out_tokens WHERE forget_after_ms < $1")
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-        }
-        // As for a password change: refused from now on, even if the commit fails.
-        self.revocations
-            .record_sign_out(event.token_id, event.signed_out_at);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Handler for PasswordChangedHandler {
-    async fn handle(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        envelope: &Envelope,
-    ) -> Result<(), HandlerError> {
-        if envelope.is::<PasswordChanged>() {
-            let event: PasswordChanged = envelope.decode().map_err(HandlerError::permanent)?;
-            self.password_changed(tx, &event).await
-        } else if envelope.is::<UserSignedOut>() {
-            let event: UserSignedOut = envelope.decode().map_err(HandlerError::permanent)?;
-            self.signed_out(tx, &event).await
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// Revocations older than this can only refuse tokens that have expired anyway (with
-/// a margin for clock leeway), so they are neither kept in memory nor loaded.
+/// a margin for clock leeway), so they are not kept.
 fn horizon_ms() -> i64 {
-    now_ms() - ms(MAX_TOKEN_TTL) - ms(REVOCATION_MARGIN)
+    now_ms() - ms(REPLAY)
 }
 
 /// A token signed out with at `signed_out_at` was issued before, so it has expired by
 /// this instant (with the same margin).
 fn forget_after_ms(signed_out_at: OffsetDateTime) -> i64 {
-    datetime_ms(signed_out_at)
-        .saturating_add(ms(MAX_TOKEN_TTL))
-        .saturating_add(ms(REVOCATION_MARGIN))
+    datetime_ms(signed_out_at).saturating_add(ms(REPLAY))
 }
 
 const REVOCATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(5 * 60);

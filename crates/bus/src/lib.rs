@@ -166,7 +166,17 @@ pub struct ConsumerConfig {
     pub ack_wait: Duration,
     /// Deliveries after which a failing message goes to the dead letters.
     pub max_deliver: u32,
+    /// `Some`: a consumer of one process, not of a group that outlives it (e.g. one per
+    /// instance, for state every instance must see): the bus deletes it once no worker
+    /// has fetched from it for this long, so that such consumers never pile up after
+    /// their processes are gone. On the embedded bus, whose consumers live in its
+    /// process, reopening the bus deletes them too. `None`: kept until deleted.
+    pub inactive_threshold: Option<Duration>,
 }
+
+/// The shortest [`ConsumerConfig::inactive_threshold`]: well above a fetch's wait, so
+/// that a worker between two fetches never looks gone.
+pub const MIN_INACTIVE_THRESHOLD: Duration = Duration::from_secs(1);
 
 impl ConsumerConfig {
     /// A consumer of every message of `stream`, from the start, with the defaults:
@@ -179,6 +189,7 @@ impl ConsumerConfig {
             deliver: DeliverPolicy::All,
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
+            inactive_threshold: None,
         }
     }
 
@@ -202,6 +213,12 @@ impl ConsumerConfig {
         self
     }
 
+    /// See [`ConsumerConfig::inactive_threshold`].
+    pub fn inactive_threshold(mut self, threshold: Duration) -> Self {
+        self.inactive_threshold = Some(threshold);
+        self
+    }
+
     pub fn validate(&self) -> Result<(), BusError> {
         validate_name("stream", &self.stream)?;
         validate_name("consumer", &self.name)?;
@@ -217,6 +234,14 @@ impl ConsumerConfig {
             return Err(BusError::InvalidConfig(
                 "ack_wait must be at least 10 ms".into(),
             ));
+        }
+        if self
+            .inactive_threshold
+            .is_some_and(|threshold| threshold < MIN_INACTIVE_THRESHOLD)
+        {
+            return Err(BusError::InvalidConfig(format!(
+                "inactive_threshold must be at least {MIN_INACTIVE_THRESHOLD:?}"
+            )));
         }
         Ok(())
     }

@@ -774,6 +774,8 @@ fn new_consumer_config(config: &ConsumerConfig) -> consumer::Config {
         max_deliver: -1,
         max_ack_pending: MAX_ACK_PENDING,
         filter_subject: config.filter_subject.clone().unwrap_or_default(),
+        // Zero: none.
+        inactive_threshold: config.inactive_threshold.unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -785,8 +787,10 @@ fn updated_consumer_config(
     config: &ConsumerConfig,
 ) -> Option<consumer::Config> {
     let filter = config.filter_subject.clone().unwrap_or_default();
+    let inactive_threshold = config.inactive_threshold.unwrap_or_default();
     if existing.ack_wait == config.ack_wait
         && existing.filter_subject == filter
+        && existing.inactive_threshold == inactive_threshold
         && existing.max_deliver == -1
         && existing.max_ack_pending == MAX_ACK_PENDING
     {
@@ -795,6 +799,7 @@ fn updated_consumer_config(
     Some(consumer::Config {
         ack_wait: config.ack_wait,
         filter_subject: filter,
+        inactive_threshold,
         max_deliver: -1,
         max_ack_pending: MAX_ACK_PENDING,
         ..existing.clone()

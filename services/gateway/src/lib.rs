@@ -101,7 +101,7 @@ fn split_urls(urls: &str) -> Vec<String> {
 /// How the gateway runs. Built by the composition (the `agora` binary).
 #[derive(Clone)]
 pub struct GatewayConfig {
-    /// Its own store (revocations and the online-users projection).
+    /// Its own store (the online-users projection and the timeline).
     pub db_url: String,
     pub bus: SharedBus,
     /// Identity's public keys.

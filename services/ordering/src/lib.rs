@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_auth::{InternalKey, KeySource, ServiceAuth};
-use agora_bus::{DeliverPolicy, SharedBus};
+use agora_bus::{BusError, DeliverPolicy, SharedBus};
 use agora_messaging::{
     Db, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig, SubscriberHandle,
     stream_config,
@@ -209,6 +209,7 @@ impl std::fmt::Debug for Ordering {
 /// The two replica consumers of one generation.
 #[derive(Debug)]
 struct Replicas {
+    generation: u64,
     customers: SubscriberHandle,
     products: SubscriberHandle,
 }
@@ -221,6 +222,7 @@ impl Replicas {
         let mut products_config = SubscriberConfig::on_source(products, "catalog");
         products_config.deliver = DeliverPolicy::All;
         Ok(Replicas {
+            generation,
             customers: Subscriber::spawn(db, bus, customers_config, CustomerReplicaHandler).await?,
             products: Subscriber::spawn(db, bus, products_config, ProductReplicaHandler).await?,
         })
@@ -315,40 +317,70 @@ impl Ordering {
         })
     }
 
-    /// Rebuilds both replicas from the start of customer's and catalog's streams: stops
-    /// the replica consumers, empties the replica tables, and starts consumers of a new
-    /// generation (`ordering-customers-g<n>`, `ordering-products-g<n>`) that deliver
-    /// everything from the first message, and deletes the old generation's consumers.
-    /// Returns the new generation. Until they catch up, the replicas are behind
-    /// (checkouts may miss an address meanwhile). Meant to run in one process at a
-    /// time; other processes pick the new generation up at their next start.
+    /// The generation of the replica consumers this instance runs (0: the replicas were
+    /// never rebuilt in this store); `None` while a failed rebuild left none running.
+    pub async fn replica_generation(&self) -> Option<u64> {
+        self.replicas.lock().await.as_ref().map(|r| r.generation)
+    }
+
+    /// Rebuilds both replicas from the start of customer's and catalog's streams, once
+    /// for all the instances sharing the store: moves the generation on from the one this
+    /// instance runs and empties the replica tables (one compare-and-set transaction),
+    /// then runs consumers of the new generation (`ordering-customers-g<n>`,
+    /// `ordering-products-g<n>`) that deliver everything from the first message, and
+    /// deletes the old generation's consumers. An instance that finds the generation
+    /// moved by another one meanwhile (both found the store empty at start) rebuilds
+    /// nothing: it adopts that generation, whose consumers it joins. Returns the
+    /// generation now running. Until they catch up, the replicas are behind (checkouts
+    /// may miss an address meanwhile). Instances not rebuilding keep the old
+    /// generation's consumers until their next start (or their own rebuild, which then
+    /// adopts).
     pub async fn rebuild_replicas(&self) -> Result<u64, Error> {
         let mut replicas = self.replicas.lock().await;
-        if let Some(running) = replicas.take() {
-            running.shutdown().await;
+        let previous = match replicas.take() {
+            Some(running) => {
+                let generation = running.generation;
+                running.shutdown().await;
+                generation
+            }
+            None => store::replica_generation(&self.db).await?,
+        };
+        let won = store::advance_replica_generation(&self.db, previous).await?;
+        let generation = if won {
+            previous + 1
+        } else {
+            store::replica_generation(&self.db).await?
+        };
+        self.delete_replica_consumers(previous).await;
+        *replicas = Some(Replicas::start(&self.db, &self.bus, generation).await?);
+        if won {
+            tracing::info!(
+                generation,
+                "replicas rebuilding from the start of the streams"
+            );
+        } else {
+            tracing::info!(generation, "replicas rebuilt by another instance: joined");
         }
-        let previous = store::replica_generation(&self.db).await?;
-        let generation = previous + 1;
-        // The old generation's durable consumers would otherwise keep collecting
-        // pending messages nobody reads.
-        let (old_customers, old_products) = consumer_names(previous);
-        for (source, name) in [("customer", old_customers), ("catalog", old_products)] {
-            if let Err(error) = self
+        Ok(generation)
+    }
+
+    /// Deletes the replica consumers of a generation left behind: they would otherwise
+    /// keep collecting pending messages nobody reads. Already gone is fine (the instance
+    /// that moved the generation on deleted them).
+    async fn delete_replica_consumers(&self, generation: u64) {
+        let (customers, products) = consumer_names(generation);
+        for (source, name) in [("customer", customers), ("catalog", products)] {
+            match self
                 .bus
                 .delete_consumer(&stream_config(source).name, &name)
                 .await
             {
-                tracing::warn!(%error, consumer = %name, "cannot delete an old replica consumer");
+                Ok(()) | Err(BusError::ConsumerNotFound { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(%error, consumer = %name, "cannot delete an old replica consumer")
+                }
             }
         }
-        store::clear_replicas(&self.db).await?;
-        store::set_replica_generation(&self.db, generation).await?;
-        *replicas = Some(Replicas::start(&self.db, &self.bus, generation).await?);
-        tracing::info!(
-            generation,
-            "replicas rebuilding from the start of the streams"
-        );
-        Ok(generation)
     }
 
     /// Stops the relay (committed events not yet published go out on the next start),

@@ -200,8 +200,39 @@ pub async fn replica_generation(db: &Db) -> Result<u64, Error> {
     }
 }
 
-pub async fn set_replica_generation(db: &Db, generation: u64) -> Result<(), Error> {
-    set_setting(db, REPLICA_GENERATION, &generation.to_string()).await
+/// Moves the replica generation from `from` to `from + 1` and empties the replicas,
+/// in one transaction, only if it is still `from`: `false` when another instance moved
+/// it first. Whoever sees the new generation sees the replicas emptied, so no consumer
+/// of the new generation can apply an event that the emptying then erases.
+pub async fn advance_replica_generation(db: &Db, from: u64) -> Result<bool, Error> {
+    let mut tx = db.begin().await?;
+    // The generation-0 row may not exist yet; the update below needs one to compare.
+    sqlx::query(
+        "INSERT INTO ordering_settings (name, value) VALUES ($1, '0')
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(REPLICA_GENERATION)
+    .execute(&mut *tx)
+    .await?;
+    let moved =
+        sqlx::query("UPDATE ordering_settings SET value = $1 WHERE name = $2 AND value = $3")
+            .bind((from + 1).to_string())
+            .bind(REPLICA_GENERATION)
+            .bind(from.to_string())
+            .execute(&mut *tx)
+            .await?;
+    if moved.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM ordering_customer_replica")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM ordering_product_replica")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 // ---------------------------------------------------------------------------------
@@ -449,19 +480,6 @@ pub async fn replica_contents(
     })
     .collect::<Result<Vec<_>, Error>>()?;
     Ok((customers, products))
-}
-
-/// Empties both replicas (before they are rebuilt from the start of the streams).
-pub async fn clear_replicas(db: &Db) -> Result<(), Error> {
-    let mut tx = db.begin().await?;
-    sqlx::query("DELETE FROM ordering_customer_replica")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM ordering_product_replica")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Applies a registration if its version is newer than the profile's.

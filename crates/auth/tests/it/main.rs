@@ -4,6 +4,7 @@
 mod support;
 
 mod extractor;
+mod instances;
 mod keys;
 mod logs;
 mod revocation;

@@ -1,21 +1,20 @@
-//! Given a PasswordChanged event, when it is handled, then the user's older tokens are
-//! refused, by every verifier sharing the revocations, and after a restart. Given a
-//! UserSignedOut event, then the token signed out with is refused, and only that one.
+//! Given a PasswordChanged event, when it is applied, then the user's older tokens are
+//! refused, by every verifier sharing the revocations. Given a UserSignedOut event, then
+//! the token signed out with is refused, and only that one. (That every instance of a
+//! service learns them, and a new one too: `instances.rs`.)
 
 use std::time::Duration;
 
-use agora_auth::{Claims, Error, PasswordChangedHandler, Revocations};
+use agora_auth::{Claims, Error, Revocations};
 use agora_contracts::{PasswordChanged, Role, UserSignedIn, UserSignedOut};
-use agora_messaging::{Context, Db, Envelope, Handler};
+use agora_messaging::{Context, Envelope};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::support::{TestKey, now, verifier_with};
 
-async fn handle(db: &Db, handler: &PasswordChangedHandler, envelope: &Envelope) {
-    let mut tx = db.begin().await.expect("tx");
-    handler.handle(&mut tx, envelope).await.expect("handled");
-    tx.commit().await.expect("commit");
+fn handle(revocations: &Revocations, envelope: &Envelope) {
+    revocations.apply(envelope).expect("applied");
 }
 
 fn password_changed(user_id: Uuid, changed_at: OffsetDateTime) -> Envelope {
@@ -27,20 +26,11 @@ fn password_changed(user_id: Uuid, changed_at: OffsetDateTime) -> Envelope {
     Envelope::new(&event, &Context::new(user_id.to_string())).expect("envelope")
 }
 
-async fn database() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("service.db").display());
-    let db = Db::connect(&url).await.expect("db");
-    (dir, db)
-}
-
 #[tokio::test]
 async fn a_token_issued_before_a_password_change_is_refused_after_the_event() {
     let key = TestKey::generate("k1");
-    let (_dir, db) = database().await;
-    let revocations = Revocations::load(&db).await.expect("loaded");
+    let revocations = Revocations::new();
     let (verifier, _) = verifier_with(&[&key], revocations.clone()).await;
-    let handler = PasswordChangedHandler::new(revocations);
     let user = Uuid::now_v7();
     let before = key.sign(&Claims::new(
         user,
@@ -55,11 +45,9 @@ async fn a_token_issued_before_a_password_change_is_refused_after_the_event() {
 
     tokio::time::sleep(Duration::from_millis(5)).await;
     handle(
-        &db,
-        &handler,
+        &revocations,
         &password_changed(user, OffsetDateTime::now_utc()),
-    )
-    .await;
+    );
 
     assert_eq!(verifier.verify(&before).await, Err(Error::Revoked));
 
@@ -87,56 +75,23 @@ async fn a_token_issued_before_a_password_change_is_refused_after_the_event() {
 }
 
 #[tokio::test]
-async fn revocations_survive_a_restart() {
-    let key = TestKey::generate("k1");
-    let (_dir, db) = database().await;
-    let handler = PasswordChangedHandler::new(Revocations::load(&db).await.expect("loaded"));
-    let user = Uuid::now_v7();
-    let token = key.sign(&Claims::new(
-        user,
-        vec![Role::Customer],
-        now(),
-        Duration::from_secs(300),
-    ));
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    handle(
-        &db,
-        &handler,
-        &password_changed(user, OffsetDateTime::now_utc()),
-    )
-    .await;
-
-    // The service restarts: a fresh Revocations, loaded from the store.
-    let reloaded = Revocations::load(&db).await.expect("reloaded");
-    let (verifier, _) = verifier_with(&[&key], reloaded).await;
-
-    assert_eq!(verifier.verify(&token).await, Err(Error::Revoked));
-}
-
-#[tokio::test]
 async fn a_redelivered_or_older_event_does_not_move_the_revocation_back() {
-    let (_dir, db) = database().await;
-    let revocations = Revocations::load(&db).await.expect("loaded");
-    let handler = PasswordChangedHandler::new(revocations.clone());
+    let revocations = Revocations::new();
     let user = Uuid::now_v7();
     let later = OffsetDateTime::now_utc();
     let earlier = later - time::Duration::minutes(1);
 
-    handle(&db, &handler, &password_changed(user, later)).await;
-    handle(&db, &handler, &password_changed(user, later)).await;
-    handle(&db, &handler, &password_changed(user, earlier)).await;
+    handle(&revocations, &password_changed(user, later));
+    handle(&revocations, &password_changed(user, later));
+    handle(&revocations, &password_changed(user, earlier));
 
     let expected = i64::try_from(later.unix_timestamp_nanos() / 1_000_000).expect("fits");
     assert_eq!(revocations.revoked_before_ms(user), Some(expected));
-    let reloaded = Revocations::load(&db).await.expect("reloaded");
-    assert_eq!(reloaded.revoked_before_ms(user), Some(expected));
 }
 
 #[tokio::test]
 async fn other_events_are_ignored() {
-    let (_dir, db) = database().await;
-    let revocations = Revocations::load(&db).await.expect("loaded");
-    let handler = PasswordChangedHandler::new(revocations.clone());
+    let revocations = Revocations::new();
     let signed_in = UserSignedIn {
         user_id: Uuid::now_v7(),
         token_id: Uuid::now_v7(),
@@ -146,7 +101,7 @@ async fn other_events_are_ignored() {
     };
     let envelope = Envelope::new(&signed_in, &Context::new("c")).expect("envelope");
 
-    handle(&db, &handler, &envelope).await;
+    handle(&revocations, &envelope);
 
     assert_eq!(revocations.revoked_before_ms(signed_in.user_id), None);
     assert!(!revocations.is_signed_out(signed_in.token_id));
@@ -224,10 +179,8 @@ fn token_claims(user: Uuid) -> Claims {
 #[tokio::test]
 async fn the_token_signed_out_with_is_refused_and_the_users_other_tokens_are_not() {
     let key = TestKey::generate("k1");
-    let (_dir, db) = database().await;
-    let revocations = Revocations::load(&db).await.expect("loaded");
+    let revocations = Revocations::new();
     let (verifier, _) = verifier_with(&[&key], revocations.clone()).await;
-    let handler = PasswordChangedHandler::new(revocations);
     let user = Uuid::now_v7();
     let first = token_claims(user);
     let second = token_claims(user);
@@ -238,9 +191,9 @@ async fn the_token_signed_out_with_is_refused_and_the_users_other_tokens_are_not
         .expect("accepted before");
 
     let event = signed_out(user, first.jti, OffsetDateTime::now_utc());
-    handle(&db, &handler, &event).await;
+    handle(&revocations, &event);
     // A redelivery changes nothing.
-    handle(&db, &handler, &event).await;
+    handle(&revocations, &event);
 
     assert_eq!(verifier.verify(&first_token).await, Err(Error::Revoked));
     verifier
@@ -251,21 +204,13 @@ async fn the_token_signed_out_with_is_refused_and_the_users_other_tokens_are_not
 
 #[tokio::test]
 async fn a_sign_out_too_old_to_matter_is_not_kept() {
-    let (_dir, db) = database().await;
-    let revocations = Revocations::load(&db).await.expect("loaded");
-    let handler = PasswordChangedHandler::new(revocations.clone());
+    let revocations = Revocations::new();
     let token = Uuid::now_v7();
     let long_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
 
-    handle(&db, &handler, &signed_out(Uuid::now_v7(), token, long_ago)).await;
+    handle(&revocations, &signed_out(Uuid::now_v7(), token, long_ago));
 
     assert!(!revocations.is_signed_out(token));
-    assert!(
-        !Revocations::load(&db)
-            .await
-            .expect("reloaded")
-            .is_signed_out(token)
-    );
 }
 
 /// The race a version settles: a sign-in that checked the old password issues its token
@@ -305,22 +250,10 @@ async fn a_version_decides_over_the_clock_when_both_the_token_and_the_change_car
     assert!(revocations.is_revoked(&unversioned));
 }
 
-/// A version is not moved back by an older event, and survives a restart, as sign-outs
-/// do: on both backends.
-async fn versions_and_sign_outs_survive_a_restart(backend: agora_testkit::Backend) {
-    let _pg;
-    let (_dir, db) = match backend {
-        agora_testkit::Backend::Sqlite => database().await,
-        agora_testkit::Backend::Postgres => {
-            let Some(pg) = agora_testkit::PgDatabase::create().await else {
-                return;
-            };
-            let db = Db::connect(pg.url()).await.expect("db");
-            _pg = pg;
-            (tempfile::tempdir().expect("dir"), db)
-        }
-    };
-    let handler = PasswordChangedHandler::new(Revocations::load(&db).await.expect("loaded"));
+/// A version is not moved back by an older event.
+#[tokio::test]
+async fn an_older_password_change_does_not_move_the_version_back() {
+    let revocations = Revocations::new();
     let user = Uuid::now_v7();
     let now_ = OffsetDateTime::now_utc();
     for version in [6, 4] {
@@ -329,19 +262,11 @@ async fn versions_and_sign_outs_survive_a_restart(backend: agora_testkit::Backen
             changed_at: now_,
             version,
         };
-        let envelope = Envelope::new(&event, &Context::new(user.to_string())).expect("envelope");
-        handle(&db, &handler, &envelope).await;
+        handle(
+            &revocations,
+            &Envelope::new(&event, &Context::new(user.to_string())).expect("envelope"),
+        );
     }
-    let token = Uuid::now_v7();
-    handle(&db, &handler, &signed_out(user, token, now_)).await;
-
-    let reloaded = Revocations::load(&db).await.expect("reloaded");
-    assert!(reloaded.is_signed_out(token));
-    assert!(reloaded.is_revoked(&token_claims(user).with_version(5)));
-    assert!(!reloaded.is_revoked(&token_claims(user).with_version(7)));
-    let mut signed_out_with = token_claims(user).with_version(7);
-    signed_out_with.jti = token;
-    assert!(reloaded.is_revoked(&signed_out_with));
+    assert!(revocations.is_revoked(&token_claims(user).with_version(5)));
+    assert!(!revocations.is_revoked(&token_claims(user).with_version(7)));
 }
-
-agora_testkit::on_both_backends!(versions_and_sign_outs_survive_a_restart);

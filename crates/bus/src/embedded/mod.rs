@@ -359,6 +359,7 @@ impl Bus for EmbeddedBus {
         let stream = self.shared.stream(&config.stream)?;
         let key = (config.stream.clone(), config.name.clone());
         let mut consumers = self.consumers.lock().await;
+        self.delete_inactive(&mut consumers).await?;
         if let Some(existing) = consumers.get(&key).filter(|c| !c.is_closed()) {
             *existing.config.lock() = config.clone();
             return Ok(Arc::new(ConsumerHandle(existing.clone())));
@@ -380,6 +381,7 @@ impl Bus for EmbeddedBus {
             "filter_subject": config.filter_subject,
             "ack_wait_ms": config.ack_wait.as_millis() as u64,
             "max_deliver": config.max_deliver,
+            "inactive_threshold_ms": config.inactive_threshold.map(|t| t.as_millis() as u64),
         })
         .to_string();
         let (stream_name, name) = key.clone();
@@ -402,6 +404,10 @@ impl Bus for EmbeddedBus {
             stream,
             name: config.name.clone(),
             config: Mutex::new(config.clone()),
+            activity: Mutex::new(Activity {
+                fetching: 0,
+                last: Instant::now(),
+            }),
             state: tokio::sync::Mutex::new(ConsumerState {
                 next_seq: row.floor + 1,
                 pending: BTreeMap::new(),
@@ -435,13 +441,13 @@ impl Bus for EmbeddedBus {
     }
 
     async fn consumers(&self) -> Result<Vec<ConsumerInfo>, BusError> {
-        let mut cores: Vec<((String, String), Arc<ConsumerCore>)> = self
-            .consumers
-            .lock()
-            .await
+        let mut consumers = self.consumers.lock().await;
+        self.delete_inactive(&mut consumers).await?;
+        let mut cores: Vec<((String, String), Arc<ConsumerCore>)> = consumers
             .iter()
             .map(|(key, core)| (key.clone(), core.clone()))
             .collect();
+        drop(consumers);
         cores.sort_by(|a, b| a.0.cmp(&b.0));
         let mut infos = Vec::with_capacity(cores.len());
         for (_, core) in cores {
@@ -491,6 +497,42 @@ impl Bus for EmbeddedBus {
     }
 }
 
+impl EmbeddedBus {
+    /// Deletes the consumers with an inactive threshold that nobody fetched from for
+    /// that long. Done when consumers are opened or listed: a consumer nobody opens or
+    /// lists again costs nothing but its row until then.
+    async fn delete_inactive(
+        &self,
+        consumers: &mut HashMap<(String, String), Arc<ConsumerCore>>,
+    ) -> Result<(), BusError> {
+        let now = Instant::now();
+        let gone: Vec<(String, String)> = consumers
+            .iter()
+            .filter(|(_, core)| core.is_inactive(now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (stream, name) in gone {
+            consumers.remove(&(stream.clone(), name.clone()));
+            self.shared
+                .call(|reply| Op::DeleteConsumer {
+                    stream,
+                    name,
+                    reply,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// When a consumer was last fetched from, for its inactive threshold.
+struct Activity {
+    /// Fetches in progress: a consumer waiting for messages is in use.
+    fetching: usize,
+    /// When the last fetch ended (or the consumer was opened).
+    last: Instant,
+}
+
 /// One durable consumer, shared by all its workers in this process.
 struct ConsumerCore {
     slot: Arc<PositionSlot>,
@@ -498,6 +540,7 @@ struct ConsumerCore {
     stream: Arc<StreamState>,
     name: String,
     config: Mutex<ConsumerConfig>,
+    activity: Mutex<Activity>,
     state: tokio::sync::Mutex<ConsumerState>,
 }
 
@@ -556,6 +599,21 @@ impl ConsumerState {
 impl ConsumerCore {
     fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether it has an inactive threshold and nobody fetched from it for that long.
+    fn is_inactive(&self, now: Instant) -> bool {
+        let Some(threshold) = self.config.lock().inactive_threshold else {
+            return false;
+        };
+        let activity = self.activity.lock();
+        activity.fetching == 0 && now.saturating_duration_since(activity.last) >= threshold
+    }
+
+    /// Counts a fetch in progress until the guard drops.
+    fn fetching(&self) -> FetchGuard<'_> {
+        self.activity.lock().fetching += 1;
+        FetchGuard(self)
     }
 
     fn position(&self, state: &ConsumerState, settled: u64) -> AckUpdate {
@@ -762,10 +820,23 @@ impl ConsumerCore {
 /// What [`Bus::consumer`] hands out: a handle on the shared [`ConsumerCore`].
 struct ConsumerHandle(Arc<ConsumerCore>);
 
+/// A fetch in progress; dropping it (whatever way the fetch ends) marks the consumer
+/// active now.
+struct FetchGuard<'a>(&'a ConsumerCore);
+
+impl Drop for FetchGuard<'_> {
+    fn drop(&mut self) {
+        let mut activity = self.0.activity.lock();
+        activity.fetching -= 1;
+        activity.last = Instant::now();
+    }
+}
+
 #[async_trait]
 impl Consumer for ConsumerHandle {
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
         let this = &self.0;
+        let _fetching = this.fetching();
         let deadline = Instant::now() + wait;
         loop {
             if this.is_closed() {

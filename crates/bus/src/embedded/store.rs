@@ -277,6 +277,18 @@ pub(super) fn migrate(conn: &Connection) -> Result<Snapshot, BusError> {
          );",
     )
     .map_err(storage)?;
+    // Consumers with an inactive threshold belong to the process that opened them, and
+    // that process has gone: the bus is in-process.
+    conn.execute_batch(
+        "DELETE FROM consumer_acks WHERE (stream, consumer) IN
+             (SELECT stream, name FROM consumers
+              WHERE json_extract(config, '$.inactive_threshold_ms') IS NOT NULL);
+         DELETE FROM consumer_deliveries WHERE (stream, consumer) IN
+             (SELECT stream, name FROM consumers
+              WHERE json_extract(config, '$.inactive_threshold_ms') IS NOT NULL);
+         DELETE FROM consumers WHERE json_extract(config, '$.inactive_threshold_ms') IS NOT NULL;",
+    )
+    .map_err(storage)?;
     // Files written before delivery counts were durable lack the column.
     let has_delivered: bool = conn
         .query_row(
@@ -870,14 +882,42 @@ impl Reader {
         stream: &str,
         time: SystemTime,
     ) -> Result<Option<u64>, BusError> {
-        self.conn
+        // A binary search on the sequence, a few primary-key lookups instead of a scan
+        // of the stream: publish times grow with the sequence (each commit stamps its
+        // messages with the wall clock; a clock stepped back can only make the start
+        // a little early, never skip a message published after `time`).
+        let table = table(stream);
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
             .query_row(
-                &format!("SELECT min(seq) FROM {} WHERE time_ns >= ?1", table(stream)),
-                params![to_nanos(time)],
-                |r| r.get::<_, Option<i64>>(0),
+                &format!("SELECT min(seq), max(seq) FROM {table}"),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .map(|s| s.map(|s| s as u64))
-            .map_err(storage)
+            .map_err(storage)?;
+        let (Some(mut lo), Some(mut hi)) = (first, last) else {
+            return Ok(None);
+        };
+        let at_or_after =
+            format!("SELECT seq, time_ns FROM {table} WHERE seq >= ?1 ORDER BY seq LIMIT 1");
+        let mut stmt = self.conn.prepare_cached(&at_or_after).map_err(storage)?;
+        let wanted = to_nanos(time);
+        let mut first_from = |seq: i64| -> Result<(i64, i64), BusError> {
+            stmt.query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(storage)
+        };
+        if first_from(hi)?.1 < wanted {
+            return Ok(None);
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if first_from(mid)?.1 >= wanted {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(Some(first_from(lo)?.0 as u64))
     }
 
     /// Subjects of the messages from `from_seq` on, to count what a filtered consumer

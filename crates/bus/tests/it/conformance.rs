@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             filter_subject_selects_messages,
             consumer_info_counts,
             consumers_are_listed_with_their_counts,
+            inactive_consumers_with_a_threshold_are_deleted,
             oversized_payload_is_refused,
             invalid_input_is_refused,
         );
@@ -704,4 +705,47 @@ pub async fn invalid_input_is_refused(mut h: impl Harness) {
             .await
             .is_err()
     );
+}
+
+async fn listed(bus: &SharedBus, name: &str) -> bool {
+    bus.consumers()
+        .await
+        .expect("list consumers")
+        .iter()
+        .any(|c| c.name == name)
+}
+
+/// A consumer with an inactive threshold stays while it is fetched from, and the bus
+/// deletes it once nobody fetched from it for that long; one without stays.
+pub async fn inactive_consumers_with_a_threshold_are_deleted(mut h: impl Harness) {
+    let bus = setup(&mut h).await;
+    let threshold = Duration::from_secs(1);
+    let instance = ConsumerConfig::new(STREAM, "instance-a").inactive_threshold(threshold);
+    let consumer = bus.consumer(&instance).await.unwrap();
+    bus.consumer(&ConsumerConfig::new(STREAM, "group"))
+        .await
+        .unwrap();
+    let busy_until = Instant::now() + threshold * 3;
+    while Instant::now() < busy_until {
+        consumer
+            .fetch(1, Duration::from_millis(200))
+            .await
+            .expect("fetch");
+    }
+    assert!(listed(&bus, "instance-a").await, "deleted while in use");
+    drop(consumer);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while listed(&bus, "instance-a").await {
+        assert!(Instant::now() < deadline, "an inactive consumer was kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        listed(&bus, "group").await,
+        "a consumer without threshold went"
+    );
+    let too_short = ConsumerConfig::new(STREAM, "x").inactive_threshold(Duration::from_millis(10));
+    assert!(matches!(
+        bus.consumer(&too_short).await,
+        Err(BusError::InvalidConfig(_))
+    ));
 }

@@ -183,3 +183,40 @@ async fn a_failed_dead_letter_write_keeps_the_message() {
     assert!(batch.is_empty());
     bus.close().await;
 }
+
+/// The embedded bus lives in its process: a consumer with an inactive threshold (one
+/// process's own) does not survive a reopen, even one that was never left idle.
+#[tokio::test]
+async fn a_reopened_bus_forgets_the_consumers_with_an_inactive_threshold() {
+    use agora_bus::{Bus, ConsumerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let bus = open(dir.path()).await;
+    let threshold = std::time::Duration::from_secs(60);
+    bus.consumer(&ConsumerConfig::new("ORDERS", "instance-a").inactive_threshold(threshold))
+        .await
+        .unwrap();
+    bus.consumer(&ConsumerConfig::new("ORDERS", "group"))
+        .await
+        .unwrap();
+    bus.close().await;
+    let bus = open(dir.path()).await;
+    bus.consumer(&ConsumerConfig::new("ORDERS", "other"))
+        .await
+        .unwrap();
+    let count = |name: &'static str| {
+        let path = dir.path().join("bus.db");
+        move || {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .query_row(
+                    "SELECT count(*) FROM consumers WHERE name = ?1",
+                    [name],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+        }
+    };
+    bus.close().await;
+    assert_eq!(count("instance-a")(), 0);
+    assert_eq!(count("group")(), 1);
+}

@@ -24,6 +24,7 @@ crate::on_both_backends!(
     a_deleted_product_stays_deleted,
     the_bus_feeds_the_replicas,
     a_rebuild_from_the_start_equals_live_delivery,
+    two_instances_rebuild_once,
 );
 
 async fn customer(ordering: &Ordering, id: Uuid) -> agora_ordering::CustomerReplica {
@@ -314,4 +315,46 @@ async fn a_rebuild_from_the_start_equals_live_delivery(backend: Backend) {
     assert_eq!(snapshot.customers.len(), 1);
     assert_eq!(snapshot.customers[0].address_version, 5);
     ordering.shutdown().await;
+}
+
+/// Two instances on one store, both asked to rebuild (both found it empty at start):
+/// the second finds the generation moved by the first and joins it instead of
+/// rebuilding again (which would delete the consumers the first one runs).
+async fn two_instances_rebuild_once(backend: Backend) {
+    let Some((env, first)) = start(backend).await else {
+        return;
+    };
+    let second = env.start().await;
+    let (customer, lamp, chair) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for event in history(customer, lamp, chair) {
+        env.bus.publish(event.to_message().unwrap()).await.unwrap();
+    }
+
+    assert_eq!(first.rebuild_replicas().await.unwrap(), 1);
+    assert_eq!(
+        second.rebuild_replicas().await.unwrap(),
+        1,
+        "joined, not rebuilt"
+    );
+    assert_eq!(second.replica_generation().await, Some(1));
+    let names: Vec<String> = env
+        .bus
+        .consumers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|name| name.starts_with("ordering-customers"))
+        .collect();
+    assert_eq!(names, ["ordering-customers-g1"]);
+    eventually("the replicas to converge", || async {
+        converged(
+            &first.replica_snapshot().await.unwrap(),
+            customer,
+            lamp,
+            chair,
+        )
+    })
+    .await;
+    tokio::join!(first.shutdown(), second.shutdown());
 }
