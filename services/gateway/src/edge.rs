@@ -102,7 +102,13 @@ async fn guard(AxumState(state): AxumState<State>, mut request: Request, next: N
         .route(request.uri().path())
         .map_or("gateway", |r| r.upstream.name.as_str())
         .to_owned();
-    let response = match admit(&state, &client, &request) {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let response = match admit(&state, &client, &method, &path, declared).await {
         Err(problem) => problem.into_response(),
         Ok(()) => match tokio::time::timeout(state.request_timeout, next.run(request)).await {
             Ok(response) => response,
@@ -122,23 +128,27 @@ async fn guard(AxumState(state): AxumState<State>, mut request: Request, next: N
 }
 
 /// The limits that need no token: per client, and on the credential routes.
-fn admit(state: &State, client: &str, request: &Request) -> Result<(), Problem> {
+async fn admit(
+    state: &State,
+    client: &str,
+    method: &Method,
+    path: &str,
+    declared: Option<usize>,
+) -> Result<(), Problem> {
     if let Some(limiter) = &state.limits.per_client {
-        limiter.check(client).map_err(Problem::too_many_requests)?;
+        limiter
+            .check(client)
+            .await
+            .map_err(Problem::too_many_requests)?;
     }
-    if is_credentials(request.method(), request.uri().path())
+    if is_credentials(method, path)
         && let Some(limiter) = &state.limits.credentials
     {
-        limiter.check(client).map_err(|wait| {
+        limiter.check(client).await.map_err(|wait| {
             Problem::too_many_requests(wait)
                 .with_detail("Too many sign-in or sign-up attempts; try again later.")
         })?;
     }
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > BODY_LIMIT) {
         return Err(Problem::payload_too_large());
     }
@@ -159,7 +169,7 @@ async fn forward(AxumState(state): AxumState<State>, request: Request) -> Respon
             Err(error) => return error.into_response(),
         };
         if let Some(limiter) = &state.limits.per_user
-            && let Err(wait) = limiter.check(&caller.user_id.to_string())
+            && let Err(wait) = limiter.check(&caller.user_id.to_string()).await
         {
             return Problem::too_many_requests(wait).into_response();
         }
@@ -167,7 +177,7 @@ async fn forward(AxumState(state): AxumState<State>, request: Request) -> Respon
         // it at sign-in.
         if is_password_change(&parts.method, &path)
             && let Some(limiter) = &state.limits.credentials
-            && let Err(wait) = limiter.check(&format!("user:{}", caller.user_id))
+            && let Err(wait) = limiter.check(&format!("user:{}", caller.user_id)).await
         {
             return Problem::too_many_requests(wait)
                 .with_detail("Too many password change attempts; try again later.")
@@ -196,7 +206,7 @@ async fn forward(AxumState(state): AxumState<State>, request: Request) -> Respon
         && response.status().is_success()
         && let (Some(limiter), Some(ClientKey(client))) = (&state.limits.credentials, client)
     {
-        limiter.refund(&client, crate::limits::SUCCESS_REFUND);
+        limiter.refund(&client, crate::limits::SUCCESS_REFUND).await;
     }
     response
 }

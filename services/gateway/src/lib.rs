@@ -260,7 +260,7 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
     let state = State {
         verifier: auth.verifier().clone(),
         proxy: Arc::new(proxy),
-        limits: Arc::new(limits::Limiters::new(config.limits)),
+        limits: Arc::new(limits::Limiters::on(config.limits, &db).await?),
         metrics: Arc::new(metrics::Metrics::default()),
         online,
         openapi: Arc::new(openapi::render(config.service_docs)),
