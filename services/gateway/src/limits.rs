@@ -225,7 +225,7 @@ impl Limiter {
 
     async fn check_shared(&self, db: &Db, name: &str, key: &str) -> Result<(), Duration> {
         let burst = f64::from(self.rate.burst.max(1));
-        if rand::random::<u32>() % PRUNE_EVERY == 0 {
+        if rand::random::<u32>().is_multiple_of(PRUNE_EVERY) {
             let idle = (burst / self.rate.per_second.max(1e-6)).min(86_400.0);
             if let Err(error) = sqlx::query(PRUNE_SQL)
                 .bind(name)
