@@ -111,6 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     host.drain(DRAIN).await;
     started.running.stop().await;
     drop(bus);
+    tracing::info!("stopped");
     println!("agora: stopped cleanly");
     Ok(())
 }

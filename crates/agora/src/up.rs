@@ -86,6 +86,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     shutdown.await;
     tracing::info!("shutting down");
     shop.shutdown().await;
+    tracing::info!("stopped");
     println!("agora: stopped cleanly");
     Ok(())
 }
