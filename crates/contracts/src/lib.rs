@@ -8,7 +8,9 @@
 //! applies an update only when it is newer than what it holds.
 //!
 //! What this crate must never contain: business logic, validation, I/O, or a
-//! dependency on a service crate or on the bus. It is data with serde derives.
+//! dependency on a service crate or on the bus. It is data with serde derives. The one
+//! derivation here is an order's human reference ([`OrderReference`]): a pure function
+//! of the id that every service and the UI must write alike, so it lives in one place.
 //!
 //! Forward compatibility rules, which every change here must keep:
 //! - consumers ignore unknown fields, so no type uses `deny_unknown_fields`;
@@ -37,6 +39,7 @@ pub mod identity;
 pub mod inventory;
 pub mod ordering;
 pub mod payment;
+pub mod reference;
 pub mod shipping;
 pub mod values;
 
@@ -49,6 +52,7 @@ pub use ordering::{OrderAccepted, OrderCancelled, OrderShipped, PriceChanged};
 pub use payment::{
     AuthorizationVoided, CustomerBilled, PaymentAuthorized, PaymentFailed, PaymentRefunded,
 };
+pub use reference::OrderReference;
 pub use shipping::ShipmentDispatched;
 pub use values::{
     Address, AddressSource, CancelReason, Money, OrderLine, PaymentMethod, PaymentOperation, Role,

@@ -19,7 +19,25 @@ function h(tag, attrs, ...children) {
     else el.setAttribute(key, String(value));
   }
   append(el, children);
+  if (tag === "table") labelCells(el);
   return el;
+}
+
+/**
+ * Gives each cell of a table the text of its column's header (`data-label`), so that
+ * on a phone, where a row becomes a stack of cells, each cell still says what it is.
+ * Call again after adding rows.
+ */
+function labelCells(table) {
+  table.classList.add("stack");
+  const headers = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+  for (const row of table.querySelectorAll("tbody tr")) {
+    [...row.children].forEach((cell, i) => {
+      if (cell.tagName === "TD" && headers[i] && !cell.hasAttribute("data-label")) {
+        cell.setAttribute("data-label", headers[i]);
+      }
+    });
+  }
 }
 
 function append(el, children) {
@@ -58,9 +76,9 @@ function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "";
 }
 
-// How an id is shown and quoted: its last 8 hex digits, the random part of a UUIDv7
-// (its first digits are a timestamp: orders placed minutes apart would read the same).
-// The mailbox's subjects use the same reference.
+// How a non-order id (a product, a shipment, a request) is shown: its last 8 hex
+// digits, the random part of a UUIDv7. An order is named by the `reference` the API
+// gives (AG-7K3Q-9D2M), derived in one place on the server and never here.
 function shortId(id) {
   return String(id).replace(/-/g, "").slice(-8);
 }
@@ -185,12 +203,26 @@ function errorBox(error, context) {
   return box;
 }
 
-/** A message above the page; it stays for the next page, then goes. */
-let flashPages = 0;
-function flash(message, kind) {
+/**
+ * Feedback for a moment, where the person is looking: a toast at the bottom of the
+ * viewport. It goes after a few seconds, when dismissed, or when the page changes —
+ * unless `survive` keeps it for the page about to open (e.g. "Signed in").
+ */
+let toastTimer = null;
+let toastSurvives = false;
+function toast(message, { kind, survive } = {}) {
   const box = document.getElementById("flash");
-  box.replaceChildren(message ? h("div", { class: kind || "notice" }, message) : "");
-  flashPages = 2;
+  clearTimeout(toastTimer);
+  const close = () => { clearTimeout(toastTimer); box.replaceChildren(); };
+  box.replaceChildren(h("div", { class: `toast ${kind || "notice"}` },
+    h("span", {}, message),
+    h("button", { type: "button", "aria-label": "Dismiss", onclick: close }, "×")));
+  toastSurvives = !!survive;
+  toastTimer = setTimeout(close, 8000);
+}
+function clearToast() {
+  clearTimeout(toastTimer);
+  document.getElementById("flash").replaceChildren();
 }
 
 // ---------------------------------------------------------------- routing
@@ -218,18 +250,22 @@ const routes = [
   [/^\/account$/, accountPage, "Account"],
   [/^\/checkout$/, checkoutPage, "Checkout"],
   [/^\/orders$/, ordersPage, "Orders"],
-  [/^\/orders\/([0-9a-f-]{36})$/, orderPage, "Order"],
+  // An order by id, or by the reference a person quotes (the API takes both).
+  [/^\/orders\/([0-9a-f-]{36}|AG-[0-9A-Za-z]{4}-[0-9A-Za-z]{4})$/, orderPage, "Order"],
   [/^\/mailbox$/, mailboxPage, "Mailbox"],
   [/^\/ops$/, opsPage, "Ops console"],
 ];
 
 const NEEDS_SIGN_IN = new Set([accountPage, checkoutPage, ordersPage, orderPage, mailboxPage, opsPage]);
 
+/** The page's path: "#/…"; any other fragment (say "#main") is the product list. */
 function currentPath() {
-  return location.hash.replace(/^#/, "") || "/";
+  return location.hash.startsWith("#/") ? location.hash.slice(1) : "/";
 }
 
 async function route() {
+  // Only "#/…" names a page: another fragment (an in-page anchor) changes nothing.
+  if (routed && location.hash && !location.hash.startsWith("#/")) return;
   for (const stop of timers) stop();
   timers = [];
   const path = currentPath();
@@ -242,8 +278,10 @@ async function route() {
     if (match) { page = fn; title = name; break; }
   }
   renderNav();
-  flashPages -= 1;
-  if (flashPages <= 0) document.getElementById("flash").replaceChildren();
+  setMenu(false);
+  // A page shows what is true now: feedback about the last page goes with it.
+  if (!toastSurvives) clearToast();
+  toastSurvives = false;
   document.title = `${title} · Agora shop`;
   if (NEEDS_SIGN_IN.has(page) && !session.get()) {
     sessionStorage.setItem("agora.after-sign-in", path);
@@ -255,7 +293,10 @@ async function route() {
   main.replaceChildren(view);
   // After a navigation inside the app, focus the new page (as a page load would);
   // on the first load, leave focus where the browser puts it.
-  if (routed) main.focus({ preventScroll: true });
+  if (routed) {
+    main.focus({ preventScroll: true });
+    window.scrollTo(0, 0);
+  }
   routed = true;
   try {
     await page(view, ...(match ? match.slice(1) : []));
@@ -271,10 +312,12 @@ function renderNav() {
     h("a", { href: `#${href}`, "aria-current": path === href ? "page" : null }, text);
   const s = session.get();
   const count = cart.count();
-  const items = [
-    link("/", "Products"),
-    link("/cart", count ? `Cart (${count})` : "Cart"),
-  ];
+  // The cart link lives in the header bar, outside the menu: always in view.
+  const cartLink = document.getElementById("cart-link");
+  cartLink.textContent = count ? `Cart (${count})` : "Cart";
+  if (path === "/cart") cartLink.setAttribute("aria-current", "page");
+  else cartLink.removeAttribute("aria-current");
+  const items = [link("/", "Products")];
   if (s) {
     items.push(link("/orders", "Orders"), link("/mailbox", "Mailbox"), link("/account", "Account"));
     if (s.roles.includes("admin")) items.push(link("/ops", "Ops console"));
@@ -286,7 +329,7 @@ function renderNav() {
           // Revoke the token server-side first; if that fails (the shop is down, the
           // token has expired), forgetting it here still signs out of this tab.
           try { await api("DELETE", "/api/identity/token"); } catch { /* ignored */ }
-          session.clear(); flash("Signed out."); location.hash = "#/"; route();
+          session.clear(); toast("Signed out.", { survive: true }); location.hash = "#/"; route();
         },
       }, "Sign out"),
     );
@@ -294,6 +337,12 @@ function renderNav() {
     items.push(h("span", { class: "who" }), link("/signin", "Sign in"), link("/signup", "Sign up"));
   }
   nav.replaceChildren(...items);
+}
+
+/** Opens or closes the phone menu (the button is only shown on narrow screens). */
+function setMenu(open) {
+  document.getElementById("top").classList.toggle("open", open);
+  document.getElementById("menu-toggle").setAttribute("aria-expanded", String(open));
 }
 
 // ---------------------------------------------------------------- pages: shop
@@ -322,13 +371,12 @@ async function productsPage(view) {
         h("label", { class: "inline", for: `qty-${p.id}` }, "Qty", qty),
         h("button", {
           type: "button", class: "primary", disabled: !canBuy,
-          "aria-label": `Add ${p.name} to cart`,
           onclick: () => {
             const n = Math.max(1, Math.min(100, parseInt(qty.value, 10) || 1));
             cart.add(p.id, n);
-            flash(`${n} × ${p.name} added to the cart.`);
+            toast(`${n} × ${p.name} added to the cart.`);
           },
-        }, "Add to cart"))));
+        }, "Add to cart", h("span", { class: "visually-hidden" }, `: ${p.name}`)))));
   }
   view.append(grid);
 }
@@ -364,7 +412,7 @@ async function cartPage(view) {
       h("td", {}, h("label", { class: "inline", for: `cart-${line.product_id}` },
         h("span", { class: "muted" }, "Qty"), qty)),
       h("td", { class: "num" }, price ? money(price.amount_cents * line.quantity, price.currency) : "—"),
-      h("td", {}, h("button", {
+      h("td", { class: "actions" }, h("button", {
         type: "button", "aria-label": `Remove ${name}`,
         onclick: () => { cart.set(line.product_id, 0); route(); },
       }, "Remove"))));
@@ -372,7 +420,7 @@ async function cartPage(view) {
   view.append(h("div", { class: "card" },
     h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Product"), h("th", {}, "Quantity"),
-        h("th", { class: "num" }, "Amount"), h("th", {}, h("span", { class: "muted" }, "")))),
+        h("th", { class: "num" }, "Amount"), h("th", {}, h("span", { class: "visually-hidden" }, "Remove")))),
       body,
       h("tfoot", {}, h("tr", {}, h("td", {}, "Total (prices confirmed at checkout)"), h("td", {}),
         h("td", { class: "num" }, money(total, currency)), h("td", {})))),
@@ -409,7 +457,7 @@ async function signInPage(view) {
       session.set(data.access_token, email);
       const next = sessionStorage.getItem("agora.after-sign-in") || "/";
       sessionStorage.removeItem("agora.after-sign-in");
-      flash(`Signed in as ${email}.`);
+      toast(`Signed in as ${email}.`, { survive: true });
       location.hash = `#${next}`;
     } catch (error) {
       errors.replaceChildren(errorBox(error, error.status === 401 ? "Wrong email or password" : null));
@@ -435,7 +483,6 @@ async function signUpPage(view) {
       await api("POST", "/api/identity/users", body);
       const { data } = await api("POST", "/api/identity/token", { email: body.email, password: body.password });
       session.set(data.access_token, body.email);
-      flash("Welcome! Add a shipping address and a payment method to check out.");
       location.hash = "#/account";
     } catch (error) {
       errors.replaceChildren(errorBox(error, error.status === 409 ? "This email is taken" : null));
@@ -444,7 +491,11 @@ async function signUpPage(view) {
   view.append(errors, form);
 }
 
-function addressForm(address, submitText, onSubmit) {
+/**
+ * An address form. `onSubmit(body)` may answer the saved address (as the server
+ * normalised it), which the form then shows; `onCancel`, when given, adds Cancel.
+ */
+function addressForm(address, submitText, onSubmit, onCancel) {
   const a = address || {};
   const errors = h("div", {});
   const form = h("form", { class: "stack", novalidate: true },
@@ -455,7 +506,8 @@ function addressForm(address, submitText, onSubmit) {
     field("Country", { name: "country", autocomplete: "country", required: true, maxlength: 2, value: a.country || "" },
       "Two-letter code, e.g. DE, GB, FR."),
     errors,
-    h("div", { class: "row" }, h("button", { type: "submit", class: "primary" }, submitText)));
+    h("div", { class: "row" }, h("button", { type: "submit", class: "primary" }, submitText),
+      onCancel ? h("button", { type: "button", onclick: onCancel }, "Cancel") : null));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = {
@@ -467,7 +519,12 @@ function addressForm(address, submitText, onSubmit) {
     if (value(form, "line2").trim()) body.line2 = value(form, "line2").trim();
     try {
       errors.replaceChildren();
-      await onSubmit(body);
+      const saved = await onSubmit(body);
+      if (saved) {
+        for (const name of ["line1", "line2", "postal_code", "city", "country"]) {
+          form.elements.namedItem(name).value = saved[name] || "";
+        }
+      }
     } catch (error) {
       errors.replaceChildren(errorBox(error));
     }
@@ -479,13 +536,25 @@ async function accountPage(view) {
   view.append(h("h1", {}, "Your account"));
   const { data: me } = await api("GET", "/api/customers/me");
   view.append(h("p", { class: "muted" }, me.name ? `${me.name} · ${me.email}` : session.get().email));
-  const saved = h("div", { role: "status" });
+  // What is missing to check out, as of now: it goes once both are saved.
+  let hasAddress = !!me.address;
+  let hasPayment = !!me.payment_method;
+  const missing = h("div", { id: "account-missing" });
+  const showMissing = () => {
+    const needed = [hasAddress ? null : "a shipping address", hasPayment ? null : "a payment method"].filter(Boolean);
+    missing.replaceChildren(needed.length
+      ? h("div", { class: "notice" }, `To check out, add ${needed.join(" and ")}.`) : "");
+  };
+  showMissing();
   const addressCard = h("section", { class: "card", "aria-labelledby": "address-h" },
     h("h2", { id: "address-h" }, "Shipping address"),
     h("p", { class: "muted" }, "Kept by the customer service; ordering learns of changes through events."),
     addressForm(me.address, "Save address", async (body) => {
-      await api("PUT", "/api/customers/me/address", body);
-      saved.replaceChildren(h("div", { class: "notice" }, "Address saved."));
+      const { data } = await api("PUT", "/api/customers/me/address", body);
+      hasAddress = true;
+      showMissing();
+      toast("Address saved.");
+      return data.address;
     }));
   const paymentErrors = h("div", {});
   const pm = me.payment_method;
@@ -501,13 +570,19 @@ async function accountPage(view) {
     event.preventDefault();
     try {
       paymentErrors.replaceChildren();
-      await api("PUT", "/api/customers/me/payment-method", { token: value(payment, "token"), last4: value(payment, "last4").trim() });
-      saved.replaceChildren(h("div", { class: "notice" }, "Payment method saved."));
+      const { data } = await api("PUT", "/api/customers/me/payment-method", { token: value(payment, "token"), last4: value(payment, "last4").trim() });
+      if (data.payment_method) {
+        payment.elements.namedItem("token").value = data.payment_method.token;
+        payment.elements.namedItem("last4").value = data.payment_method.last4;
+      }
+      hasPayment = true;
+      showMissing();
+      toast("Payment method saved.");
     } catch (error) {
       paymentErrors.replaceChildren(errorBox(error));
     }
   });
-  view.append(saved, h("div", { class: "split" }, addressCard,
+  view.append(missing, h("div", { class: "split" }, addressCard,
     h("section", { class: "card", "aria-labelledby": "payment-h" },
       h("h2", { id: "payment-h" }, "Payment method"),
       h("p", { class: "muted" }, "A payment provider's token, never a card number."),
@@ -551,13 +626,20 @@ async function checkoutPage(view) {
           !override && preview.address_as_of ? ` · last changed ${ago(preview.address_as_of)}` : ""),
         h("div", { class: "row" },
           h("button", {
-            type: "button", "aria-expanded": "false", "aria-controls": "change-address",
+            type: "button", "aria-expanded": "false", "aria-controls": "change-address", id: "change-address-toggle",
             onclick: (event) => {
-              event.target.setAttribute("aria-expanded", "true");
+              const toggle = event.currentTarget;
+              const close = () => {
+                changeArea.replaceChildren();
+                toggle.setAttribute("aria-expanded", "false");
+                toggle.focus();
+              };
+              if (toggle.getAttribute("aria-expanded") === "true") { close(); return; }
+              toggle.setAttribute("aria-expanded", "true");
               changeArea.replaceChildren(addressForm(address, "Use this address", async (a) => {
                 override = a;
                 await render();
-              }));
+              }, close));
               changeArea.querySelector("input").focus();
             },
           }, "Change address"),
@@ -603,7 +685,7 @@ async function checkoutPage(view) {
         try {
           const { data } = await api("POST", "/api/ordering/orders", order, { "idempotency-key": idempotencyKey });
           cart.clear();
-          flash(`Order ${shortId(data.id)} accepted.`);
+          // The order page shows where the order is now; no message to outlive it.
           location.hash = `#/orders/${data.id}`;
         } catch (error) {
           // An answer (not a lost connection) settles this attempt: a new click is a new order.
@@ -634,7 +716,7 @@ async function ordersPage(view) {
     h("thead", {}, h("tr", {}, h("th", {}, "Order"), h("th", {}, "Placed"), h("th", {}, "Status"),
       h("th", { class: "num" }, "Total"))),
     h("tbody", {}, orders.map((o) => h("tr", {},
-      h("td", {}, h("a", { href: `#/orders/${o.id}` }, shortId(o.id))),
+      h("td", {}, h("a", { href: `#/orders/${o.id}`, class: "order-ref" }, o.reference)),
       h("td", {}, o.history.length ? when(o.history[0].at) : ""),
       h("td", {}, statusBadge(o.status)),
       h("td", { class: "num" }, money(o.total_cents, o.currency))))))));
@@ -642,15 +724,18 @@ async function ordersPage(view) {
 
 const TERMINAL = new Set(["shipped", "cancelled"]);
 
-async function orderPage(view, id) {
-  const heading = h("h1", {}, `Order ${shortId(id)}`);
+async function orderPage(view, idOrReference) {
+  const heading = h("h1", {}, "Order");
   const content = h("div", {});
   view.append(heading, content);
   let last = "";
   let settled = 0; // polls since the order reached a terminal state (late events still arrive)
   every(1000, async () => {
     if (settled > 5) return;
-    const { data: order } = await api("GET", `/api/ordering/orders/${id}`);
+    const { data: order } = await api("GET", `/api/ordering/orders/${encodeURIComponent(idOrReference)}`);
+    const id = order.id;
+    heading.textContent = `Order ${order.reference}`;
+    document.title = `Order ${order.reference} · Agora shop`;
     let shipments = [];
     try { ({ data: shipments } = await api("GET", `/api/shipping/shipments?order_id=${id}`)); } catch { /* shown when it answers */ }
     let events = null;
@@ -663,6 +748,42 @@ async function orderPage(view, id) {
     last = key;
     fill(content, renderOrder(order, shipments, events));
   });
+}
+
+/** The way an order goes, in order; `cancelled` may end it at any point. */
+const STEPS = [
+  ["accepted", "Accepted"], ["paid", "Paid"], ["ready_for_shipping", "Ready"], ["shipped", "Shipped"],
+];
+
+/**
+ * The order's history as steps, each done one with its time: a fast pipeline (shipped
+ * before the page first showed) still shows the way it went.
+ */
+function orderSteps(order) {
+  const at = Object.fromEntries(order.history.map((step) => [step.status, step]));
+  const cancelled = at.cancelled;
+  const current = order.status;
+  const items = [];
+  for (const [status, name] of STEPS) {
+    const done = at[status];
+    if (cancelled && !done) continue;
+    items.push(h("li", {
+      class: done ? "done" : "pending", "data-step": status, "data-done": done ? "true" : "false",
+      "aria-current": current === status ? "step" : null,
+    },
+    h("span", { class: "dot", "aria-hidden": "true" }),
+    h("span", { class: "step-name" }, name),
+    done ? h("time", { datetime: done.at }, when(done.at))
+      : h("span", {}, h("span", { class: "visually-hidden" }, "not yet, "), "waiting")));
+  }
+  if (cancelled) {
+    items.push(h("li", { class: "cancelled", "data-step": "cancelled", "data-done": "true", "aria-current": "step" },
+      h("span", { class: "dot", "aria-hidden": "true" }),
+      h("span", { class: "step-name" }, "Cancelled"),
+      h("time", { datetime: cancelled.at }, when(cancelled.at)),
+      cancelled.reason ? ` — ${cancelled.reason.replaceAll("_", " ")}` : ""));
+  }
+  return h("ol", { class: "steps", id: "order-history" }, items);
 }
 
 function renderOrder(order, shipments, events) {
@@ -680,10 +801,8 @@ function renderOrder(order, shipments, events) {
         shipments.map((s) => h("p", {}, `Shipment ${shortId(s.id)}: ${s.status}`,
           s.dispatched_at ? `, dispatched ${when(s.dispatched_at)}` : ""))),
       h("section", { class: "card", "aria-labelledby": "o-hist" },
-        h("h2", { id: "o-hist" }, "Status history"),
-        h("ol", { class: "timeline", id: "order-history" }, order.history.map((step) => h("li", {},
-          statusBadge(step.status), " ", h("span", { class: "muted" }, when(step.at)),
-          step.reason ? ` — ${step.reason.replaceAll("_", " ")}` : ""))))),
+        h("h2", { id: "o-hist" }, "Progress"),
+        orderSteps(order))),
     h("section", { class: "card", "aria-labelledby": "o-lines" },
       h("h2", { id: "o-lines" }, "Lines"),
       h("table", {},
@@ -713,6 +832,13 @@ function eventTimeline(events) {
       : h("p", { class: "muted" }, "No events recorded yet."));
 }
 
+/** A message's text as written: blank lines part paragraphs, newlines break lines. */
+function mailBody(text) {
+  const paragraphs = String(text || "").split(/\n\s*\n/).map((p) => p.trim()).filter(Boolean);
+  return h("div", { class: "mail-body" }, paragraphs.map((p) => h("p", {},
+    p.split("\n").map((line, i) => (i ? [h("br", {}), line] : line)))));
+}
+
 async function mailboxPage(view) {
   view.append(h("h1", {}, "Mailbox"));
   const list = h("div", { id: "mailbox" });
@@ -726,8 +852,8 @@ async function mailboxPage(view) {
     fill(list, messages.length ? messages.map((m) => h("article", { class: "card" },
       h("h2", {}, m.subject),
       h("p", { class: "muted" }, `${m.kind.replaceAll("_", " ")} · ${when(m.sent_at)}`,
-        m.order_id ? [" · ", h("a", { href: `#/orders/${m.order_id}` }, `order ${shortId(m.order_id)}`)] : ""),
-      h("p", {}, m.body))) : h("p", {}, "No messages yet."));
+        m.order_id ? [" · ", h("a", { href: `#/orders/${m.order_id}` }, `order ${m.order_reference || shortId(m.order_id)}`)] : ""),
+      mailBody(m.body))) : h("p", {}, "No messages yet."));
   });
 }
 
@@ -802,7 +928,8 @@ async function opsPage(view) {
 
   const subscriptions = h("div", {});
   const deadLetters = h("div", {});
-  const stream = h("div", { class: "stream" });
+  // A scrolling region is reachable by keyboard (it may hold no link to tab to).
+  const stream = h("div", { class: "stream", tabindex: 0, role: "region", "aria-label": "Live events" });
   view.append(
     h("section", { class: "card", "aria-labelledby": "dl-h" }, h("h2", { id: "dl-h" }, "Dead letters"), deadLetters),
     h("div", { class: "split" },
@@ -833,6 +960,7 @@ async function opsPage(view) {
           row.health, row.chaos, row.breakers, controls));
         rows.set(service.name, row);
       }
+      labelCells(serviceRows.closest("table"));
       row.health.replaceChildren(service.healthy ? badge("up", "good") : badge("down", "bad"));
       const c = service.chaos;
       row.chaos.replaceChildren(c.mode === "ok" ? badge("ok")
@@ -889,7 +1017,7 @@ async function opsPage(view) {
         h("td", { class: "mono" }, new Date(e.time).toLocaleTimeString()),
         h("td", {}, e.type), h("td", {}, e.source),
         h("td", { class: "mono" }, ORDER_EVENTS.has(e.type)
-          ? h("a", { href: `#/orders/${e.correlation_id}` }, `order ${shortId(e.correlation_id)}`)
+          ? h("a", { href: `#/orders/${e.correlation_id}` }, `order id …${shortId(e.correlation_id)}`)
           : shortId(e.correlation_id))))))
       : h("p", { class: "muted" }, "No events yet."));
   }
@@ -912,4 +1040,16 @@ async function notFoundPage(view) {
 }
 
 window.addEventListener("hashchange", route);
-window.addEventListener("DOMContentLoaded", route);
+window.addEventListener("DOMContentLoaded", () => {
+  // The skip link moves focus to the page; it must not change the route ("#main").
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    const main = document.getElementById("main");
+    main.focus();
+    main.scrollIntoView();
+  });
+  document.getElementById("menu-toggle").addEventListener("click", () => {
+    setMenu(document.getElementById("menu-toggle").getAttribute("aria-expanded") !== "true");
+  });
+  route();
+});

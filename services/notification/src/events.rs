@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use agora_contracts::{
-    CancelReason, OrderAccepted, OrderCancelled, OrderShipped, ProductAdded, ProductDeleted,
-    ProductUpdated, ShipmentDispatched, UserSignedUp,
+    CancelReason, OrderAccepted, OrderCancelled, OrderReference, OrderShipped, ProductAdded,
+    ProductDeleted, ProductUpdated, ShipmentDispatched, UserSignedUp,
 };
 use agora_messaging::{Envelope, Handler, HandlerError};
 use async_trait::async_trait;
@@ -187,7 +187,7 @@ impl Orders {
         let body = format!(
             "Thank you for your order {}.\n\n{}\n\nTotal: {} {}\n\nWe will let you know when \
              it ships.",
-            order.order_id,
+            short(order.order_id),
             items.join("\n"),
             amount(order.total_cents),
             order.currency
@@ -362,11 +362,10 @@ async fn send(
     Ok(())
 }
 
-/// How a customer quotes an order: the last 8 hex digits of its id, its random part.
-/// (A UUIDv7 starts with its timestamp: orders placed minutes apart share a prefix.)
+/// How a customer quotes an order: its reference (`AG-7K3Q-9D2M`), derived where
+/// ordering and the UI derive it.
 fn short(order_id: Uuid) -> String {
-    let hex = order_id.simple().to_string();
-    hex[hex.len() - 8..].to_owned()
+    OrderReference::of(order_id).to_string()
 }
 
 /// Minor units as a decimal amount with two places: 1234 → "12.34".
@@ -386,8 +385,9 @@ fn cancelled_text(order_id: Uuid, reason: &CancelReason) -> (String, String) {
     (
         format!("Your order {} was cancelled", short(order_id)),
         format!(
-            "We are sorry: your order {order_id} was cancelled because {why} (reason: {}). \
-             You have not been charged, or your money is on its way back.",
+            "We are sorry: your order {} was cancelled because {why} (reason: {}).\n\nYou \
+             have not been charged, or your money is on its way back.",
+            short(order_id),
             reason.as_str()
         ),
     )
@@ -399,7 +399,7 @@ fn shipped_text(
     carrier: Option<&str>,
     tracking_number: Option<&str>,
 ) -> (String, String) {
-    let mut body = format!("Your order {order_id} is on its way");
+    let mut body = format!("Your order {} is on its way", short(order_id));
     if let Some(carrier) = carrier {
         body.push_str(&format!(" with {carrier}"));
     }
@@ -430,8 +430,8 @@ mod tests {
         let id = Uuid::parse_str("01a24d0d-0000-7000-8000-00000000beef").unwrap();
         assert_eq!(
             short(id),
-            "0000beef",
-            "the tail of the id, as the UI shows it"
+            "AG-0000-1FQF",
+            "the reference, as ordering gives it"
         );
     }
 

@@ -103,6 +103,10 @@ pub struct MessageBody {
     /// The order the message is about, when it is about one.
     #[serde(skip_serializing_if = "Option::is_none")]
     order_id: Option<Uuid>,
+    /// That order's reference, as people quote it (`AG-7K3Q-9D2M`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "AG-7K3Q-9D2M")]
+    order_reference: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     sent_at: OffsetDateTime,
@@ -116,6 +120,9 @@ impl From<Message> for MessageBody {
             subject: message.subject,
             body: message.body,
             order_id: message.order_id,
+            order_reference: message
+                .order_id
+                .map(|id| agora_contracts::OrderReference::of(id).to_string()),
             sent_at: message.sent_at,
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_auth::{Caller, InternalAuth, Verifier};
-use agora_contracts::{Address, Role};
+use agora_contracts::{Address, OrderReference, Role};
 use agora_httpkit::{FieldError, Json, Problem};
 use agora_messaging::{Db, Outbox};
 use agora_resilience::{BreakerState, CircuitBreaker};
@@ -92,6 +92,8 @@ pub enum ApiError {
     InProgress,
     #[error("not found")]
     NotFound,
+    #[error("a reference that names more than one order")]
+    AmbiguousReference,
     #[error("bad query: {0}")]
     BadQuery(&'static str),
     #[error(transparent)]
@@ -132,6 +134,9 @@ impl ApiError {
                 problem
             }
             ApiError::NotFound => Problem::not_found(),
+            ApiError::AmbiguousReference => {
+                Problem::conflict("More than one order has this reference; use the order's id.")
+            }
             ApiError::BadQuery(what) => Problem::bad_request(*what),
             ApiError::Auth(error) => match error.status() {
                 StatusCode::UNAUTHORIZED => Problem::unauthorized(),
@@ -304,6 +309,10 @@ pub struct HistoryView {
 #[derive(Serialize, ToSchema)]
 pub struct OrderView {
     pub id: Uuid,
+    /// How a person names the order, e.g. `AG-7K3Q-9D2M` (derived from the id's random
+    /// bits); accepted wherever the API takes an order's id.
+    #[schema(example = "AG-7K3Q-9D2M")]
+    pub reference: String,
     pub customer_id: Uuid,
     /// `accepted`, `paid`, `ready_for_shipping`, `shipped` or `cancelled`.
     pub status: String,
@@ -326,6 +335,7 @@ pub struct SettingsBody {
 pub fn order_view(order: &store::Order) -> OrderView {
     OrderView {
         id: order.id,
+        reference: OrderReference::of(order.id).to_string(),
         customer_id: order.customer_id,
         status: order.status.clone(),
         lines: order
@@ -652,16 +662,18 @@ async fn my_orders(
 }
 
 /// `GET /api/ordering/orders/{id}` (owner or admin); another customer's order is 404.
+/// `{id}` is the order's id or its reference (`AG-7K3Q-9D2M`).
 #[utoipa::path(
     get,
     path = "/api/ordering/orders/{id}",
     tag = "ordering",
-    params(("id" = String, Path, description = "The order's id")),
+    params(("id" = String, Path, description = "The order's id, or its reference (e.g. `AG-7K3Q-9D2M`)")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The order", body = OrderView),
         (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
         (status = 404, description = "No such order of yours", body = ProblemView, content_type = "application/problem+json"),
+        (status = 409, description = "An admin's reference names more than one order: use the id", body = ProblemView, content_type = "application/problem+json"),
     )
 )]
 async fn get_order(
@@ -669,12 +681,23 @@ async fn get_order(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let order = store::order(&state.db, id)
-        .await?
-        .filter(|o| o.customer_id == caller.user_id || caller.has_role(&Role::Admin))
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(order_view(&order)))
+    let admin = caller.has_role(&Role::Admin);
+    if let Ok(id) = Uuid::parse_str(&id) {
+        let order = store::order(&state.db, id)
+            .await?
+            .filter(|o| o.customer_id == caller.user_id || admin)
+            .ok_or(ApiError::NotFound)?;
+        return Ok(Json(order_view(&order)));
+    }
+    let reference = OrderReference::parse(&id).ok_or(ApiError::NotFound)?;
+    // A customer's reference is looked up among their own orders only.
+    let owner = (!admin).then_some(caller.user_id);
+    let mut orders = store::orders_by_reference(&state.db, reference, owner).await?;
+    match orders.len() {
+        0 => Err(ApiError::NotFound),
+        1 => Ok(Json(order_view(&orders.remove(0)))),
+        _ => Err(ApiError::AmbiguousReference),
+    }
 }
 
 /// `GET /internal/ordering/settings`.

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use agora_contracts::{Address, AddressSource, PaymentMethod};
+use agora_contracts::{Address, AddressSource, OrderReference, PaymentMethod};
 use agora_messaging::{Db, Migration};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -989,6 +989,48 @@ pub async fn order(db: &Db, id: Uuid) -> Result<Option<Order>, Error> {
     };
     let mut orders = with_details(db, vec![order]).await?;
     Ok(orders.pop())
+}
+
+/// The orders whose id has this human reference (its last 40 bits): those of
+/// `customer_id` when given (a customer's lookup, served by the index on customer),
+/// else all of them (an admin's). Newest first, at most two: more would not change
+/// the answer (one, or ambiguous).
+pub async fn orders_by_reference(
+    db: &Db,
+    reference: OrderReference,
+    customer_id: Option<Uuid>,
+) -> Result<Vec<Order>, Error> {
+    // Ids are stored as lower-case hyphenated text, whose last 12 characters are hex:
+    // the reference's 10 hex digits are a plain suffix (LIKE: both dialects).
+    let pattern = format!("%{}", reference.id_suffix());
+    let rows = match customer_id {
+        Some(customer_id) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ORDER_COLUMNS} FROM ordering_orders WHERE customer_id = $1 AND id LIKE $2
+                 ORDER BY created_at_ms DESC LIMIT 2"
+            )))
+            .bind(customer_id.to_string())
+            .bind(pattern)
+            .fetch_all(db.pool())
+            .await?
+        }
+        None => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ORDER_COLUMNS} FROM ordering_orders WHERE id LIKE $1
+                 ORDER BY created_at_ms DESC LIMIT 2"
+            )))
+            .bind(pattern)
+            .fetch_all(db.pool())
+            .await?
+        }
+    };
+    let orders = rows.iter().map(order_of).collect::<Result<Vec<_>, _>>()?;
+    // The suffix match is exact, but say so in code rather than trust the SQL alone.
+    let orders = orders
+        .into_iter()
+        .filter(|o| reference.matches(o.id))
+        .collect();
+    with_details(db, orders).await
 }
 
 /// Where a page of a customer's orders starts: after the order made at

@@ -51,7 +51,14 @@ async fn the_confirmation_names_products_from_the_replica_once(backend: Backend)
     let message = &messages[0];
     assert_eq!(message["kind"], "order_confirmation");
     assert_eq!(message["order_id"], order.to_string());
+    let reference = agora_contracts::OrderReference::of(order).to_string();
+    assert_eq!(message["order_reference"], reference.as_str());
+    assert!(message["subject"].as_str().unwrap().contains(&reference));
     let body = message["body"].as_str().unwrap();
+    assert!(
+        body.contains(&reference),
+        "the body quotes the reference: {body}"
+    );
     assert!(body.starts_with("Hello Ada,"), "{body}");
     assert!(body.contains("1 × Blue teapot"), "{body}");
     assert!(body.contains("2 × Cup"), "{body}");

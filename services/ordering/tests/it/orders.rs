@@ -10,6 +10,7 @@ crate::on_both_backends!(
     my_orders_newest_first,
     an_order_is_shown_to_its_owner_and_admins_only,
     my_orders_come_in_pages_linked_by_a_cursor,
+    an_order_is_found_by_its_reference,
 );
 
 async fn my_orders_newest_first(backend: Backend) {
@@ -202,5 +203,61 @@ async fn my_orders_come_in_pages_linked_by_a_cursor(backend: Backend) {
         .await;
         assert_problem(&answer, StatusCode::BAD_REQUEST);
     }
+    ordering.shutdown().await;
+}
+
+async fn an_order_is_found_by_its_reference(backend: Backend) {
+    let Some((env, ordering)) = start(backend).await else {
+        return;
+    };
+    let lamp = product(&env, &ordering, "Lamp", 1000).await;
+    let (_, token) = customer_with_data(&env, &ordering).await;
+    let created = place_order(&ordering, &token, Some("a"), lines(&[(lamp, 1)])).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = uuid::Uuid::parse_str(created.body["id"].as_str().unwrap()).unwrap();
+    let reference = created.body["reference"].as_str().unwrap().to_owned();
+    assert_eq!(
+        reference,
+        agora_contracts::OrderReference::of(id).to_string(),
+        "the answer carries the reference derived in one place"
+    );
+    let router = ordering.router();
+
+    // As shown, as typed (lower case, no dashes): the same order.
+    for typed in [reference.clone(), reference.to_lowercase().replace('-', "")] {
+        let path = format!("/api/ordering/orders/{typed}");
+        let (status, _, order) = call(&router, Method::GET, &path, Some(&token), &[], None).await;
+        assert_eq!(status, StatusCode::OK, "{typed}");
+        assert_eq!(order, created.body);
+    }
+    let path = format!("/api/ordering/orders/{reference}");
+    let (_, admin) = env.issuer.admin();
+    let (status, _, order) = call(&router, Method::GET, &path, Some(&admin), &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(order["id"], created.body["id"]);
+
+    // Another customer's reference is not found, nor is a reference nobody has.
+    let (_, stranger) = env.issuer.customer();
+    let answer = request(&router, Method::GET, &path, Some(&stranger), &[], None).await;
+    assert_problem(&answer, StatusCode::NOT_FOUND);
+    let other = if reference.ends_with('0') { "1" } else { "0" };
+    let unknown = format!(
+        "/api/ordering/orders/{}{other}",
+        &reference[..reference.len() - 1]
+    );
+    let answer = request(&router, Method::GET, &unknown, Some(&token), &[], None).await;
+    assert_problem(&answer, StatusCode::NOT_FOUND);
+
+    // The list carries it too.
+    let (_, _, orders) = call(
+        &router,
+        Method::GET,
+        "/api/ordering/orders",
+        Some(&token),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(orders[0]["reference"], reference.as_str());
     ordering.shutdown().await;
 }
