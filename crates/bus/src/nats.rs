@@ -120,6 +120,9 @@ struct Inner {
     dlq: stream::Stream<()>,
     publish_slots: Semaphore,
     options: NatsOptions,
+    /// The subject patterns of the streams this bus made sure of: a publish to one of
+    /// them that nobody answers met a stream between leaders, not a missing stream.
+    known_subjects: parking_lot::RwLock<Vec<String>>,
 }
 
 /// How the bus creates its streams on JetStream: durability is stated, not left to
@@ -188,6 +191,7 @@ impl NatsBus {
             js,
             dlq,
             publish_slots: Semaphore::new(PUBLISH_SLOTS),
+            known_subjects: parking_lot::RwLock::new(Vec::new()),
             options,
         };
         inner
@@ -407,11 +411,17 @@ impl Inner {
         }
         if current.subjects != subjects {
             let mut updated = current.clone();
-            updated.subjects = subjects;
+            updated.subjects = subjects.clone();
             self.js
                 .update_stream(&updated)
                 .await
                 .map_err(stream_config_error)?;
+        }
+        let mut known = self.known_subjects.write();
+        for pattern in subjects {
+            if !known.contains(&pattern) {
+                known.push(pattern);
+            }
         }
         Ok(())
     }
@@ -579,13 +589,28 @@ impl Inner {
             .map_err(|e| self.publish_error(e, message))
     }
 
+    /// Whether a stream this bus made sure of takes `subject`.
+    fn is_known(&self, subject: &str) -> bool {
+        self.known_subjects
+            .read()
+            .iter()
+            .any(|pattern| crate::subject_matches(pattern, subject))
+    }
+
     fn publish_error(&self, error: PublishError, message: &OutgoingMessage) -> BusError {
         let too_large = || BusError::PayloadTooLarge {
             size: message.payload.len(),
             max: self.client.server_info().max_payload.min(MAX_PAYLOAD_BYTES),
         };
         match error.kind() {
-            // JetStream answers "no responders" when no stream takes the subject.
+            // JetStream answers "no responders" when no stream takes the subject — or
+            // when the stream that does has no leader for a moment (a node lost).
+            PublishErrorKind::StreamNotFound if self.is_known(&message.subject) => {
+                unavailable(format!(
+                    "no stream answered for {:?}; its leader may be changing",
+                    message.subject
+                ))
+            }
             PublishErrorKind::StreamNotFound => BusError::NoStream(message.subject.clone()),
             PublishErrorKind::MaxPayloadExceeded => too_large(),
             _ if refusal_code(&error) == Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) => {

@@ -719,13 +719,14 @@ async fn listed(bus: &SharedBus, name: &str) -> bool {
 /// deletes it once nobody fetched from it for that long; one without stays.
 pub async fn inactive_consumers_with_a_threshold_are_deleted(mut h: impl Harness) {
     let bus = setup(&mut h).await;
-    let threshold = Duration::from_secs(1);
+    // Long enough that a loaded machine never leaves 200 ms fetches that far apart.
+    let threshold = Duration::from_secs(2);
     let instance = ConsumerConfig::new(STREAM, "instance-a").inactive_threshold(threshold);
     let consumer = bus.consumer(&instance).await.unwrap();
     bus.consumer(&ConsumerConfig::new(STREAM, "group"))
         .await
         .unwrap();
-    let busy_until = Instant::now() + threshold * 3;
+    let busy_until = Instant::now() + threshold * 2;
     while Instant::now() < busy_until {
         consumer
             .fetch(1, Duration::from_millis(200))
