@@ -336,6 +336,8 @@ struct Outcomes {
     accepted: Vec<(usize, String)>,
     /// Checkouts answered otherwise (503 while a fault lasts, typically).
     refused: Vec<String>,
+    /// The phase of the run each checkout was sent in, and how long it took.
+    latencies: Vec<(&'static str, Duration)>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,13 +410,15 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
     // The steady stream: a checkout every 50 ms, through both gateways in turn.
     let outcomes = Arc::new(parking_lot::Mutex::new(Outcomes::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(parking_lot::Mutex::new("before the faults"));
     let load = {
         let (client, gateways, tokens) = (client.clone(), gateways.clone(), tokens.clone());
-        let (outcomes, stop) = (outcomes.clone(), stop.clone());
+        let (outcomes, stop, phase) = (outcomes.clone(), stop.clone(), phase.clone());
         tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 let who = n % tokens.len();
+                let (sent_in, started) = (*phase.lock(), Instant::now());
                 let answer = client
                     .post(format!(
                         "{}/api/ordering/orders",
@@ -425,6 +429,7 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
                     .json(&lines(n))
                     .send()
                     .await;
+                outcomes.lock().latencies.push((sent_in, started.elapsed()));
                 match answer {
                     Ok(answer) if answer.status() == 201 => {
                         let order: Value = answer.json().await.unwrap_or_default();
@@ -450,6 +455,7 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
     };
 
     accepting("checkouts before the faults").await;
+    *phase.lock() = "an ordering and a payment instance killed";
     for name in ["ordering", "payment"] {
         let at = running
             .iter()
@@ -460,15 +466,42 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
         killed.child.wait().expect("reaped");
     }
     accepting("checkouts without an ordering and a payment instance").await;
+    *phase.lock() = "a NATS node killed";
     nats.node(0).kill();
     accepting("checkouts without a NATS node").await;
+    *phase.lock() = "PostgreSQL restarted";
     pg.restart();
     accepting("checkouts after PostgreSQL came back").await;
     stop.store(true, Ordering::SeqCst);
     load.await.unwrap();
 
     // Every accepted order ends.
-    let Outcomes { accepted, refused } = std::mem::take(&mut *outcomes.lock());
+    let Outcomes {
+        accepted,
+        refused,
+        latencies,
+    } = std::mem::take(&mut *outcomes.lock());
+    // What each fault cost the checkouts sent while it happened (a figure, not a check:
+    // this machine's load decides it).
+    for name in [
+        "before the faults",
+        "an ordering and a payment instance killed",
+        "a NATS node killed",
+        "PostgreSQL restarted",
+    ] {
+        let mut times: Vec<Duration> = latencies
+            .iter()
+            .filter(|(phase, _)| *phase == name)
+            .map(|(_, took)| *took)
+            .collect();
+        times.sort();
+        eprintln!(
+            "topology: {name}: {} checkouts, median {:?}, slowest {:?}",
+            times.len(),
+            times.get(times.len() / 2).copied().unwrap_or_default(),
+            times.last().copied().unwrap_or_default()
+        );
+    }
     for (who, id) in &accepted {
         let status = eventually(
             "every accepted order ends",
