@@ -193,7 +193,9 @@ pub struct Ordering {
     bus: SharedBus,
     relay: RelayHandle,
     auth: ServiceAuth,
-    replicas: Mutex<Option<Replicas>>,
+    replicas: Arc<Mutex<Option<Replicas>>>,
+    /// Follows a rebuild done by another instance sharing the store.
+    follower: Follower,
     statuses: StatusConsumers,
     breakers: Vec<CircuitBreaker>,
 }
@@ -231,6 +233,64 @@ impl Replicas {
     async fn shutdown(self) {
         tokio::join!(self.customers.shutdown(), self.products.shutdown());
     }
+}
+
+/// How often an instance looks whether another one moved the replicas on.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Watches the replica generation in the store: when another instance rebuilt the
+/// replicas (its consumers of the old generation are deleted), this one stops its old
+/// consumers and joins the new generation's, within [`FOLLOW_EVERY`].
+#[derive(Debug)]
+struct Follower {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Follower {
+    fn spawn(db: Db, bus: SharedBus, replicas: Arc<Mutex<Option<Replicas>>>) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                    _ = stopped.wait_for(|stop| *stop) => return,
+                }
+                if let Err(error) = follow(&db, &bus, &replicas).await {
+                    tracing::warn!(%error, "cannot follow the replica generation; trying again");
+                }
+            }
+        });
+        Self {
+            stop,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    async fn stop(&self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Joins the generation in the store if it is past the one running here.
+async fn follow(db: &Db, bus: &SharedBus, replicas: &Mutex<Option<Replicas>>) -> Result<(), Error> {
+    let stored = store::replica_generation(db).await?;
+    let mut running = replicas.lock().await;
+    if running.as_ref().is_some_and(|r| r.generation >= stored) {
+        return Ok(());
+    }
+    if let Some(old) = running.take() {
+        old.shutdown().await;
+    }
+    *running = Some(Replicas::start(db, bus, stored).await?);
+    tracing::info!(
+        generation = stored,
+        "replicas rebuilt by another instance: joined"
+    );
+    Ok(())
 }
 
 /// The consumers of the order status projection, one per source.
@@ -332,9 +392,8 @@ impl Ordering {
     /// moved by another one meanwhile (both found the store empty at start) rebuilds
     /// nothing: it adopts that generation, whose consumers it joins. Returns the
     /// generation now running. Until they catch up, the replicas are behind (checkouts
-    /// may miss an address meanwhile). Instances not rebuilding keep the old
-    /// generation's consumers until their next start (or their own rebuild, which then
-    /// adopts).
+    /// may miss an address meanwhile). Instances not rebuilding join the new generation
+    /// within a second (they watch the generation in the store).
     pub async fn rebuild_replicas(&self) -> Result<u64, Error> {
         let mut replicas = self.replicas.lock().await;
         let previous = match replicas.take() {
@@ -386,8 +445,9 @@ impl Ordering {
     /// Stops the relay (committed events not yet published go out on the next start),
     /// the replica and status consumers and the revocation consumer.
     pub async fn shutdown(self) {
+        self.follower.stop().await;
         let replicas = async {
-            if let Some(replicas) = self.replicas.into_inner() {
+            if let Some(replicas) = self.replicas.lock().await.take() {
                 replicas.shutdown().await;
             }
         };
@@ -432,7 +492,10 @@ pub async fn build(config: OrderingConfig) -> Result<Ordering, Error> {
     db.migrate(SOURCE, store::MIGRATIONS).await?;
     let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
     let generation = store::replica_generation(&db).await?;
-    let replicas = Replicas::start(&db, &config.bus, generation).await?;
+    let replicas = Arc::new(Mutex::new(Some(
+        Replicas::start(&db, &config.bus, generation).await?,
+    )));
+    let follower = Follower::spawn(db.clone(), config.bus.clone(), replicas.clone());
     let statuses = StatusConsumers::start(&db, &config.bus).await?;
     let relay = Relay::spawn(
         &db,
@@ -463,7 +526,8 @@ pub async fn build(config: OrderingConfig) -> Result<Ordering, Error> {
         bus: config.bus,
         relay,
         auth,
-        replicas: Mutex::new(Some(replicas)),
+        follower,
+        replicas,
         statuses,
         breakers: config.breakers,
     })

@@ -25,6 +25,7 @@ crate::on_both_backends!(
     the_bus_feeds_the_replicas,
     a_rebuild_from_the_start_equals_live_delivery,
     two_instances_rebuild_once,
+    an_instance_follows_a_rebuild_by_another,
 );
 
 async fn customer(ordering: &Ordering, id: Uuid) -> agora_ordering::CustomerReplica {
@@ -350,6 +351,47 @@ async fn two_instances_rebuild_once(backend: Backend) {
     eventually("the replicas to converge", || async {
         converged(
             &first.replica_snapshot().await.unwrap(),
+            customer,
+            lamp,
+            chair,
+        )
+    })
+    .await;
+    tokio::join!(first.shutdown(), second.shutdown());
+}
+
+/// One instance rebuilds; the other, which did not ask, stops its consumers of the old
+/// generation (deleted by the rebuild) and joins the new one by itself, so the
+/// replicas keep following the streams whichever instance's consumers get the events.
+async fn an_instance_follows_a_rebuild_by_another(backend: Backend) {
+    let Some((env, first)) = start(backend).await else {
+        return;
+    };
+    let second = env.start().await;
+    assert_eq!(second.replica_generation().await, Some(0));
+    let (customer, lamp, chair) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for event in history(customer, lamp, chair) {
+        env.bus.publish(event.to_message().unwrap()).await.unwrap();
+    }
+
+    assert_eq!(first.rebuild_replicas().await.unwrap(), 1);
+    eventually("the other instance to join generation 1", || async {
+        second.replica_generation().await == Some(1)
+    })
+    .await;
+    let names: Vec<String> = env
+        .bus
+        .consumers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|name| name.starts_with("ordering-customers"))
+        .collect();
+    assert_eq!(names, ["ordering-customers-g1"]);
+    eventually("the replicas to converge", || async {
+        converged(
+            &second.replica_snapshot().await.unwrap(),
             customer,
             lamp,
             chair,
