@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod child;
 pub mod control;
 pub mod host;
 pub mod provider;

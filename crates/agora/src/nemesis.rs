@@ -12,9 +12,8 @@
 //! time passed, no shipped order without a capture, no reservation left open, no
 //! message sent twice, no event left in an outbox).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,20 +58,12 @@ pub struct NemesisArgs {
 }
 
 /// The child `agora up`.
-struct Shop {
-    child: Child,
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+struct Shop(agora::child::Agora);
 
 impl Shop {
     fn start(data: &Path, port: u16) -> anyhow::Result<Shop> {
-        let child = Command::new(std::env::current_exe().context("this program's path")?)
+        let mut command = Command::new(std::env::current_exe().context("this program's path")?);
+        command
             .args([
                 "up",
                 "--no-rate-limits",
@@ -84,48 +75,21 @@ impl Shop {
             .env("AGORA_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("AGORA_ORPHAN_HOLD_SECS", ORPHAN_HOLD.as_secs().to_string())
             .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start agora up")?;
-        let mut shop = Shop { child };
-        let stdout = shop.child.stdout.take().context("agora up's output")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .context("agora up did not get ready within 60 s")?;
-            if line.starts_with("agora: ready on ") {
-                return Ok(shop);
-            }
-        }
+            .stderr(Stdio::null());
+        Ok(Shop(agora::child::Agora::start(
+            command,
+            Duration::from_secs(60),
+        )?))
     }
 
     /// SIGKILL, and waits until it is gone.
     fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill();
     }
 
-    /// SIGINT (a clean stop), waiting up to `within`; then SIGKILL.
+    /// SIGINT (a clean stop), waiting up to `within`; then SIGKILL (on drop).
     fn stop(mut self, within: Duration) -> anyhow::Result<()> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("agora up did not stop within {within:?}")
+        self.0.signal("INT", within).map(drop)
     }
 }
 

@@ -44,22 +44,8 @@ pub struct RunArgs {
     /// inventory, ordering).
     #[arg(long, env = "AGORA_DEMO")]
     demo: bool,
-    /// Seconds after which an authorization whose order was never accepted is voided
-    /// (payment).
-    #[arg(long, default_value_t = agora_payment::DEFAULT_ORPHAN_HOLD.as_secs(), env = "AGORA_ORPHAN_HOLD_SECS")]
-    orphan_hold_secs: u64,
-    /// Reverse proxies in front of the gateway (comma-separated addresses).
-    #[arg(
-        long = "trusted-proxy",
-        value_name = "IP",
-        env = "AGORA_TRUSTED_PROXIES",
-        value_delimiter = ','
-    )]
-    trusted_proxies: Vec<IpAddr>,
-    /// Switches the gateway's rate limits and its cap on connections per client
-    /// address off (load tests from one address).
-    #[arg(long, env = "AGORA_NO_RATE_LIMITS")]
-    no_rate_limits: bool,
+    #[command(flatten)]
+    settings: crate::up::SettingsArgs,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -88,10 +74,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("start {name}"))?;
     let (router, serve) = if name == ServiceName::Gateway {
         let mut serve = ServeConfig::default();
-        serve
-            .uncapped
-            .extend(args.trusted_proxies.iter().map(IpAddr::to_canonical));
-        if args.no_rate_limits {
+        serve.uncapped.extend(
+            args.settings
+                .trusted_proxies
+                .iter()
+                .map(IpAddr::to_canonical),
+        );
+        if args.settings.no_rate_limits {
             serve.max_connections_per_client = None;
         }
         (started.router, serve)
@@ -134,12 +123,12 @@ async fn environment(args: &RunArgs) -> anyhow::Result<ServiceEnv> {
     }
     let bus = agora::runtime::connect_bus(&args.bus, args.bus_replicas).await?;
     let mut settings = Settings {
-        orphan_hold: Duration::from_secs(args.orphan_hold_secs.max(1)),
-        trusted_proxies: args.trusted_proxies.clone(),
+        orphan_hold: args.settings.orphan_hold(),
+        trusted_proxies: args.settings.trusted_proxies.clone(),
         demo: args.demo,
         ..Settings::default()
     };
-    if args.no_rate_limits {
+    if args.settings.no_rate_limits {
         settings.limits = agora_gateway::Limits::unlimited();
     }
     Ok(ServiceEnv {

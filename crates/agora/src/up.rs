@@ -7,6 +7,37 @@ use agora::shop::{Shop, ShopConfig};
 use anyhow::Context;
 use clap::Args;
 
+/// The deployment's settings that `agora up` and `agora run` both take.
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    /// Switches the gateway's rate limits and its cap on connections per client
+    /// address off (load tests from one address).
+    #[arg(long, env = "AGORA_NO_RATE_LIMITS")]
+    pub no_rate_limits: bool,
+    /// A reverse proxy in front of the gateway (repeatable): from it, `Forwarded` /
+    /// `X-Forwarded-For` name the client for the per-address limits, and its
+    /// connections are not capped per address. From any other peer those headers are
+    /// ignored.
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "IP",
+        env = "AGORA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Seconds after which an authorization whose order was never accepted is voided
+    /// (payment).
+    #[arg(long, default_value_t = agora_payment::DEFAULT_ORPHAN_HOLD.as_secs(), env = "AGORA_ORPHAN_HOLD_SECS")]
+    orphan_hold_secs: u64,
+}
+
+impl SettingsArgs {
+    /// The orphan hold time (at least a second).
+    pub fn orphan_hold(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.orphan_hold_secs.max(1))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Where every service keeps its files (one SQLite file each, and the bus).
@@ -18,21 +49,8 @@ pub struct UpArgs {
     /// The address the gateway listens on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), env = "AGORA_HOST")]
     host: IpAddr,
-    /// Switches the gateway's rate limits and its cap on connections per client
-    /// address off (load tests from one address).
-    #[arg(long)]
-    no_rate_limits: bool,
-    /// A reverse proxy in front of the gateway (repeatable): from it, `Forwarded` /
-    /// `X-Forwarded-For` name the client for the per-address limits, and its
-    /// connections are not capped per address. From any other peer those headers are
-    /// ignored.
-    #[arg(
-        long = "trusted-proxy",
-        value_name = "IP",
-        env = "AGORA_TRUSTED_PROXIES",
-        value_delimiter = ','
-    )]
-    trusted_proxies: Vec<IpAddr>,
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// The most connections at once from one client address (0: no cap).
     #[arg(long, default_value_t = agora::host::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, env = "AGORA_MAX_CONNECTIONS_PER_CLIENT")]
     max_connections_per_client: usize,
@@ -40,9 +58,6 @@ pub struct UpArgs {
     /// connection stays open).
     #[arg(long, default_value_t = agora::host::DEFAULT_HEADER_READ_TIMEOUT.as_secs(), env = "AGORA_HEADER_TIMEOUT_SECS")]
     header_timeout_secs: u64,
-    /// Seconds after which an authorization whose order was never accepted is voided.
-    #[arg(long, default_value_t = agora_payment::DEFAULT_ORPHAN_HOLD.as_secs(), env = "AGORA_ORPHAN_HOLD_SECS")]
-    orphan_hold_secs: u64,
     /// Runs on these NATS JetStream servers (comma-separated `nats://` URLs) instead of
     /// the embedded bus.
     #[arg(long, env = "AGORA_BUS", hide_env_values = true)]
@@ -60,15 +75,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     config.admin_password = std::env::var("AGORA_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
-    config.trusted_proxies = args.trusted_proxies;
+    config.trusted_proxies = args.settings.trusted_proxies.clone();
     config.bus = args.bus;
     config.db_template = args.db_template;
-    config.orphan_hold = std::time::Duration::from_secs(args.orphan_hold_secs.max(1));
+    config.orphan_hold = args.settings.orphan_hold();
     config.serve.max_connections_per_client =
         Some(args.max_connections_per_client).filter(|&cap| cap > 0);
     config.serve.header_read_timeout =
         std::time::Duration::from_secs(args.header_timeout_secs.max(1));
-    if args.no_rate_limits {
+    if args.settings.no_rate_limits {
         config.limits = agora_gateway::Limits::unlimited();
         config.serve.max_connections_per_client = None;
     }

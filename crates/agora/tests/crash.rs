@@ -2,13 +2,13 @@
 //! started again on the same data. Every accepted order is still there, every order
 //! reaches a terminal state, and `agora audit` finds nothing.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use agora::child::Agora;
 use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "crash-test-admin-password";
@@ -16,51 +16,15 @@ const PASSWORD: &str = "crash test password";
 const ORDERS: usize = 500;
 const CUSTOMERS: usize = 10;
 
-struct Shop {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path) -> Shop {
-    let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+fn start(data: &Path) -> Agora {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agora"));
+    command
         .args(["up", "--port", "0", "--no-rate-limits", "--data-dir"])
         .arg(data)
         .env("AGORA_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start agora up");
-    // Reaped on drop from here on, whatever happens.
-    let mut shop = Shop {
-        child,
-        url: String::new(),
-    };
-    let stdout = shop.child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("agora up gets ready");
-        if let Some(rest) = line.strip_prefix("agora: ready on ") {
-            shop.url = rest.split_whitespace().next().expect("a URL").to_owned();
-            return shop;
-        }
-    }
+        .stderr(Stdio::null());
+    Agora::start(command, Duration::from_secs(60)).expect("agora up gets ready")
 }
 
 async fn token(client: &reqwest::Client, url: &str, email: &str, password: &str) -> String {
@@ -180,8 +144,8 @@ async fn kill_9_under_load_loses_nothing_and_the_audit_is_clean() {
         assert!(Instant::now() < deadline, "the load never got going");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    shop.child.kill().expect("kill -9");
-    shop.child.wait().unwrap();
+    shop.process.kill().expect("kill -9");
+    shop.process.wait().unwrap();
     for worker in workers {
         worker.await.unwrap();
     }
@@ -235,12 +199,12 @@ async fn kill_9_under_load_loses_nothing_and_the_audit_is_clean() {
 
     // Quiet now; stop cleanly, then audit.
     let status = Command::new("kill")
-        .args(["-INT", &shop.child.id().to_string()])
+        .args(["-INT", &shop.process.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let mut shop = shop;
-    let exit = shop.child.wait().unwrap();
+    let exit = shop.process.wait().unwrap();
     assert!(exit.success(), "{exit}");
     let audit = Command::new(env!("CARGO_BIN_EXE_agora"))
         .args(["audit", "--data-dir"])

@@ -9,14 +9,14 @@
 //! cleanly (exit 0) within 10 s, and `agora audit` of the PostgreSQL stores is clean.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use agora::child::Agora;
 use agora_testkit::{NatsCluster, PgServer};
 use serde_json::{Value, json};
 
@@ -39,74 +39,35 @@ const SERVICES: [&str; 10] = [
 /// One `agora run` child, killed and reaped on drop whatever happens.
 struct Service {
     name: &'static str,
-    child: Child,
-    url: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    agora: Agora,
 }
 
 impl Service {
     /// Starts `agora run NAME` with `env` and waits for its `agora: ready on URL`.
     fn start(name: &'static str, env: &HashMap<String, String>) -> Service {
-        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_agora"));
+        command
             .args(["run", name])
             .env_clear()
             .envs(env)
             .env("AGORA_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start agora run");
-        let mut service = Service {
-            name,
-            child,
-            url: String::new(),
-        };
-        let stdout = service.child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("agora run {name} gets ready"));
-            if let Some(url) = line.strip_prefix("agora: ready on ") {
-                service.url = url.trim().to_owned();
-                return service;
-            }
-        }
+            .stderr(Stdio::inherit());
+        let agora = Agora::start(command, Duration::from_secs(60))
+            .unwrap_or_else(|error| panic!("agora run {name} gets ready: {error:#}"));
+        Service { name, agora }
+    }
+
+    fn url(&self) -> &str {
+        &self.agora.url
     }
 
     /// SIGTERM, then the exit status, which must come within `within`.
     fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running {within:?} after SIGTERM",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let name = self.name;
+        self.agora
+            .signal("TERM", within)
+            .unwrap_or_else(|error| panic!("{name}: {error:#}"))
     }
 }
 
@@ -374,7 +335,7 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
         let mut urls = Vec::new();
         for _ in 0..instances {
             let service = Service::start(name, &env);
-            urls.push(service.url.clone());
+            urls.push(service.url().to_owned());
             running.push(service);
         }
         env.insert(
@@ -385,7 +346,7 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
     let gateways: Vec<String> = running
         .iter()
         .filter(|s| s.name == "gateway")
-        .map(|s| s.url.clone())
+        .map(|s| s.url().to_owned())
         .collect();
     let gateway = gateways[0].clone();
     let client = reqwest::Client::builder()
@@ -461,9 +422,7 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
             .iter()
             .position(|s| s.name == name)
             .expect("running");
-        let mut killed = running.remove(at);
-        killed.child.kill().expect("SIGKILL");
-        killed.child.wait().expect("reaped");
+        running.remove(at).agora.kill();
     }
     accepting("checkouts without an ordering and a payment instance").await;
     *phase.lock() = "a NATS node killed";

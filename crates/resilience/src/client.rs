@@ -354,8 +354,11 @@ impl ResilientClient {
         {
             request.headers_mut().insert(AUTHORIZATION, value);
         }
-        // Shared by the copies the retries make: each goes to an instance not tried yet.
-        request.extensions_mut().insert(Tried::default());
+        // Shared by the copies the retries make: each goes to an instance not tried yet
+        // (a single instance has nothing to choose: no allocation on its path).
+        if self.breakers.len() > 1 {
+            request.extensions_mut().insert(Tried::default());
+        }
         self.service.clone().oneshot(request).await
     }
 

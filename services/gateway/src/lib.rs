@@ -91,6 +91,25 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// The first instance whose answer to `request(url)` is a 2xx with a `T` body:
+    /// for what every instance can tell (state kept in the service's store).
+    pub(crate) async fn first_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Option<T> {
+        for url in &self.urls {
+            if let Ok(answer) = request(url).send().await
+                && answer.status().is_success()
+                && let Ok(value) = answer.json::<T>().await
+            {
+                return Some(value);
+            }
+        }
+        None
+    }
+}
+
 fn split_urls(urls: &str) -> Vec<String> {
     urls.split(',')
         .map(|url| url.trim().trim_end_matches('/').to_owned())

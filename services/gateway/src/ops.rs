@@ -231,23 +231,17 @@ async fn breakers(state: &State, upstream: &Upstream) -> Vec<BreakerStatus> {
     let Some(authorization) = state.service_token(&upstream.name) else {
         return Vec::new();
     };
-    // The first instance that answers.
-    for url in &upstream.urls {
-        let probe = state
-            .proxy
-            .client()
-            .get(format!("{url}/internal/{}/breakers", upstream.name))
-            .header(header::AUTHORIZATION, authorization.clone())
-            .timeout(PROBE_TIMEOUT)
-            .send()
-            .await;
-        if let Ok(answer) = probe
-            && answer.status().is_success()
-        {
-            return answer.json().await.unwrap_or_default();
-        }
-    }
-    Vec::new()
+    upstream
+        .first_json(|url| {
+            state
+                .proxy
+                .client()
+                .get(format!("{url}/internal/{}/breakers", upstream.name))
+                .header(header::AUTHORIZATION, authorization.clone())
+                .timeout(PROBE_TIMEOUT)
+        })
+        .await
+        .unwrap_or_default()
 }
 
 /// Whether some instance of `upstream` answers its `/healthz`.
@@ -280,23 +274,17 @@ async fn customer_data(state: &State) -> Option<String> {
     let ordering = state.proxy.upstreams().find(|u| u.name == "ordering")?;
     let authorization = state.service_token("ordering")?;
     // Ordering keeps its settings in its store: any instance tells.
-    for url in &ordering.urls {
-        let answer = state
-            .proxy
-            .client()
-            .get(format!("{url}/internal/ordering/settings"))
-            .header(header::AUTHORIZATION, authorization.clone())
-            .timeout(PROBE_TIMEOUT)
-            .send()
-            .await;
-        if let Ok(answer) = answer
-            && let Ok(answer) = answer.error_for_status()
-            && let Ok(settings) = answer.json::<OrderingSettings>().await
-        {
-            return Some(settings.customer_data);
-        }
-    }
-    None
+    let settings: OrderingSettings = ordering
+        .first_json(|url| {
+            state
+                .proxy
+                .client()
+                .get(format!("{url}/internal/ordering/settings"))
+                .header(header::AUTHORIZATION, authorization.clone())
+                .timeout(PROBE_TIMEOUT)
+        })
+        .await?;
+    Some(settings.customer_data)
 }
 
 pub(crate) fn breaker_state(state: BreakerState) -> &'static str {

@@ -100,22 +100,14 @@ impl RemoteControl {
     /// The levers of the first instance of `upstream` that answers.
     async fn levers(&self, upstream: &Upstream) -> Option<Levers> {
         let authorization = self.internal.authorization_for(&upstream.name).ok()?;
-        for url in &upstream.urls {
-            let answer = self
-                .client
-                .get(format!("{url}/internal/{}/control", upstream.name))
-                .header(header::AUTHORIZATION, authorization.clone())
-                .timeout(CONTROL_TIMEOUT)
-                .send()
-                .await;
-            if let Ok(answer) = answer
-                && answer.status().is_success()
-                && let Ok(levers) = answer.json::<Levers>().await
-            {
-                return Some(levers);
-            }
-        }
-        None
+        upstream
+            .first_json(|url| {
+                self.client
+                    .get(format!("{url}/internal/{}/control", upstream.name))
+                    .header(header::AUTHORIZATION, authorization.clone())
+                    .timeout(CONTROL_TIMEOUT)
+            })
+            .await
     }
 }
 
