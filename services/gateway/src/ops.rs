@@ -563,8 +563,9 @@ pub(crate) async fn redrive(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// The order or user the flow is about; without it, the most recent events of
-    /// the whole shop (the console's live stream).
+    /// The order or user the flow is about (an order also by its reference,
+    /// `AG-XXXX-XXXX`); without it, the most recent events of the whole shop (the
+    /// console's live stream).
     pub correlation_id: Option<String>,
     /// At most this many events (1..=1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -600,7 +601,10 @@ pub(crate) async fn events(
         .into_response();
     };
     let events = match &query.correlation_id {
-        Some(correlation_id) => state.timeline.events(correlation_id, limit).await,
+        Some(correlation_id) => match agora_contracts::OrderReference::parse(correlation_id) {
+            Some(reference) => state.timeline.events_of_reference(reference, limit).await,
+            None => state.timeline.events(correlation_id, limit).await,
+        },
         None => state.timeline.recent(limit).await,
     };
     match events {

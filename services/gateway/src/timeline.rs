@@ -121,11 +121,41 @@ impl Timeline {
         correlation_id: &str,
         limit: u32,
     ) -> Result<Vec<TimelineEvent>, sqlx::Error> {
-        let rows = sqlx::query(
+        self.events_where("correlation_id = $1", correlation_id, limit)
+            .await
+    }
+
+    /// At most `limit` events about the orders with this human reference (the last 40
+    /// bits of their id), oldest first.
+    pub async fn events_of_reference(
+        &self,
+        reference: agora_contracts::OrderReference,
+        limit: u32,
+    ) -> Result<Vec<TimelineEvent>, sqlx::Error> {
+        // Order ids are stored as lower-case hyphenated text ending in hex: a suffix.
+        let pattern = format!("%{}", reference.id_suffix());
+        let events = self
+            .events_where("correlation_id LIKE $1", &pattern, limit)
+            .await?;
+        Ok(events
+            .into_iter()
+            .filter(|e| {
+                uuid::Uuid::parse_str(&e.correlation_id).is_ok_and(|id| reference.matches(id))
+            })
+            .collect())
+    }
+
+    async fn events_where(
+        &self,
+        condition: &str,
+        value: &str,
+        limit: u32,
+    ) -> Result<Vec<TimelineEvent>, sqlx::Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, event_type, source, subject, time, correlation_id, causation_id, data
-             FROM gateway_events WHERE correlation_id = $1 ORDER BY time_ms, id LIMIT $2",
-        )
-        .bind(correlation_id)
+             FROM gateway_events WHERE {condition} ORDER BY time_ms, id LIMIT $2"
+        )))
+        .bind(value)
         .bind(i64::from(limit))
         .fetch_all(self.db.pool())
         .await?;

@@ -147,7 +147,7 @@ impl From<Shipment> for ShipmentBody {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ShipmentsQuery {
-    /// The order (UUID).
+    /// The order: its id (UUID) or its reference (`AG-XXXX-XXXX`).
     #[param(required = true)]
     order_id: Option<String>,
 }
@@ -170,7 +170,8 @@ pub struct ShipmentsQuery {
             content_type = "application/problem+json"),
         (status = 403, description = "Neither the customer nor the admin role.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`order_id` is missing or not a UUID.",
+        (status = 422, description = "`order_id` is missing, or neither an order id (UUID) \
+            nor an order reference.",
             body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "An internal error.", body = Problem,
             content_type = "application/problem+json"),
@@ -186,17 +187,20 @@ async fn list_shipments(
     if !admin && !caller.has_role(&Role::Customer) {
         return Err(ApiError::Forbidden);
     }
-    let order_id = query
+    let order = query
         .ok()
         .and_then(|Query(q)| q.order_id)
-        .and_then(|id| Uuid::parse_str(id.trim()).ok())
-        .ok_or_else(|| {
-            ApiError::Invalid(vec![FieldError::new(
-                "order_id",
-                "must be an order id (UUID)",
-            )])
-        })?;
-    let shipments = store::shipments_of_order(&state.db, order_id).await?;
+        .unwrap_or_default();
+    let shipments = if let Ok(order_id) = Uuid::parse_str(order.trim()) {
+        store::shipments_of_order(&state.db, order_id).await?
+    } else if let Some(reference) = agora_contracts::OrderReference::parse(&order) {
+        store::shipments_of_reference(&state.db, reference).await?
+    } else {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "order_id",
+            "must be an order id (UUID) or an order reference (AG-XXXX-XXXX)",
+        )]));
+    };
     Ok(Json(
         shipments
             .into_iter()

@@ -174,12 +174,31 @@ pub async fn insert_shipment(
 
 /// The shipments of an order.
 pub async fn shipments_of_order(db: &Db, order_id: Uuid) -> Result<Vec<Shipment>, Error> {
-    sqlx::query(
+    shipments_where(db, "order_id = $1", order_id.to_string()).await
+}
+
+/// The shipments of the orders whose id has this human reference (its last 40 bits).
+pub async fn shipments_of_reference(
+    db: &Db,
+    reference: agora_contracts::OrderReference,
+) -> Result<Vec<Shipment>, Error> {
+    // Ids are stored as lower-case hyphenated text ending in hex: a plain suffix.
+    let pattern = format!("%{}", reference.id_suffix());
+    let shipments = shipments_where(db, "order_id LIKE $1", pattern).await?;
+    Ok(shipments
+        .into_iter()
+        .filter(|s| reference.matches(s.order_id))
+        .collect())
+}
+
+/// The shipments matching `condition` (on `$1`), in dispatch order.
+async fn shipments_where(db: &Db, condition: &str, value: String) -> Result<Vec<Shipment>, Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT id, order_id, customer_id, address, status, carrier, tracking_number,
                 dispatched_at_ms
-         FROM shipping_shipments WHERE order_id = $1 ORDER BY dispatched_at_ms, id",
-    )
-    .bind(order_id.to_string())
+         FROM shipping_shipments WHERE {condition} ORDER BY dispatched_at_ms, id"
+    )))
+    .bind(value)
     .fetch_all(db.pool())
     .await?
     .iter()

@@ -165,6 +165,32 @@ async fn happy_path_from_sign_up_to_an_accepted_order() {
     })
     .await;
     assert!(timeline.is_some(), "the order's events are in the timeline");
+    // The same timeline by the order's reference, as a person quotes it.
+    let events_of = |correlation: String| {
+        let (shop, admin) = (&shop, &admin);
+        async move {
+            let events: Vec<Value> = shop
+                .client
+                .get(shop.url(&format!("/api/ops/events?correlation_id={correlation}")))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            events.iter().map(|e| e["id"].clone()).collect::<Vec<_>>()
+        }
+    };
+    let reference = order["reference"].as_str().unwrap().to_owned();
+    // (Events keep coming while the order moves on: the two reads agree once they
+    // see the same moment.)
+    let same = eventually(Duration::from_secs(5), || async {
+        let by_reference = events_of(reference.clone()).await;
+        !by_reference.is_empty() && by_reference == events_of(order_id.clone()).await
+    })
+    .await;
+    assert!(same.is_some(), "by reference as by id");
 
     // Without a correlation id: the shop's most recent events, oldest first (the
     // console's live stream).

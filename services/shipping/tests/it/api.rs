@@ -11,6 +11,7 @@ crate::on_both_backends!(
     another_customer_sees_nothing,
     it_needs_a_token_and_a_role,
     the_order_id_must_be_a_uuid,
+    an_order_reference_finds_the_shipment_of_its_owner_only,
 );
 
 async fn the_owner_and_an_admin_see_the_shipment(backend: Backend) {
@@ -98,5 +99,38 @@ async fn the_order_id_must_be_a_uuid(backend: Backend) {
         let answer = call(&router, Method::GET, path, Some(&token), None).await;
         assert_eq!(answer.invalid_fields(), ["order_id"], "{path}");
     }
+    shipping.shutdown().await;
+}
+
+/// The order's human reference (`AG-XXXX-XXXX`, as people type it) works where its id
+/// does, for its owner and an admin; for another customer it finds nothing.
+async fn an_order_reference_finds_the_shipment_of_its_owner_only(backend: Backend) {
+    let Some((env, shipping)) = start(backend).await else {
+        return;
+    };
+    let router = shipping.router();
+    let (customer, token) = env.issuer.customer();
+    let (_, other) = env.issuer.customer();
+    let (_, admin) = env.issuer.admin();
+    let order = Uuid::now_v7();
+    env.accept(order, customer).await;
+    env.ready(order, customer).await;
+    env.settled(&shipping).await;
+    let by_id = shipments(&router, &order.to_string(), &token).await;
+    assert_eq!(by_id.body.as_array().map(Vec::len), Some(1));
+
+    let reference = agora_contracts::OrderReference::of(order).to_string();
+    for typed in [reference.clone(), reference.to_lowercase().replace('-', "")] {
+        let answer = shipments(&router, &typed, &token).await;
+        assert_eq!(
+            (answer.status, &answer.body),
+            (StatusCode::OK, &by_id.body),
+            "{typed}"
+        );
+        let answer = shipments(&router, &typed, &admin).await;
+        assert_eq!(answer.body, by_id.body, "{typed} by an admin");
+    }
+    let answer = shipments(&router, &reference, &other).await;
+    assert_eq!((answer.status, answer.body), (StatusCode::OK, json!([])));
     shipping.shutdown().await;
 }
