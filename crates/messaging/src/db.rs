@@ -28,8 +28,11 @@ pub struct DbConfig {
     /// pool (a fair async queue) instead of spinning in SQLite's busy handler, which
     /// sleeps in steps of up to 100 ms and ruins latency.
     pub max_connections: Option<u32>,
-    /// How long to wait for a connection from the pool.
-    pub acquire_timeout: Duration,
+    /// How long to wait for a connection from the pool. `None`: 30 s on SQLite (its one
+    /// connection is the queue of its writers), 5 s on PostgreSQL (ten connections all
+    /// busy that long: the server is down or swamped, and a request had better get its
+    /// 503 than wait).
+    pub acquire_timeout: Option<Duration>,
     /// SQLite only: how long a connection waits for another process's lock.
     pub busy_timeout: Duration,
 }
@@ -38,7 +41,7 @@ impl Default for DbConfig {
     fn default() -> Self {
         Self {
             max_connections: None,
-            acquire_timeout: Duration::from_secs(30),
+            acquire_timeout: None,
             busy_timeout: Duration::from_secs(10),
         }
     }
@@ -89,7 +92,7 @@ impl Db {
                 let options: AnyConnectOptions = url.parse()?;
                 AnyPoolOptions::new()
                     .max_connections(config.max_connections.unwrap_or(10))
-                    .acquire_timeout(config.acquire_timeout)
+                    .acquire_timeout(config.acquire_timeout.unwrap_or(Duration::from_secs(5)))
                     .connect_with(options)
                     .await?
             }
@@ -106,6 +109,16 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// The store's clock, in milliseconds since the Unix epoch, as an SQL expression:
+    /// what a lease shared by several hosts is written and compared with, so that no
+    /// host's clock decides it.
+    pub fn now_ms_sql(&self) -> &'static str {
+        match self.inner.backend {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
     }
 
     /// The pool, for reads and single statements outside a transaction.
@@ -264,7 +277,7 @@ async fn connect_sqlite(url: &str, config: &DbConfig) -> Result<AnyPool, Error> 
     let pool = AnyPoolOptions::new()
         .max_connections(config.max_connections.unwrap_or(1))
         .min_connections(if in_memory { 1 } else { 0 })
-        .acquire_timeout(config.acquire_timeout)
+        .acquire_timeout(config.acquire_timeout.unwrap_or(Duration::from_secs(30)))
         // An in-memory database lives as long as its connection: never recycle it.
         .idle_timeout(None)
         .max_lifetime(None)

@@ -10,6 +10,9 @@
 //!   change it describes; the relay publishes committed rows in order, at least once.
 //! - [`Subscriber`] and [`Inbox`]: each delivery is handled in one transaction with the
 //!   record "event processed by this consumer", so a redelivery is a no-op.
+//! - [`Feed`] and [`CatchUp`]: a store's published events as a paged feed, and a
+//!   consumer catching up from an owner's feed when the bus stream no longer holds
+//!   everything.
 //! - [`FaultPlan`]: crash injection between any two of those steps, for tests.
 //!
 //! A producing service, in short:
@@ -51,6 +54,7 @@
 mod db;
 mod envelope;
 mod fault;
+mod feed;
 mod outbox;
 mod process;
 mod schema;
@@ -61,13 +65,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use db::{Backend, Db, DbConfig, Migration};
 pub use envelope::{Context, Envelope, JSON, SPEC_VERSION, header, stream_config};
 pub use fault::{CrashPoint, FaultPlan};
+pub use feed::{CatchUp, CatchUpHandle, CatchUpState, FEED_PAGE, Feed, FeedEvent, FeedPage};
 pub use outbox::{Outbox, Relay, RelayConfig, RelayHandle};
 pub use process::{
     Clock, Decision, Instance, InstanceStatus, ManualClock, Process, ProcessManager, SystemClock,
     TimeoutChange, TimerConfig, TimerHandle, Turn, TurnOutcome, migrate_processes,
 };
 pub use subscriber::{
-    DEFAULT_RETENTION, Handler, HandlerError, Inbox, Subscriber, SubscriberConfig, SubscriberHandle,
+    DEFAULT_RETENTION, Handler, HandlerError, Inbox, Subscriber, SubscriberConfig,
+    SubscriberHandle, is_the_stores,
 };
 
 /// Why a messaging operation failed.
@@ -85,8 +91,18 @@ pub enum Error {
     Encode(String),
     #[error("cannot decode the envelope or its data: {0}")]
     Decode(String),
+    #[error("feed: {0}")]
+    Feed(String),
     #[error("expected a {expected} event, the envelope holds {found}")]
     WrongEventType { expected: String, found: String },
+}
+
+impl Error {
+    /// Whether the store failed rather than the statement (unreachable, busy, a
+    /// serialization conflict): worth a 503 and a retry, not a 500.
+    pub fn is_store_unavailable(&self) -> bool {
+        matches!(self, Error::Database(error) if is_the_stores(error))
+    }
 }
 
 /// Exponential backoff: `initial`, doubled each attempt, at most `max`.
@@ -112,6 +128,10 @@ impl Backoff {
 /// backends.
 pub(crate) fn now_ms() -> i64 {
     system_time_ms(SystemTime::now())
+}
+
+pub(crate) fn ms_system_time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or_default())
 }
 
 pub(crate) fn system_time_ms(time: SystemTime) -> i64 {

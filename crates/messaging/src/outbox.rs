@@ -30,6 +30,10 @@ impl Outbox {
         Outbox { db: db.clone() }
     }
 
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Writes `envelope` in `tx`: it is published only if `tx` commits. Refuses (before
     /// anything is written) an envelope the bus would refuse, so that no row can block
     /// the relay forever.
@@ -102,9 +106,11 @@ pub struct RelayConfig {
     /// Streams created (or updated) before the first publish, e.g.
     /// [`stream_config`](crate::stream_config)`(source)`.
     pub streams: Vec<StreamConfig>,
-    /// Published rows older than this are deleted, every `prune_every` (7 days, hourly
-    /// by default). Unpublished rows are never deleted.
-    pub retention: Duration,
+    /// Published rows older than this are deleted, every `prune_every`. `None` (the
+    /// default): published events are kept, as the store's event feed
+    /// ([`Outbox::feed`]), which is what lets a consumer catch up with more history than
+    /// a bus stream keeps. Unpublished rows are never deleted.
+    pub retention: Option<Duration>,
     pub prune_every: Duration,
     pub faults: FaultPlan,
 }
@@ -118,7 +124,7 @@ impl Default for RelayConfig {
             // see the outbox drained within a quarter of a second.
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(250)),
             streams: Vec::new(),
-            retention: crate::subscriber::DEFAULT_RETENTION,
+            retention: None,
             prune_every: Duration::from_secs(3600),
             faults: FaultPlan::none(),
         }
@@ -223,10 +229,12 @@ async fn run(db: Db, bus: SharedBus, config: RelayConfig, mut stopped: watch::Re
         if *stopped.borrow() {
             return;
         }
-        if tokio::time::Instant::now() >= next_prune {
+        if let Some(retention) = config.retention
+            && tokio::time::Instant::now() >= next_prune
+        {
             next_prune = tokio::time::Instant::now() + config.prune_every;
             let before = std::time::SystemTime::now()
-                .checked_sub(config.retention)
+                .checked_sub(retention)
                 .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
             match Outbox::new(&db).prune_published(before).await {
                 Ok(0) => {}
@@ -374,10 +382,22 @@ async fn publish(bus: &SharedBus, rows: &[OutboxRow], faults: &FaultPlan) -> Res
 async fn mark_published(conn: &mut AnyConnection, rows: &[OutboxRow]) -> Result<(), Error> {
     // The exact positions, not a range: on PostgreSQL a row with a smaller position may
     // commit after this batch was read, and a range would mark it unpublished-but-done.
-    let placeholders: Vec<String> = (2..rows.len() + 2).map(|i| format!("${i}")).collect();
+    // Each row takes the next feed position, in the order it was published: only one
+    // relay marks rows at a time (see `Relay::spawn`), so the feed has no holes and
+    // never changes behind a reader.
+    let positions: Vec<String> = (2..rows.len() + 2).map(|i| format!("${i}")).collect();
+    let ordinals: Vec<String> = positions
+        .iter()
+        .enumerate()
+        .map(|(i, position)| format!("WHEN {position} THEN {}", i + 1))
+        .collect();
     let sql = format!(
-        "UPDATE messaging_outbox SET published_at_ms = $1 WHERE position IN ({})",
-        placeholders.join(", ")
+        "UPDATE messaging_outbox SET published_at_ms = $1,
+             feed_position = (SELECT COALESCE(MAX(feed_position), 0) FROM messaging_outbox)
+                 + CASE position {} END
+         WHERE position IN ({})",
+        ordinals.join(" "),
+        positions.join(", ")
     );
     let mut query = sqlx::query(AssertSqlSafe(sql)).bind(crate::now_ms());
     for row in rows {

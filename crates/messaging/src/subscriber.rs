@@ -135,7 +135,7 @@ impl From<sqlx::Error> for HandlerError {
 /// failures; SQLite's busy, locked, I/O, full and can't-open codes; PostgreSQL's
 /// connection (08), transaction rollback (40: serialization, deadlock), resource
 /// (53), operator intervention (57) and system (58) classes.
-fn is_the_stores(error: &sqlx::Error) -> bool {
+pub fn is_the_stores(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -273,7 +273,8 @@ pub struct SubscriberConfig {
     pub faults: FaultPlan,
 }
 
-/// The default [`SubscriberConfig::retention`] and [`crate::RelayConfig::retention`].
+/// The default [`SubscriberConfig::retention`]: how long a consumer remembers what it
+/// processed.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl SubscriberConfig {

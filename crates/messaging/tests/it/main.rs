@@ -6,6 +6,7 @@ mod support;
 mod crash;
 mod db;
 mod envelope;
+mod feed;
 mod outbox;
 mod process;
 mod subscriber;

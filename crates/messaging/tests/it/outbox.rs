@@ -195,7 +195,7 @@ async fn the_relay_deletes_published_rows_past_the_retention(store: TestStore) {
         &store.db,
         bus.shared(),
         RelayConfig {
-            retention: Duration::from_millis(200),
+            retention: Some(Duration::from_millis(200)),
             prune_every: Duration::from_millis(20),
             poll_interval: Duration::from_millis(20),
             ..config()
