@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod child;
 pub mod control;
+pub mod feed;
 pub mod host;
 pub mod provider;
 pub mod runtime;

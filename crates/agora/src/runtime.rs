@@ -18,6 +18,7 @@ use agora_gateway::{Limits, OpsControl, Upstream};
 use agora_resilience::ClientConfig;
 use anyhow::{Context, bail};
 
+use crate::feed::HttpFeed;
 use crate::provider::SwitchedProvider;
 
 /// The services, in the order a shop starts them (each after those it calls).
@@ -100,7 +101,8 @@ impl ServiceName {
         match self {
             Identity => &[],
             Customer | Catalog | Inventory | Payment | Shipping | Notification => &[Identity],
-            Ordering => &[Identity, Payment, Customer],
+            // Customer and catalog also for their event feeds (replica rebuilds).
+            Ordering => &[Identity, Payment, Customer, Catalog],
             Fulfilment => &[Identity, Payment, Inventory],
             Gateway => &[
                 Identity,
@@ -217,6 +219,8 @@ impl ServiceEnv {
 /// A running service, whatever its type, as its host stops it.
 pub trait Running: Send + std::fmt::Debug {
     fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()>;
+    /// Its store (its outbox is its event feed).
+    fn db(&self) -> &agora_messaging::Db;
 }
 
 macro_rules! running {
@@ -224,6 +228,10 @@ macro_rules! running {
         impl Running for $service {
             fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()> {
                 Box::pin(async move { (*self).shutdown().await })
+            }
+
+            fn db(&self) -> &agora_messaging::Db {
+                <$service>::db(self)
             }
         }
     )*};
@@ -258,9 +266,10 @@ impl Started {
 }
 
 /// Makes `name` from `env`: opens its store, applies its migrations, starts its
-/// consumers and relay, and returns its routes.
+/// consumers and relay, and returns its routes, with its event feed
+/// (`/internal/<name>/events`, see [`crate::feed`]).
 pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started> {
-    let started = match name {
+    let mut started = match name {
         ServiceName::Identity => {
             let identity = agora_identity::build(agora_identity::IdentityConfig {
                 db_url: env.db_url.clone(),
@@ -379,6 +388,12 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
             Started::of(gateway.router(), gateway)
         }
     };
+    let feed = crate::feed::routes(
+        name.as_str(),
+        started.running.db(),
+        &env.internal.service(name.as_str()),
+    );
+    started.router = started.router.merge(feed);
     Ok(started)
 }
 
@@ -421,6 +436,19 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
     );
     config.payment_deadline = PAYMENT_DEADLINE;
     config.internal = env.internal.clone();
+    let feeds = agora_ordering::ReplicaFeeds {
+        customer: Arc::new(HttpFeed::new(
+            "customer",
+            env.peer(ServiceName::Customer)?,
+            &plane,
+        )?),
+        catalog: Arc::new(HttpFeed::new(
+            "catalog",
+            env.peer(ServiceName::Catalog)?,
+            &plane,
+        )?),
+    };
+    config.feeds = Some(feeds.clone());
     config.breakers = payment
         .breakers()
         .iter()
@@ -428,7 +456,7 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
         .cloned()
         .collect();
     let ordering = agora_ordering::build(config).await?;
-    rebuild_if_empty(&ordering, &env.bus).await?;
+    rebuild_if_empty(&ordering, &env.bus, &feeds).await?;
     if env.settings.demo {
         let prices: Vec<(uuid::Uuid, i64)> = agora_catalog::demo_products()
             .iter()
@@ -442,14 +470,16 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
     Ok(Started::of(ordering.router(), ordering))
 }
 
-/// Ordering's replicas are rebuilt from the bus history when its store has none but
-/// the bus has events they are made of (a new or replaced ordering store). Only a store
+/// Ordering's replicas are rebuilt (from the owners' feeds and the bus) when its store
+/// has none but the bus or the feeds have events they are made of (a new or replaced
+/// ordering store). Only a store
 /// never rebuilt (generation 0): in one that was, empty replicas are still catching up
 /// with the generation's consumers, which other instances run too. Instances starting
 /// together on a new store rebuild once (see [`agora_ordering::Ordering::rebuild_replicas`]).
 async fn rebuild_if_empty(
     ordering: &agora_ordering::Ordering,
     bus: &SharedBus,
+    feeds: &agora_ordering::ReplicaFeeds,
 ) -> anyhow::Result<()> {
     if ordering.replica_generation().await != Some(0) {
         return Ok(());
@@ -464,12 +494,20 @@ async fn rebuild_if_empty(
             .last_sequence(&agora_messaging::stream_config(source).name)
             .await?;
     }
+    for (owner, feed) in [("customer", &feeds.customer), ("catalog", &feeds.catalog)] {
+        if history > 0 {
+            break;
+        }
+        match feed.page(0).await {
+            Ok(page) => history += page.events.len() as u64,
+            // Not up yet (`agora run` starts services in any order): its events will
+            // come over the bus, as those of a new shop do.
+            Err(error) => tracing::warn!(%error, owner, "cannot read the feed at start"),
+        }
+    }
     if history > 0 {
         let generation = ordering.rebuild_replicas().await?;
-        tracing::info!(
-            generation,
-            "ordering's replica store was empty: rebuilt from the bus"
-        );
+        tracing::info!(generation, "ordering's replica store was empty: rebuilding");
     }
     Ok(())
 }

@@ -380,8 +380,11 @@ impl Shop {
         &self.control
     }
 
-    /// Where a service listens (`http://127.0.0.1:<port>`), by name.
+    /// Where a service listens (`http://127.0.0.1:<port>`), by name (the gateway: [`Self::url`]).
     pub async fn service_url(&self, name: &str) -> Option<String> {
+        if name == "gateway" {
+            return Some(self.url());
+        }
         self.control
             .with_host(name, async |lever: &mut Lever| lever.host.url())
             .await

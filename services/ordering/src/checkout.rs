@@ -203,15 +203,12 @@ pub async fn place_order(
         return Err(ApiError::Unavailable("payment"));
     }
     let fingerprint = request_fingerprint(&request.lines, request.shipping_address.as_ref());
-    let now = now_ms();
-    let lease = i64::try_from(state.limits.idempotency_lease.as_millis()).unwrap_or(i64::MAX);
     let claim = store::claim(
         &state.db,
         customer_id,
         key.as_str(),
         &fingerprint,
-        now,
-        now.saturating_sub(lease),
+        state.limits.idempotency_lease,
     )
     .await?;
     let (order_id, claim, fresh, earlier) = match claim {

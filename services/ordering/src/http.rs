@@ -146,6 +146,10 @@ impl ApiError {
                     Problem::internal()
                 }
             },
+            ApiError::Internal(error) if error.is_store_unavailable() => {
+                tracing::warn!(%error, "ordering's store cannot answer");
+                Problem::service_unavailable(RETRY_AFTER)
+            }
             ApiError::Internal(error) => {
                 tracing::error!(%error, "ordering request failed");
                 Problem::internal()

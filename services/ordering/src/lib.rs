@@ -51,8 +51,8 @@ use std::time::Duration;
 use agora_auth::{InternalKey, KeySource, ServiceAuth};
 use agora_bus::{BusError, DeliverPolicy, SharedBus};
 use agora_messaging::{
-    Db, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig, SubscriberHandle,
-    stream_config,
+    CatchUp, CatchUpHandle, Db, Feed, Relay, RelayConfig, RelayHandle, Subscriber,
+    SubscriberConfig, SubscriberHandle, stream_config,
 };
 use agora_resilience::{BreakerState, CircuitBreaker};
 use tokio::sync::Mutex;
@@ -115,7 +115,26 @@ pub struct OrderingConfig {
     /// service token signed with it. [`OrderingConfig::new`] makes a fresh one, which no
     /// other service holds. (The clients above carry their own credentials.)
     pub internal: InternalKey,
+    /// Where a replica rebuild reads the owners' whole history; `None` (the default):
+    /// from the bus streams alone, which may no longer hold all of it.
+    pub feeds: Option<ReplicaFeeds>,
 }
+
+/// The event feeds of the services ordering keeps replicas of (customer's and
+/// catalog's `/internal/<service>/events`): a rebuild catches up from them and from the
+/// bus at once, the bus from a switch time a little before the rebuild (see
+/// [`agora_messaging::CatchUp`]).
+#[derive(Clone, Debug)]
+pub struct ReplicaFeeds {
+    pub customer: Arc<dyn Feed>,
+    pub catalog: Arc<dyn Feed>,
+}
+
+/// How far before a rebuild its bus consumers start reading: longer than any clock
+/// difference between this host and the bus, and than an owner's relay takes from
+/// publishing an event to marking it. What both the feed and the bus deliver is applied
+/// once (the inbox).
+const SWITCH_MARGIN: Duration = Duration::from_secs(60);
 
 impl OrderingConfig {
     /// A config with the default deadlines: payment 2 s, customer 250 ms, duplicates
@@ -139,6 +158,7 @@ impl OrderingConfig {
             idempotency_lease: Duration::from_secs(30),
             breakers: Vec::new(),
             internal: InternalKey::generate(),
+            feeds: None,
         }
     }
 }
@@ -178,6 +198,17 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// Whether the store failed rather than the request (unreachable, busy): a 503.
+    pub fn is_store_unavailable(&self) -> bool {
+        match self {
+            Error::Messaging(error) => error.is_store_unavailable(),
+            Error::Database(error) => agora_messaging::is_the_stores(error),
+            _ => false,
+        }
+    }
+}
+
 /// The contents of both replicas, ordered by id: compare two of them to check that a
 /// replay converges to what live delivery built.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +225,7 @@ pub struct Ordering {
     relay: RelayHandle,
     auth: ServiceAuth,
     replicas: Arc<Mutex<Option<Replicas>>>,
+    feeds: Option<ReplicaFeeds>,
     /// Follows a rebuild done by another instance sharing the store.
     follower: Follower,
     statuses: StatusConsumers,
@@ -208,30 +240,77 @@ impl std::fmt::Debug for Ordering {
     }
 }
 
-/// The two replica consumers of one generation.
+/// The two replica consumers of one generation, and their catch-up from the owners'
+/// feeds while it runs.
 #[derive(Debug)]
 struct Replicas {
     generation: u64,
     customers: SubscriberHandle,
     products: SubscriberHandle,
+    catch_ups: Vec<CatchUpHandle>,
 }
 
 impl Replicas {
-    async fn start(db: &Db, bus: &SharedBus, generation: u64) -> Result<Replicas, Error> {
+    /// Joins `generation`: its consumers read the streams from the start, or, when the
+    /// generation was made with feeds, from its switch time while the feeds are read.
+    async fn start(
+        db: &Db,
+        bus: &SharedBus,
+        generation: u64,
+        feeds: Option<&ReplicaFeeds>,
+    ) -> Result<Replicas, Error> {
         let (customers, products) = consumer_names(generation);
-        let mut customers_config = SubscriberConfig::on_source(customers, "customer");
-        customers_config.deliver = DeliverPolicy::All;
-        let mut products_config = SubscriberConfig::on_source(products, "catalog");
-        products_config.deliver = DeliverPolicy::All;
+        let switch = match feeds {
+            Some(_) if generation > 0 => store::replica_switch(db).await?,
+            _ => None,
+        };
+        let deliver = switch.map_or(DeliverPolicy::All, DeliverPolicy::FromTime);
+        let mut customers_config = SubscriberConfig::on_source(&customers, "customer");
+        customers_config.deliver = deliver;
+        let mut products_config = SubscriberConfig::on_source(&products, "catalog");
+        products_config.deliver = deliver;
+        let mut catch_ups = Vec::new();
+        if let (Some(feeds), Some(switch)) = (feeds, switch) {
+            catch_ups.push(
+                CatchUp::new(
+                    db,
+                    feeds.customer.clone(),
+                    &customers,
+                    CustomerReplicaHandler,
+                    switch,
+                )
+                .spawn(),
+            );
+            catch_ups.push(
+                CatchUp::new(
+                    db,
+                    feeds.catalog.clone(),
+                    &products,
+                    ProductReplicaHandler,
+                    switch,
+                )
+                .spawn(),
+            );
+        }
         Ok(Replicas {
             generation,
             customers: Subscriber::spawn(db, bus, customers_config, CustomerReplicaHandler).await?,
             products: Subscriber::spawn(db, bus, products_config, ProductReplicaHandler).await?,
+            catch_ups,
         })
     }
 
     async fn shutdown(self) {
-        tokio::join!(self.customers.shutdown(), self.products.shutdown());
+        let catch_ups = async {
+            for catch_up in self.catch_ups {
+                catch_up.shutdown().await;
+            }
+        };
+        tokio::join!(
+            self.customers.shutdown(),
+            self.products.shutdown(),
+            catch_ups
+        );
     }
 }
 
@@ -248,7 +327,12 @@ struct Follower {
 }
 
 impl Follower {
-    fn spawn(db: Db, bus: SharedBus, replicas: Arc<Mutex<Option<Replicas>>>) -> Self {
+    fn spawn(
+        db: Db,
+        bus: SharedBus,
+        feeds: Option<ReplicaFeeds>,
+        replicas: Arc<Mutex<Option<Replicas>>>,
+    ) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
@@ -256,7 +340,7 @@ impl Follower {
                     () = tokio::time::sleep(FOLLOW_EVERY) => {}
                     _ = stopped.wait_for(|stop| *stop) => return,
                 }
-                if let Err(error) = follow(&db, &bus, &replicas).await {
+                if let Err(error) = follow(&db, &bus, feeds.as_ref(), &replicas).await {
                     tracing::warn!(%error, "cannot follow the replica generation; trying again");
                 }
             }
@@ -276,7 +360,12 @@ impl Follower {
 }
 
 /// Joins the generation in the store if it is past the one running here.
-async fn follow(db: &Db, bus: &SharedBus, replicas: &Mutex<Option<Replicas>>) -> Result<(), Error> {
+async fn follow(
+    db: &Db,
+    bus: &SharedBus,
+    feeds: Option<&ReplicaFeeds>,
+    replicas: &Mutex<Option<Replicas>>,
+) -> Result<(), Error> {
     let stored = store::replica_generation(db).await?;
     let mut running = replicas.lock().await;
     if running.as_ref().is_some_and(|r| r.generation >= stored) {
@@ -285,7 +374,7 @@ async fn follow(db: &Db, bus: &SharedBus, replicas: &Mutex<Option<Replicas>>) ->
     if let Some(old) = running.take() {
         old.shutdown().await;
     }
-    *running = Some(Replicas::start(db, bus, stored).await?);
+    *running = Some(Replicas::start(db, bus, stored, feeds).await?);
     tracing::info!(
         generation = stored,
         "replicas rebuilt by another instance: joined"
@@ -383,12 +472,15 @@ impl Ordering {
         self.replicas.lock().await.as_ref().map(|r| r.generation)
     }
 
-    /// Rebuilds both replicas from the start of customer's and catalog's streams, once
-    /// for all the instances sharing the store: moves the generation on from the one this
-    /// instance runs and empties the replica tables (one compare-and-set transaction),
-    /// then runs consumers of the new generation (`ordering-customers-g<n>`,
-    /// `ordering-products-g<n>`) that deliver everything from the first message, and
-    /// deletes the old generation's consumers. An instance that finds the generation
+    /// Rebuilds both replicas, once for all the instances sharing the store: moves the
+    /// generation on from the one this instance runs and empties the replica tables (one
+    /// compare-and-set transaction), then runs consumers of the new generation
+    /// (`ordering-customers-g<n>`, `ordering-products-g<n>`), and deletes the old
+    /// generation's consumers. With [`OrderingConfig::feeds`], the new generation reads
+    /// customer's and catalog's whole history from their feeds while its consumers read
+    /// the bus from a minute before the rebuild ([`agora_messaging::CatchUp`]: no gap,
+    /// no double, even when the streams no longer hold the oldest events); without,
+    /// its consumers deliver everything from the first message the streams hold. An instance that finds the generation
     /// moved by another one meanwhile (both found the store empty at start) rebuilds
     /// nothing: it adopts that generation, whose consumers it joins. Returns the
     /// generation now running. Until they catch up, the replicas are behind (checkouts
@@ -404,18 +496,24 @@ impl Ordering {
             }
             None => store::replica_generation(&self.db).await?,
         };
-        let won = store::advance_replica_generation(&self.db, previous).await?;
+        let switch = self
+            .feeds
+            .as_ref()
+            .map(|_| std::time::SystemTime::now() - SWITCH_MARGIN);
+        let won = store::advance_replica_generation(&self.db, previous, switch).await?;
         let generation = if won {
             previous + 1
         } else {
             store::replica_generation(&self.db).await?
         };
         self.delete_replica_consumers(previous).await;
-        *replicas = Some(Replicas::start(&self.db, &self.bus, generation).await?);
+        *replicas =
+            Some(Replicas::start(&self.db, &self.bus, generation, self.feeds.as_ref()).await?);
         if won {
             tracing::info!(
                 generation,
-                "replicas rebuilding from the start of the streams"
+                from_feeds = self.feeds.is_some(),
+                "replicas rebuilding"
             );
         } else {
             tracing::info!(generation, "replicas rebuilt by another instance: joined");
@@ -493,9 +591,14 @@ pub async fn build(config: OrderingConfig) -> Result<Ordering, Error> {
     let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
     let generation = store::replica_generation(&db).await?;
     let replicas = Arc::new(Mutex::new(Some(
-        Replicas::start(&db, &config.bus, generation).await?,
+        Replicas::start(&db, &config.bus, generation, config.feeds.as_ref()).await?,
     )));
-    let follower = Follower::spawn(db.clone(), config.bus.clone(), replicas.clone());
+    let follower = Follower::spawn(
+        db.clone(),
+        config.bus.clone(),
+        config.feeds.clone(),
+        replicas.clone(),
+    );
     let statuses = StatusConsumers::start(&db, &config.bus).await?;
     let relay = Relay::spawn(
         &db,
@@ -528,6 +631,7 @@ pub async fn build(config: OrderingConfig) -> Result<Ordering, Error> {
         auth,
         follower,
         replicas,
+        feeds: config.feeds,
         statuses,
         breakers: config.breakers,
     })

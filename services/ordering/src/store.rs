@@ -4,6 +4,7 @@
 //! (or RFC 3339 text where a replica keeps another service's time as given).
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 use agora_contracts::{Address, AddressSource, OrderReference, PaymentMethod};
 use agora_messaging::{Db, Migration};
@@ -157,6 +158,7 @@ impl CustomerData {
 
 const CUSTOMER_DATA: &str = "customer_data";
 const REPLICA_GENERATION: &str = "replica_generation";
+const REPLICA_SWITCH: &str = "replica_switch_ms";
 
 async fn setting(db: &Db, name: &str) -> Result<Option<String>, Error> {
     Ok(
@@ -200,11 +202,29 @@ pub async fn replica_generation(db: &Db) -> Result<u64, Error> {
     }
 }
 
+/// When the consumers of the current replica generation start reading the bus, when
+/// the replicas catch up from the owners' feeds (see [`crate::ReplicaFeeds`]); `None`
+/// for a generation that reads the streams from their start.
+pub async fn replica_switch(db: &Db) -> Result<Option<SystemTime>, Error> {
+    match setting(db, REPLICA_SWITCH).await? {
+        None => Ok(None),
+        Some(value) => value
+            .parse::<u64>()
+            .map(|ms| Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)))
+            .map_err(|_| Error::Corrupt("replica switch time")),
+    }
+}
+
 /// Moves the replica generation from `from` to `from + 1` and empties the replicas,
 /// in one transaction, only if it is still `from`: `false` when another instance moved
 /// it first. Whoever sees the new generation sees the replicas emptied, so no consumer
-/// of the new generation can apply an event that the emptying then erases.
-pub async fn advance_replica_generation(db: &Db, from: u64) -> Result<bool, Error> {
+/// of the new generation can apply an event that the emptying then erases. `switch`:
+/// the new generation's [`replica_switch`].
+pub async fn advance_replica_generation(
+    db: &Db,
+    from: u64,
+    switch: Option<SystemTime>,
+) -> Result<bool, Error> {
     let mut tx = db.begin().await?;
     // The generation-0 row may not exist yet; the update below needs one to compare.
     sqlx::query(
@@ -231,6 +251,27 @@ pub async fn advance_replica_generation(db: &Db, from: u64) -> Result<bool, Erro
     sqlx::query("DELETE FROM ordering_product_replica")
         .execute(&mut *tx)
         .await?;
+    match switch {
+        Some(switch) => {
+            let ms = switch
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            sqlx::query(
+                "INSERT INTO ordering_settings (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(REPLICA_SWITCH)
+            .bind(ms.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM ordering_settings WHERE name = $1")
+                .bind(REPLICA_SWITCH)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
     tx.commit().await?;
     Ok(true)
 }
@@ -605,34 +646,35 @@ pub enum Claim {
     Busy,
 }
 
-/// Claims `(customer, key)` for a request with `fingerprint`. A pending claim older
-/// than `stale_before_ms` is taken over (its holder crashed).
+/// Claims `(customer, key)` for a request with `fingerprint`. A pending claim not
+/// renewed for `lease` is taken over (its holder crashed). The lease is written and
+/// judged by the store's clock, which every instance shares.
 pub async fn claim(
     db: &Db,
     customer_id: Uuid,
     key: &str,
     fingerprint: &str,
-    now_ms: i64,
-    stale_before_ms: i64,
+    lease: Duration,
 ) -> Result<Claim, Error> {
     let claim = Uuid::now_v7();
+    let now = db.now_ms_sql();
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     // Races (a row deleted, a state changed between read and write) are retried, a few
     // rounds; past them the key is reported busy.
     for _ in 0..4 {
         let order_id = Uuid::now_v7();
-        let inserted = sqlx::query(
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO ordering_idempotency
                  (customer_id, idempotency_key, fingerprint, state, claim, order_id,
                   updated_at_ms)
-             VALUES ($1, $2, $3, 'pending', $4, $5, $6)
-             ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
-        )
+             VALUES ($1, $2, $3, 'pending', $4, $5, {now})
+             ON CONFLICT (customer_id, idempotency_key) DO NOTHING"
+        )))
         .bind(customer_id.to_string())
         .bind(key.to_owned())
         .bind(fingerprint.to_owned())
         .bind(claim.to_string())
         .bind(order_id.to_string())
-        .bind(now_ms)
         .execute(db.pool())
         .await?;
         if inserted.rows_affected() == 1 {
@@ -649,22 +691,22 @@ pub async fn claim(
         if row.fingerprint != fingerprint {
             return Ok(Claim::OtherRequest);
         }
-        match row.state.as_str() {
-            "done" => return Ok(row.answer()),
-            "pending" if row.updated_at_ms >= stale_before_ms => return Ok(Claim::Busy),
-            _ => {}
+        if row.state == "done" {
+            return Ok(row.answer());
         }
-        // 'open', or a stale 'pending': take it over if nobody else did meanwhile.
-        let taken = sqlx::query(
-            "UPDATE ordering_idempotency SET state = 'pending', claim = $1, updated_at_ms = $2
-             WHERE customer_id = $3 AND idempotency_key = $4 AND claim = $5 AND state = $6",
-        )
+        // 'open', or a 'pending' past its lease: take it over if nobody else did
+        // meanwhile.
+        let taken = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE ordering_idempotency SET state = 'pending', claim = $1, updated_at_ms = {now}
+             WHERE customer_id = $2 AND idempotency_key = $3 AND claim = $4 AND state = $5
+               AND (state = 'open' OR updated_at_ms < {now} - $6)"
+        )))
         .bind(claim.to_string())
-        .bind(now_ms)
         .bind(customer_id.to_string())
         .bind(key.to_owned())
         .bind(row.claim.clone())
         .bind(row.state.clone())
+        .bind(lease_ms)
         .execute(db.pool())
         .await?;
         if taken.rows_affected() == 1 {
@@ -674,6 +716,10 @@ pub async fn claim(
                 fresh: false,
                 attempt: row.attempt,
             });
+        }
+        if row.state == "pending" {
+            // Held within its lease (or just taken over by another request).
+            return Ok(Claim::Busy);
         }
     }
     Ok(Claim::Busy)
@@ -688,7 +734,6 @@ pub struct IdempotencyRow {
     pub order_id: Uuid,
     pub status: Option<i64>,
     pub body: Option<String>,
-    pub updated_at_ms: i64,
     pub attempt: Option<String>,
 }
 
@@ -710,7 +755,7 @@ pub async fn idempotency_row(
     key: &str,
 ) -> Result<Option<IdempotencyRow>, Error> {
     let row = sqlx::query(
-        "SELECT fingerprint, state, claim, order_id, status, body, updated_at_ms, attempt
+        "SELECT fingerprint, state, claim, order_id, status, body, attempt
          FROM ordering_idempotency WHERE customer_id = $1 AND idempotency_key = $2",
     )
     .bind(customer_id.to_string())
@@ -725,7 +770,6 @@ pub async fn idempotency_row(
             order_id: uuid_of(&row, "order_id")?,
             status: row.try_get("status")?,
             body: row.try_get("body")?,
-            updated_at_ms: row.try_get("updated_at_ms")?,
             attempt: row.try_get("attempt")?,
         })
     })

@@ -13,7 +13,14 @@ use crate::support::{TestShop, eventually};
 /// Every internal route of the shop: `(service, method, path)`.
 fn internal_routes(customer: Uuid, order: Uuid) -> Vec<(&'static str, Method, String)> {
     let authorization = Uuid::now_v7();
-    vec![
+    let feeds = agora::runtime::ServiceName::ALL.map(|service| {
+        (
+            service.as_str(),
+            Method::GET,
+            format!("/internal/{service}/events?after=0"),
+        )
+    });
+    let mut routes = vec![
         (
             "customer",
             Method::GET,
@@ -69,7 +76,9 @@ fn internal_routes(customer: Uuid, order: Uuid) -> Vec<(&'static str, Method, St
             Method::POST,
             format!("/internal/inventory/reservations/{order}/release"),
         ),
-    ]
+    ];
+    routes.extend(feeds);
+    routes
 }
 
 /// A body each route would take, so that only the token decides.
@@ -274,4 +283,44 @@ async fn the_data_directory_and_every_file_in_it_are_the_owners_only() {
         "the generated admin password"
     );
     fresh.shutdown().await;
+}
+
+/// A service's feed holds what it published: a sign-up is in customer's, in order.
+#[tokio::test]
+async fn a_service_serves_its_own_events_on_its_feed() {
+    let shop = TestShop::start().await;
+    let plane = InternalKey::load(&shop.dir.path().join(INTERNAL_KEY_FILE)).expect("the key");
+    let (customer, _, _) = shop.customer().await;
+    let url = format!(
+        "{}/internal/customer/events",
+        shop.shop.service_url("customer").await.unwrap()
+    );
+    let token = plane.service("ordering").token_for("customer").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let found = loop {
+        let page: Value = shop
+            .client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"]["data"]["customer_id"] == customer.to_string())
+            .cloned();
+        if found.is_some() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let event = found.expect("the sign-up in customer's feed");
+    assert_eq!(event["event"]["type"], "CustomerRegistered", "{event}");
+    assert!(event["position"].as_u64().unwrap() >= 1);
+    shop.stop().await;
 }

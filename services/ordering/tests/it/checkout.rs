@@ -28,6 +28,7 @@ crate::on_both_backends!(
     refusals,
     preview_has_the_documented_shape,
     settings_switch_at_runtime,
+    a_store_that_cannot_answer_is_a_503_to_retry,
     the_settings_lever_takes_a_service_token_only,
 );
 
@@ -562,5 +563,20 @@ async fn the_settings_lever_takes_a_service_token_only(backend: Backend) {
         ordering.customer_data().await.unwrap(),
         CustomerData::Replica
     );
+    ordering.shutdown().await;
+}
+
+/// Its store out of reach (a database restarting), checkout answers 503 with
+/// Retry-After, not a 500: the client should come back, nothing went wrong with it.
+async fn a_store_that_cannot_answer_is_a_503_to_retry(backend: Backend) {
+    let Some((env, ordering)) = start(backend).await else {
+        return;
+    };
+    let lamp = product(&env, &ordering, "Lamp", 1000).await;
+    let (_, token) = customer_with_data(&env, &ordering).await;
+    ordering.db().pool().close().await;
+    let answer = place_order(&ordering, &token, Some("k1"), lines(&[(lamp, 1)])).await;
+    assert_problem(&answer, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.headers.contains_key(header::RETRY_AFTER));
     ordering.shutdown().await;
 }

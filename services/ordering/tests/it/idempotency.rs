@@ -17,6 +17,7 @@ crate::on_both_backends!(
     a_request_refused_before_payment_leaves_the_key_unused,
     keys_are_scoped_to_the_customer,
     twenty_concurrent_duplicates_make_one_order_and_one_authorization,
+    an_abandoned_claim_is_taken_over_after_its_lease,
 );
 
 async fn a_repeated_request_gets_the_same_answer_and_makes_no_second_order(backend: Backend) {
@@ -145,5 +146,73 @@ async fn twenty_concurrent_duplicates_make_one_order_and_one_authorization(backe
     for answer in &created {
         assert_eq!(answer.body, created[0].body);
     }
+    ordering.shutdown().await;
+}
+
+/// A claim whose holder died mid-request (its instance killed) blocks its key for the
+/// lease, judged by the store's clock, then a retry takes it over.
+async fn an_abandoned_claim_is_taken_over_after_its_lease(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    env.payment.set_mode(PaymentMode::Hang);
+    let lease = Duration::from_secs(1);
+    let ordering = agora_ordering::build(agora_ordering::OrderingConfig {
+        idempotency_lease: lease,
+        idempotency_wait: Duration::from_millis(100),
+        payment_deadline: Duration::from_secs(3600),
+        ..env.config()
+    })
+    .await
+    .unwrap();
+    let lamp = product(&env, &ordering, "Lamp", 1000).await;
+    let (_, token) = customer_with_data(&env, &ordering).await;
+    let router = ordering.router();
+    let (holder_token, body) = (token.clone(), lines(&[(lamp, 1)]));
+    let before_claim = std::time::Instant::now();
+    let holder = tokio::spawn(async move {
+        crate::support::request(
+            &router,
+            axum::http::Method::POST,
+            "/api/ordering/orders",
+            Some(&holder_token),
+            &[("Idempotency-Key", "abandoned")],
+            Some(body),
+        )
+        .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.payment.calls() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder reaches payment"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.abort();
+    let _ = holder.await;
+    let claimed = std::time::Instant::now();
+    env.payment.set_mode(PaymentMode::Approve);
+
+    let within = place_order(&ordering, &token, Some("abandoned"), lines(&[(lamp, 1)])).await;
+    if claimed.elapsed() < lease {
+        assert_problem(&within, StatusCode::CONFLICT);
+    }
+    let mut after = within;
+    while after.status != StatusCode::CREATED {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "taken over: {}",
+            after.body
+        );
+        assert_problem(&after, StatusCode::CONFLICT);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = place_order(&ordering, &token, Some("abandoned"), lines(&[(lamp, 1)])).await;
+    }
+    assert!(
+        before_claim.elapsed() >= lease - Duration::from_millis(20),
+        "not before the lease"
+    );
+    assert_eq!(ordering.order_count().await.unwrap(), 1);
     ordering.shutdown().await;
 }

@@ -2,12 +2,14 @@
 //! arrives, then the replica holds this. Duplicates and reordering never regress them;
 //! a rebuild from the start of the streams converges to what live delivery built.
 
-use agora_bus::Bus;
+use std::sync::Arc;
+
+use agora_bus::{Bus, SharedBus};
 use agora_contracts::{
     CustomerAddressChanged, CustomerRegistered, PaymentMethod, PaymentMethodChanged, ProductAdded,
     ProductDeleted, ProductUpdated,
 };
-use agora_messaging::Envelope;
+use agora_messaging::{CatchUp, Db, Envelope, Outbox, Relay, RelayConfig};
 use agora_ordering::{Ordering, ReplicaSnapshot};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -26,6 +28,7 @@ crate::on_both_backends!(
     a_rebuild_from_the_start_equals_live_delivery,
     two_instances_rebuild_once,
     an_instance_follows_a_rebuild_by_another,
+    a_rebuild_catches_up_from_the_owners_feeds,
 );
 
 async fn customer(ordering: &Ordering, id: Uuid) -> agora_ordering::CustomerReplica {
@@ -399,4 +402,111 @@ async fn an_instance_follows_a_rebuild_by_another(backend: Backend) {
     })
     .await;
     tokio::join!(first.shutdown(), second.shutdown());
+}
+
+/// An owner's store with its events published, but not on the shop's bus: history the
+/// streams no longer hold (a new bus, or events past the streams' retention).
+async fn owner_with_history(dir: &std::path::Path, name: &str, events: &[Envelope]) -> Db {
+    let db = Db::connect(&format!(
+        "sqlite://{}",
+        dir.join(format!("{name}.db")).display()
+    ))
+    .await
+    .unwrap();
+    db.migrate_messaging().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for event in events.iter().filter(|e| seen.insert(e.id)) {
+        Outbox::append(&mut tx, event).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let elsewhere = agora_bus::embedded::EmbeddedBus::open(dir.join(format!("{name}-bus.db")))
+        .await
+        .unwrap();
+    elsewhere
+        .ensure_stream(&agora_messaging::stream_config(name))
+        .await
+        .unwrap();
+    let published = Relay::publish_pending(&db, &(Arc::new(elsewhere) as SharedBus), 100)
+        .await
+        .unwrap();
+    assert_eq!(published, seen.len());
+    db
+}
+
+/// A rebuild with the owners' feeds gets the history the streams do not hold, and meets
+/// the bus without a gap (an event published after it arrives) or a double (each event
+/// applied once, though the newest came both ways).
+async fn a_rebuild_catches_up_from_the_owners_feeds(backend: Backend) {
+    let Some(env) = crate::support::Env::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ada, lamp, chair) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let (customer_events, catalog_events): (Vec<_>, Vec<_>) = history(ada, lamp, chair)
+        .into_iter()
+        .partition(|e| e.source == "customer");
+    let customers = owner_with_history(dir.path(), "customer", &customer_events).await;
+    let catalog = owner_with_history(dir.path(), "catalog", &catalog_events).await;
+    let config = agora_ordering::OrderingConfig {
+        feeds: Some(agora_ordering::ReplicaFeeds {
+            customer: Arc::new(Outbox::new(&customers)),
+            catalog: Arc::new(Outbox::new(&catalog)),
+        }),
+        ..env.config()
+    };
+    let ordering = agora_ordering::build(config.clone()).await.unwrap();
+    assert_eq!(env.bus.last_sequence("CUSTOMER").await.unwrap_or(0), 0);
+
+    assert_eq!(ordering.rebuild_replicas().await.unwrap(), 1);
+    eventually("the replicas to converge from the feeds", || async {
+        converged(
+            &ordering.replica_snapshot().await.unwrap(),
+            ada,
+            lamp,
+            chair,
+        )
+    })
+    .await;
+
+    // Customer goes on publishing, now on the shop's bus: the event is in its feed too.
+    let relay = Relay::spawn(
+        &customers,
+        env.bus.clone() as SharedBus,
+        RelayConfig {
+            streams: vec![agora_messaging::stream_config("customer")],
+            ..RelayConfig::default()
+        },
+    );
+    let later = address_changed(ada, "Fifth 5", 5);
+    let mut tx = customers.begin().await.unwrap();
+    Outbox::append(&mut tx, &later).await.unwrap();
+    Outbox::new(&customers).commit(tx).await.unwrap();
+    eventually("the new event to arrive", || async {
+        customer(&ordering, ada).await.address_version == 5
+    })
+    .await;
+    let (consumer, _) = agora_ordering::consumer_names(1);
+    eventually("the feed read to its end", || async {
+        CatchUp::state(ordering.db(), &consumer).await.unwrap().done
+    })
+    .await;
+    let processed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM messaging_inbox WHERE consumer = $1")
+            .bind(&consumer)
+            .fetch_one(ordering.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        processed, 5,
+        "four old customer events and the new one, once each"
+    );
+    relay.shutdown().await;
+    ordering.shutdown().await;
+
+    // A restart runs the generation's consumers; the catch-up is done, not redone.
+    let ordering = agora_ordering::build(config).await.unwrap();
+    assert_eq!(ordering.replica_generation().await, Some(1));
+    assert_eq!(customer(&ordering, ada).await.address_version, 5);
+    ordering.shutdown().await;
 }
