@@ -18,11 +18,14 @@
 //! - a field added to an existing event is an `Option` or has `#[serde(default)]`, so
 //!   that payloads from older producers still decode;
 //! - string-backed enums keep unknown values in an `Other` variant instead of failing;
-//! - a breaking change is a new event type, never an edit of an existing one.
+//! - a breaking change is a new event type, never an edit of an existing one: a new
+//!   version, named with it (`OrderAcceptedV2`).
 //!
 //! The JSON Schema of every event type is committed under `schemas/`, one file per
-//! type named by its bus subject (`ordering.OrderAccepted.json`); the crate's tests
-//! refuse a change that breaks these rules against the committed schemas.
+//! type and version (`ordering.OrderAccepted.v1.json`); the crate's tests refuse a
+//! change that breaks these rules against the committed schemas, and
+//! `AGORA_UPDATE_SCHEMAS=1 cargo test -p agora-contracts` rewrites the files after a
+//! compatible one.
 //!
 //! Times are RFC 3339 strings, ids are UUIDs, money is integer minor units
 //! (`amount_cents`) with an ISO 4217 `currency`, as in the public HTTP API.

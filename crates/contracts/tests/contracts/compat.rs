@@ -469,6 +469,16 @@ mod tests {
         assert_eq!(found(&event(), &new), []);
     }
 
+    /// A field with `#[serde(default)]`: not required of writers, whatever they write.
+    #[test]
+    fn a_new_field_with_a_default_is_compatible() {
+        let new = edited(|s| {
+            s["properties"]["pieces"] =
+                json!({"type": "integer", "format": "uint32", "default": 1});
+        });
+        assert_eq!(found(&event(), &new), []);
+    }
+
     #[test]
     fn a_new_required_field_breaks_old_writers() {
         let new = edited(|s| {

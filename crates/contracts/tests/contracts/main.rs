@@ -3,6 +3,7 @@
 //! that a change must stay compatible with.
 
 mod compat;
+mod edits;
 mod schemas;
 
 use std::collections::{BTreeMap, BTreeSet};

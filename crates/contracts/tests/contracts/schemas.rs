@@ -1,6 +1,6 @@
 //! The committed JSON Schemas of the events (`crates/contracts/schemas/`, one file per
-//! event type, named by its bus subject): they match the types, and a change that
-//! older readers or writers could not live with is refused.
+//! event type and version, `ordering.OrderAccepted.v1.json`): they match the types,
+//! and a change that older readers or writers could not live with is refused.
 //!
 //! `AGORA_UPDATE_SCHEMAS=1 cargo test -p agora-contracts` rewrites the files whose
 //! new schema is compatible; a breaking one is never written.
@@ -33,8 +33,43 @@ fn directory() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas")
 }
 
+/// The file of an event type's schema: `{source}.{name}.v{version}.json`.
 fn file_name(case: &Case) -> String {
-    format!("{}.json", case.bus_subject)
+    let (name, version) = name_and_version(case.ty);
+    format!("{}.{name}.v{version}.json", case.source)
+}
+
+/// An event type's name and version: a breaking change to `OrderAccepted` is a new type
+/// `OrderAcceptedV2`, version 2 of `OrderAccepted`; a type without such a suffix is
+/// version 1.
+fn name_and_version(ty: &str) -> (&str, u32) {
+    let name = ty.trim_end_matches(|c: char| c.is_ascii_digit());
+    let version = ty[name.len()..].parse::<u32>();
+    match (name.strip_suffix('V'), version) {
+        (Some(name), Ok(version)) if !name.is_empty() && version >= 2 => (name, version),
+        _ => (ty, 1),
+    }
+}
+
+#[test]
+fn a_schema_file_is_named_by_source_type_and_version() {
+    for (ty, expected) in [
+        ("OrderAccepted", ("OrderAccepted", 1)),
+        ("OrderAcceptedV2", ("OrderAccepted", 2)),
+        ("OrderAcceptedV12", ("OrderAccepted", 12)),
+        // Not a version suffix: version 1 of a type with that name.
+        ("OrderAcceptedV1", ("OrderAcceptedV1", 1)),
+        ("OrderAcceptedV", ("OrderAcceptedV", 1)),
+        ("Order2", ("Order2", 1)),
+        ("V2", ("V2", 1)),
+    ] {
+        assert_eq!(name_and_version(ty), expected, "{ty}");
+    }
+    let case = cases()
+        .into_iter()
+        .find(|case| case.ty == "OrderAccepted")
+        .expect("OrderAccepted is sampled");
+    assert_eq!(file_name(&case), "ordering.OrderAccepted.v1.json");
 }
 
 /// The file's text: schemars puts the keywords a reader looks for first (`title`,
@@ -83,7 +118,10 @@ fn committed_schemas_match_the_event_types() {
     for case in cases() {
         let name = file_name(&case);
         let new = (case.schema)(Contract::Deserialize);
-        expected.insert(name.clone());
+        assert!(
+            expected.insert(name.clone()),
+            "two event types share the schema file {name}"
+        );
         match committed(&name) {
             Some(old) if old == new => continue,
             Some(old) => {
@@ -106,7 +144,7 @@ fn committed_schemas_match_the_event_types() {
     for entry in fs::read_dir(directory()).into_iter().flatten() {
         let name = entry.expect("lists schemas/").file_name();
         let name = name.to_string_lossy().into_owned();
-        if !expected.contains(&name) {
+        if name.ends_with(".json") && !expected.contains(&name) {
             retired.push(name);
         }
     }
@@ -115,7 +153,10 @@ fn committed_schemas_match_the_event_types() {
         breaking.is_empty(),
         "{} breaking change(s) to committed event schemas:\n  {}\n\
          Events stay stored, and during a rolling upgrade old and new instances read each \
-         other's: a breaking change is a new event type, never an edit of an existing one.",
+         other's events: keep the change compatible, or make it a new version of the event, \
+         a new event type (`OrderAcceptedV2`) whose schema gets a file of its own \
+         (`ordering.OrderAccepted.v2.json`) beside the old one. `{UPDATE_COMMAND}` never \
+         writes a breaking schema.",
         breaking.len(),
         breaking.join("\n  ")
     );
