@@ -53,7 +53,10 @@ impl Rule {
             }
             Rule::FieldMadeRequired => "old writers, and stored events, may leave it out",
             Rule::FieldMadeOptional => "new writers may leave it out, and old readers require it",
-            Rule::Retyped => "each side of the upgrade would refuse what the other writes",
+            Rule::Retyped => {
+                "readers on one side of the upgrade may refuse what writers on the other write \
+                 (a wider type too: old readers refuse the new values)"
+            }
             Rule::EnumValueRemoved => {
                 "old writers, and stored events, use it (a reader of an open enum would take \
                  it for a value it does not know)"
@@ -683,8 +686,9 @@ mod tests {
         let message = breaks(&event(), &new)[0].to_string();
         assert_eq!(
             message,
-            "`name`: Retyped: retyped from string to integer: each side of the upgrade would \
-             refuse what the other writes"
+            "`name`: Retyped: retyped from string to integer: readers on one side of the \
+             upgrade may refuse what writers on the other write (a wider type too: old readers \
+             refuse the new values)"
         );
     }
 }
