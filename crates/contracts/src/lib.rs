@@ -8,16 +8,24 @@
 //! applies an update only when it is newer than what it holds.
 //!
 //! What this crate must never contain: business logic, validation, I/O, or a
-//! dependency on a service crate or on the bus. It is data with serde derives. The one
-//! derivation here is an order's human reference ([`OrderReference`]): a pure function
-//! of the id that every service and the UI must write alike, so it lives in one place.
+//! dependency on a service crate or on the bus. It is data with serde and JSON Schema
+//! (`schemars`) derives. The one derivation here is an order's human reference
+//! ([`OrderReference`]): a pure function of the id that every service and the UI must
+//! write alike, so it lives in one place.
 //!
 //! Forward compatibility rules, which every change here must keep:
 //! - consumers ignore unknown fields, so no type uses `deny_unknown_fields`;
 //! - a field added to an existing event is an `Option` or has `#[serde(default)]`, so
 //!   that payloads from older producers still decode;
 //! - string-backed enums keep unknown values in an `Other` variant instead of failing;
-//! - a breaking change is a new event type, never an edit of an existing one.
+//! - a breaking change is a new event type, never an edit of an existing one: a new
+//!   version, named with it (`OrderAcceptedV2`).
+//!
+//! The JSON Schema of every event type is committed under `schemas/`, one file per
+//! type and version (`ordering.OrderAccepted.v1.json`); the crate's tests refuse a
+//! change that breaks these rules against the committed schemas, and
+//! `AGORA_UPDATE_SCHEMAS=1 cargo test -p agora-contracts` rewrites the files after a
+//! compatible one.
 //!
 //! Times are RFC 3339 strings, ids are UUIDs, money is integer minor units
 //! (`amount_cents`) with an ISO 4217 `currency`, as in the public HTTP API.
@@ -40,6 +48,7 @@ pub mod inventory;
 pub mod ordering;
 pub mod payment;
 pub mod reference;
+mod schema;
 pub mod shipping;
 pub mod values;
 
@@ -60,6 +69,11 @@ pub use values::{
 };
 
 /// The data of one event type, with the envelope attributes that belong to it.
+///
+/// The event types of this crate also derive `schemars::JsonSchema`: their schemas are
+/// committed under `crates/contracts/schemas/`, where a test refuses changes that older
+/// readers or writers could not live with. (The trait does not require it, so that
+/// tests elsewhere can define events of their own without schemas.)
 pub trait Event:
     Serialize + DeserializeOwned + Clone + Debug + PartialEq + Send + Sync + 'static
 {

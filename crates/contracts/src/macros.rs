@@ -28,14 +28,18 @@ macro_rules! impl_event {
 /// `Other` holding a known spelling (e.g. `Other("timeout")`) is not equal to the
 /// named variant; it never comes out of deserialization, which always picks the
 /// named variant.
+///
+/// Its JSON Schema is a string with the known values listed under
+/// `x-extensible-enum` (not `enum`, which would refuse every other value): readers
+/// must accept values they do not know.
 macro_rules! string_enum {
     (
-        $(#[$meta:meta])*
+        $(#[doc = $doc:literal])*
         pub enum $name:ident {
             $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
         }
     ) => {
-        $(#[$meta])*
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
         pub enum $name {
             $( $(#[$vmeta])* $variant, )+
@@ -83,6 +87,28 @@ macro_rules! string_enum {
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 String::deserialize(deserializer).map(Self::from)
+            }
+        }
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn schema_id() -> std::borrow::Cow<'static, str> {
+                concat!(module_path!(), "::", stringify!($name)).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                // The doc comment, as the derive writes it for the other types.
+                let description = [$($doc),*]
+                    .map(|line: &str| line.strip_prefix(' ').unwrap_or(line))
+                    .join("\n");
+                schemars::json_schema!({
+                    "description": description,
+                    "type": "string",
+                    "x-extensible-enum": [$($text),+],
+                })
             }
         }
     };

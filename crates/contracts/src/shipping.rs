@@ -2,16 +2,18 @@
 //!
 //! The aggregate is the shipment: the subject is the shipment id.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::schema::Rfc3339;
 use crate::values::Address;
 
 const SOURCE: &str = "shipping";
 
 /// A shipment left the warehouse.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentDispatched {
     pub shipment_id: Uuid,
     pub order_id: Uuid,
@@ -23,6 +25,7 @@ pub struct ShipmentDispatched {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking_number: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "Rfc3339")]
     pub dispatched_at: OffsetDateTime,
     pub version: u64,
 }

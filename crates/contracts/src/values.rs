@@ -1,10 +1,11 @@
 //! Value types shared by several events. Their JSON shapes are the public API's.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// An amount of money in integer minor units of an ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Money {
     /// Minor units (cents for EUR and USD).
     pub amount_cents: i64,
@@ -13,7 +14,7 @@ pub struct Money {
 }
 
 /// A postal address, as the customer gave it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Address {
     pub line1: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -25,7 +26,7 @@ pub struct Address {
 }
 
 /// How a customer pays: a token from the payment provider, never a card number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentMethod {
     /// The provider's token, e.g. `"tok_visa"`.
     pub token: String,
@@ -34,7 +35,7 @@ pub struct PaymentMethod {
 }
 
 /// One line of an order, priced when the order was accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLine {
     pub product_id: Uuid,
     pub quantity: u32,
@@ -43,14 +44,14 @@ pub struct OrderLine {
 }
 
 /// A quantity of one product, as reserved or released by inventory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockLine {
     pub product_id: Uuid,
     pub quantity: u32,
 }
 
 /// Why a reservation failed for one product.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockShortage {
     pub product_id: Uuid,
     pub requested: u32,

@@ -1,9 +1,16 @@
 //! The wire contract of every event: JSON round trips, tolerance of newer and older
-//! payloads, unique type names, and pinned JSON shapes.
+//! payloads, unique type names, pinned JSON shapes, and the committed JSON Schemas
+//! that a change must stay compatible with.
+
+mod compat;
+mod edits;
+mod schemas;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use agora_contracts::*;
+use schemars::JsonSchema;
+use schemars::generate::Contract;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -104,9 +111,11 @@ struct Case {
     decodes_to_sample: Box<dyn Fn(Value) -> Result<bool, serde_json::Error>>,
     /// Decodes a payload as this event type.
     decodes: fn(Value) -> Result<(), serde_json::Error>,
+    /// The event type's JSON Schema, for readers or for writers.
+    schema: fn(Contract) -> Value,
 }
 
-fn case<E: Event>(sample: E, subject_field: &'static str) -> Case {
+fn case<E: Event + JsonSchema>(sample: E, subject_field: &'static str) -> Case {
     let text = serde_json::to_string(&sample).expect("serializes");
     let json: Value = serde_json::from_str(&text).expect("is JSON");
     let from_text: E = serde_json::from_str(&text).expect("deserializes");
@@ -123,6 +132,7 @@ fn case<E: Event>(sample: E, subject_field: &'static str) -> Case {
             serde_json::from_value::<E>(value).map(|event| event == sample)
         }),
         decodes: |value| serde_json::from_value::<E>(value).map(drop),
+        schema: schemas::generate::<E>,
     }
 }
 
