@@ -78,7 +78,9 @@ struct Inner {
 
 impl Db {
     /// Connects with the default [`DbConfig`]. `url` is `sqlite://path` (the file is
-    /// created if missing), `sqlite::memory:`, or `postgres://…`.
+    /// created if missing), `sqlite::memory:`, or `postgres://…`; a PostgreSQL URL may
+    /// size the pool with `pool_max_conns=N` (default 10), as a deployment must when
+    /// processes' pools together would pass the server's `max_connections`.
     pub async fn connect(url: &str) -> Result<Db, Error> {
         Db::connect_with(url, &DbConfig::default()).await
     }
@@ -89,9 +91,10 @@ impl Db {
         let pool = match backend {
             Backend::Sqlite => connect_sqlite(url, config).await?,
             Backend::Postgres => {
+                let (url, pool_size) = take_pool_size(url)?;
                 let options: AnyConnectOptions = url.parse()?;
                 AnyPoolOptions::new()
-                    .max_connections(config.max_connections.unwrap_or(10))
+                    .max_connections(config.max_connections.or(pool_size).unwrap_or(10))
                     .acquire_timeout(config.acquire_timeout.unwrap_or(Duration::from_secs(5)))
                     .connect_with(options)
                     .await?
@@ -238,6 +241,33 @@ impl Db {
 /// `hashtext('agora_migrations')`-like constant: any fixed key works, it only has to
 /// differ from the other advisory locks of the database.
 const MIGRATION_LOCK_KEY: i64 = 0x6167_6f72_615f_6d67; // "agora_mg"
+
+/// The URL without its `pool_max_conns` parameter, and that parameter's value.
+fn take_pool_size(url: &str) -> Result<(String, Option<u32>), Error> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut size = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("pool_max_conns", value)) => {
+                size = Some(value.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    Error::Config(format!(
+                        "pool_max_conns={value:?} in the database URL: a positive integer, please"
+                    ))
+                })?);
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, size))
+}
 
 fn backend_of(url: &str) -> Result<Backend, Error> {
     if url.starts_with("sqlite:") {

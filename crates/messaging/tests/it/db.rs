@@ -6,6 +6,33 @@ use crate::support::TestStore;
 
 crate::on_both_backends!(migrations_are_idempotent_and_versioned, knows_its_backend);
 
+#[tokio::test]
+async fn a_postgres_url_sizes_the_pool() {
+    let Some(database) = agora_testkit::PgDatabase::create().await else {
+        return;
+    };
+    let url = database.url();
+    let default = Db::connect(url).await.unwrap();
+    assert_eq!(default.pool().options().get_max_connections(), 10);
+    let sized = Db::connect(&format!("{url}?pool_max_conns=3&application_name=ordering"))
+        .await
+        .unwrap();
+    assert_eq!(sized.pool().options().get_max_connections(), 3);
+    let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+        .fetch_one(sized.pool())
+        .await
+        .unwrap();
+    assert_eq!(name, "ordering", "the other parameters are kept");
+    for bad in ["0", "-1", "many", ""] {
+        let error = Db::connect(&format!("{url}?pool_max_conns={bad}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Config(_)), "{bad}: {error}");
+    }
+    default.close().await;
+    sized.close().await;
+}
+
 async fn migrations_are_idempotent_and_versioned(store: TestStore) {
     // TestStore::open migrated once already.
     store.db.migrate_messaging().await.unwrap();
