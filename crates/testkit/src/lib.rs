@@ -41,6 +41,18 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+/// `n` distinct free TCP ports on 127.0.0.1 (all bound at once while chosen, so no
+/// two are the same; [`free_port`] called `n` times may repeat one).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on 127.0.0.1"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
+}
+
 fn find_nats_server() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("NATS_SERVER_BIN") {
         return Some(PathBuf::from(path));
@@ -189,7 +201,9 @@ impl NatsCluster {
             missing("nats-server not found on PATH (apt-get install nats-server)");
             return None;
         };
-        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        // Client, route and monitoring ports, all distinct.
+        let mut ports = free_ports(3 * size).into_iter();
+        let route_ports: Vec<u16> = ports.by_ref().take(size).collect();
         let routes = route_ports
             .iter()
             .map(|port| format!("nats://127.0.0.1:{port}"))
@@ -200,14 +214,14 @@ impl NatsCluster {
             .enumerate()
             .map(|(i, &route_port)| NatsServer {
                 binary: binary.clone(),
-                port: free_port(),
+                port: ports.next().expect("a client port"),
                 store: tempfile::tempdir().expect("create a temporary JetStream store"),
                 child: None,
                 member: Some(Member {
                     name: format!("n{i}"),
                     route_port,
                     routes: routes.clone(),
-                    monitor_port: free_port(),
+                    monitor_port: ports.next().expect("a monitoring port"),
                 }),
             })
             .collect();
