@@ -1,9 +1,9 @@
-//! The one error type of this crate, and its problem+json rendering.
+//! The one error type of this crate, and the one mapping of it to a problem+json answer.
 
 use agora_contracts::Role;
-use axum::http::{HeaderValue, StatusCode, header};
+use agora_httpkit::Problem;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 /// Why a request was not authenticated or not authorized.
 ///
@@ -61,43 +61,43 @@ impl Error {
     }
 }
 
-/// RFC 9457 problem details, the minimal shape of api.md's conventions.
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    type_: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
+impl From<&Error> for Problem {
+    /// The one mapping of an auth error to an answer: 401 (with `WWW-Authenticate:
+    /// Bearer`) or 403 saying why in words that name no part of the token; anything
+    /// else is logged and answered as an internal error.
+    fn from(error: &Error) -> Problem {
+        match error.status() {
+            StatusCode::UNAUTHORIZED => Problem::unauthorized().with_detail(sentence(error)),
+            StatusCode::FORBIDDEN => Problem::forbidden().with_detail(sentence(error)),
+            _ => {
+                tracing::error!(%error, "token verification failed");
+                Problem::internal()
+            }
+        }
+    }
 }
 
-const PROBLEM_JSON: &str = "application/problem+json";
+impl From<Error> for Problem {
+    fn from(error: Error) -> Problem {
+        Problem::from(&error)
+    }
+}
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let detail = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                let mut detail = self.to_string();
-                detail[..1].make_ascii_uppercase();
-                detail.push('.');
-                detail
-            }
-            _ => "The request could not be authenticated.".to_owned(),
-        };
-        let problem = Problem {
-            type_: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = (status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
+        Problem::from(&self).into_response()
     }
+}
+
+/// "the token has expired" → "The token has expired."
+fn sentence(error: &Error) -> String {
+    let text = error.to_string();
+    let mut chars = text.chars();
+    let mut sentence: String = chars
+        .next()
+        .map(|c| c.to_uppercase().collect())
+        .unwrap_or_default();
+    sentence.push_str(chars.as_str());
+    sentence.push('.');
+    sentence
 }

@@ -8,6 +8,9 @@
 //!   body that is not JSON is a 400, JSON of the wrong shape a 422 naming the field, a
 //!   missing `Content-Type` a 415, a body over the limit a 413.
 //!
+//! - [`BearerSecurity`]: the `bearer` security scheme of every OpenAPI document;
+//! - [`BODY_LIMIT`]: the one request body limit.
+//!
 //! Both derive `utoipa::ToSchema`: document error answers with
 //! `body = agora_httpkit::Problem, content_type = "application/problem+json"`.
 //!
@@ -19,7 +22,31 @@
 #![forbid(unsafe_code)]
 
 mod json;
+mod openapi;
 mod problem;
 
 pub use json::Json;
+pub use openapi::BearerSecurity;
 pub use problem::{FieldError, PROBLEM_JSON, Problem};
+
+/// The largest request body a service takes (64 KiB); larger ones are refused with
+/// 413: `.layer(DefaultBodyLimit::max(BODY_LIMIT))`.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// `From` each source error for a service's API error, through its `Internal` variant
+/// (which takes anything its own error converts from): the `?` of a handler on a store
+/// or bus call.
+///
+/// ```ignore
+/// agora_httpkit::internal_from!(ApiError: agora_messaging::Error, sqlx::Error);
+/// ```
+#[macro_export]
+macro_rules! internal_from {
+    ($target:ident: $($source:ty),+ $(,)?) => {$(
+        impl From<$source> for $target {
+            fn from(error: $source) -> Self {
+                $target::Internal(error.into())
+            }
+        }
+    )+};
+}

@@ -3,7 +3,7 @@
 
 use agora_auth::{Caller, Verifier};
 use agora_contracts::Role;
-use agora_httpkit::{FieldError, Json, Problem};
+use agora_httpkit::{BearerSecurity, FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Outbox};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, Path, State as AxumState};
@@ -31,9 +31,6 @@ impl FromRef<State> for Verifier {
     }
 }
 
-/// Request bodies over 64 KiB are refused (413).
-const BODY_LIMIT: usize = 64 * 1024;
-
 const PRODUCTS: &str = "/api/catalog/products";
 
 pub fn router(state: State) -> Router {
@@ -43,7 +40,7 @@ pub fn router(state: State) -> Router {
             "/api/catalog/products/{id}",
             get(get_product).put(update_product).delete(delete_product),
         )
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(agora_httpkit::BODY_LIMIT))
         .with_state(state)
 }
 
@@ -68,7 +65,7 @@ impl ApiError {
             ApiError::Auth(error) if error.status() == StatusCode::FORBIDDEN => {
                 Problem::forbidden().with_detail("Only an admin may change the catalog.")
             }
-            ApiError::Auth(_) => Problem::unauthorized(),
+            ApiError::Auth(error) => error.into(),
             ApiError::Internal(error) => {
                 // The cause goes to the log, never to the client.
                 tracing::error!(%error, "catalog request failed");
@@ -84,16 +81,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-macro_rules! internal_from {
-    ($($source:ty),*) => {$(
-        impl From<$source> for ApiError {
-            fn from(error: $source) -> Self {
-                ApiError::Internal(error.into())
-            }
-        }
-    )*};
-}
-internal_from!(agora_messaging::Error, sqlx::Error);
+agora_httpkit::internal_from!(ApiError: agora_messaging::Error, sqlx::Error);
 
 // Wire types: what clients send and receive, apart from the domain types.
 
@@ -411,22 +399,3 @@ async fn delete_product(
     tags((name = "catalog", description = "Product master data"))
 )]
 pub struct ApiDoc;
-
-/// Declares the `bearer` security scheme the admin routes name.
-struct BearerSecurity;
-
-impl utoipa::Modify for BearerSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}

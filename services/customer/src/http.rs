@@ -4,7 +4,7 @@
 
 use agora_auth::{Caller, InternalAuth, Verifier};
 use agora_contracts::{CustomerAddressChanged, PaymentMethodChanged, Role};
-use agora_httpkit::{FieldError, Json, Problem};
+use agora_httpkit::{BearerSecurity, FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Envelope, Outbox};
 use agora_resilience::{Deadline, ReceiveDeadlineLayer, deadline_exceeded_problem};
 use axum::Router;
@@ -35,9 +35,6 @@ impl FromRef<State> for Verifier {
     }
 }
 
-/// Request bodies over 64 KiB are refused (413).
-const BODY_LIMIT: usize = 64 * 1024;
-
 /// The public routes, and the internal one behind `internal`'s guard (a service
 /// token for customer, nothing else).
 pub fn router(state: State, internal: &InternalAuth) -> Router {
@@ -50,7 +47,7 @@ pub fn router(state: State, internal: &InternalAuth) -> Router {
         .route("/api/customers/me/payment-method", put(put_payment_method))
         .merge(internal)
         // The API's limit; the Json extractor answers 413 over it.
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(agora_httpkit::BODY_LIMIT))
         // The caller's budget (`Agora-Budget-Ms`): no work starts once it is spent (504).
         .layer(ReceiveDeadlineLayer::new())
         .with_state(state)
@@ -77,15 +74,7 @@ impl ApiError {
     fn problem(&self) -> Problem {
         match self {
             ApiError::Invalid(errors) => Problem::unprocessable(errors.clone()),
-            ApiError::Unauthenticated(error) => match error.status().as_u16() {
-                // The reason names no part of the token: it helps the client.
-                401 => Problem::unauthorized().with_detail(sentence(&error.to_string())),
-                403 => Problem::forbidden(),
-                _ => {
-                    tracing::error!(%error, "token verification failed");
-                    Problem::internal()
-                }
-            },
+            ApiError::Unauthenticated(error) => error.into(),
             ApiError::Forbidden => {
                 Problem::forbidden().with_detail("This needs the customer or the admin role.")
             }
@@ -106,28 +95,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-macro_rules! internal_from {
-    ($($source:ty),*) => {$(
-        impl From<$source> for ApiError {
-            fn from(error: $source) -> Self {
-                ApiError::Internal(error.into())
-            }
-        }
-    )*};
-}
-internal_from!(agora_messaging::Error, sqlx::Error);
-
-/// "the token has expired" → "The token has expired."
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut sentence: String = chars
-        .next()
-        .map(|c| c.to_uppercase().collect())
-        .unwrap_or_default();
-    sentence.push_str(chars.as_str());
-    sentence.push('.');
-    sentence
-}
+agora_httpkit::internal_from!(ApiError: agora_messaging::Error, sqlx::Error);
 
 /// The caller, whose own profile a public route reads or changes: any verified user
 /// with the customer or the admin role.
@@ -513,22 +481,3 @@ fn is_traceparent(value: &str) -> bool {
     tags((name = "customer", description = "The caller's customer profile."))
 )]
 pub struct ApiDoc;
-
-/// Declares the `bearer` security scheme the paths name.
-struct BearerSecurity;
-
-impl utoipa::Modify for BearerSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use agora_auth::Caller;
-use agora_httpkit::Problem;
+use agora_httpkit::{BODY_LIMIT, Problem};
 use axum::Router;
 use axum::body::to_bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State as AxumState};
@@ -14,7 +14,7 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
-use crate::{BODY_LIMIT, State, compose, forwarded, ops, path, trace, ui};
+use crate::{State, compose, forwarded, ops, path, trace, ui};
 
 /// The public router. The path check wraps all of it, routing included: a path that
 /// could be read two ways is refused before anything looks at it.

@@ -53,9 +53,6 @@ pub const SOURCE: &str = "gateway";
 /// How long the ops timeline keeps an event by default: 7 days.
 pub const DEFAULT_TIMELINE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Request bodies over this size are refused with 413.
-pub const BODY_LIMIT: usize = 64 * 1024;
-
 /// A service the gateway forwards to: every path under `prefix` goes to `url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {

@@ -1,12 +1,11 @@
 //! `/api/openapi.json`: the gateway's own paths and the services' documents, merged,
 //! with the answers the edge itself may give added to every operation it forwards.
 
-use agora_httpkit::{FieldError, Problem};
+use agora_httpkit::{BearerSecurity, FieldError, Problem};
 use utoipa::OpenApi as _;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Header, OpenApi, Ref, RefOr};
 
 #[derive(utoipa::OpenApi)]
@@ -30,20 +29,9 @@ use utoipa::openapi::{Content, Header, OpenApi, Ref, RefOr};
         crate::ops::redrive,
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&Bearer),
+    modifiers(&BearerSecurity),
 )]
 struct GatewayDoc;
-
-struct Bearer;
-
-impl utoipa::Modify for Bearer {
-    fn modify(&self, openapi: &mut OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut http = Http::new(HttpAuthScheme::Bearer);
-        http.bearer_format = Some("JWT".into());
-        components.add_security_scheme("bearer", SecurityScheme::Http(http));
-    }
-}
 
 /// The whole document: the gateway's paths, then each service's.
 pub fn document(service_docs: Vec<OpenApi>) -> OpenApi {

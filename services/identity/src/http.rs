@@ -50,9 +50,6 @@ const SWEEP_EVERY_MS: i64 = 60_000;
 /// clock leeway its verifiers grant (a minute covers them).
 const SIGNED_OUT_MARGIN_MS: i64 = 60_000;
 
-/// Request bodies over 64 KiB are refused (413).
-const BODY_LIMIT: usize = 64 * 1024;
-
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/api/identity/users", post(sign_up))
@@ -60,7 +57,7 @@ pub fn router(state: State) -> Router {
         .route("/api/identity/users/me/password", put(change_password))
         .route("/api/identity/jwks", get(jwks))
         // The API's limit; the Json extractor answers 413 over it.
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(agora_httpkit::BODY_LIMIT))
         .with_state(state)
 }
 
@@ -113,16 +110,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-macro_rules! internal_from {
-    ($($source:ty),*) => {$(
-        impl From<$source> for ApiError {
-            fn from(error: $source) -> Self {
-                ApiError::Internal(error.into())
-            }
-        }
-    )*};
-}
-internal_from!(agora_messaging::Error, sqlx::Error, crate::tokens::KeyError);
+agora_httpkit::internal_from!(ApiError: agora_messaging::Error, sqlx::Error, crate::tokens::KeyError);
 
 impl From<HashError> for ApiError {
     fn from(error: HashError) -> Self {

@@ -4,7 +4,7 @@
 
 use agora_auth::{Caller, InternalAuth, Verifier};
 use agora_contracts::{CancelReason, Role, StockLine, StockReleased};
-use agora_httpkit::{FieldError, Json, Problem};
+use agora_httpkit::{BearerSecurity, FieldError, Json, Problem};
 use agora_messaging::{Context, Db, Envelope, Outbox};
 use axum::Router;
 use axum::body::Bytes;
@@ -33,9 +33,6 @@ impl FromRef<State> for Verifier {
     }
 }
 
-/// Request bodies over 64 KiB are refused (413).
-const BODY_LIMIT: usize = 64 * 1024;
-
 /// The most products one batch read may name.
 const MAX_BATCH: usize = 1000;
 
@@ -55,7 +52,7 @@ pub fn router(state: State, internal: &InternalAuth) -> Router {
             get(get_stock).put(put_stock),
         )
         .merge(internal)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(agora_httpkit::BODY_LIMIT))
         .with_state(state)
 }
 
@@ -81,14 +78,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(errors) => Problem::unprocessable(errors.clone()),
             ApiError::BadRequest(detail) => Problem::bad_request(*detail),
-            ApiError::Unauthenticated(error) => match error.status().as_u16() {
-                401 => Problem::unauthorized().with_detail(sentence(&error.to_string())),
-                403 => Problem::forbidden(),
-                _ => {
-                    tracing::error!(%error, "token verification failed");
-                    Problem::internal()
-                }
-            },
+            ApiError::Unauthenticated(error) => error.into(),
             ApiError::Forbidden => Problem::forbidden().with_detail("This needs the admin role."),
             ApiError::NotFound => {
                 Problem::not_found().with_detail("Inventory has never stocked this product.")
@@ -114,28 +104,7 @@ impl From<Invalid> for ApiError {
     }
 }
 
-macro_rules! internal_from {
-    ($($source:ty),*) => {$(
-        impl From<$source> for ApiError {
-            fn from(error: $source) -> Self {
-                ApiError::Internal(error.into())
-            }
-        }
-    )*};
-}
-internal_from!(agora_messaging::Error, sqlx::Error);
-
-/// "the token has expired" → "The token has expired."
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut sentence: String = chars
-        .next()
-        .map(|c| c.to_uppercase().collect())
-        .unwrap_or_default();
-    sentence.push_str(chars.as_str());
-    sentence.push('.');
-    sentence
-}
+agora_httpkit::internal_from!(ApiError: agora_messaging::Error, sqlx::Error);
 
 // Wire types.
 
@@ -414,22 +383,3 @@ fn context(id: Uuid, headers: &HeaderMap) -> Context {
     tags((name = "inventory", description = "Stock of products."))
 )]
 pub struct ApiDoc;
-
-/// Declares the `bearer` security scheme the paths name.
-struct BearerSecurity;
-
-impl utoipa::Modify for BearerSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}

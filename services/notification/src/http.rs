@@ -3,7 +3,7 @@
 
 use agora_auth::{Caller, Verifier};
 use agora_contracts::Role;
-use agora_httpkit::{Json, Problem};
+use agora_httpkit::{BearerSecurity, Json, Problem};
 use agora_messaging::Db;
 use axum::Router;
 use axum::extract::{FromRef, State as AxumState};
@@ -52,14 +52,7 @@ enum ApiError {
 impl ApiError {
     fn problem(&self) -> Problem {
         match self {
-            ApiError::Unauthenticated(error) => match error.status().as_u16() {
-                401 => Problem::unauthorized().with_detail(sentence(&error.to_string())),
-                403 => Problem::forbidden(),
-                _ => {
-                    tracing::error!(%error, "token verification failed");
-                    Problem::internal()
-                }
-            },
+            ApiError::Unauthenticated(error) => error.into(),
             ApiError::Forbidden => {
                 Problem::forbidden().with_detail("This needs the customer or the admin role.")
             }
@@ -76,18 +69,6 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.problem().into_response()
     }
-}
-
-/// "the token has expired" → "The token has expired."
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut sentence: String = chars
-        .next()
-        .map(|c| c.to_uppercase().collect())
-        .unwrap_or_default();
-    sentence.push_str(chars.as_str());
-    sentence.push('.');
-    sentence
 }
 
 /// A message sent to the customer.
@@ -168,22 +149,3 @@ async fn my_messages(
     tags((name = "notification", description = "Messages sent to customers."))
 )]
 pub struct ApiDoc;
-
-/// Declares the `bearer` security scheme the paths name.
-struct BearerSecurity;
-
-impl utoipa::Modify for BearerSecurity {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}

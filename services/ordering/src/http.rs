@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agora_auth::{Caller, InternalAuth, Verifier};
 use agora_contracts::{Address, OrderReference, Role};
-use agora_httpkit::{FieldError, Json, Problem};
+use agora_httpkit::{BearerSecurity, FieldError, Json, Problem};
 use agora_messaging::{Db, Outbox};
 use agora_resilience::{BreakerState, CircuitBreaker};
 use axum::Router;
@@ -19,8 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::checkout::{self, CheckoutRequest, Limits, Priced};
@@ -46,9 +45,6 @@ impl FromRef<State> for Verifier {
     }
 }
 
-/// Request bodies over 64 KiB are refused (413).
-const BODY_LIMIT: usize = 64 * 1024;
-
 /// The `Retry-After` of 503 and 409 answers.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -69,7 +65,7 @@ pub fn router(state: State, internal: &InternalAuth) -> Router {
         .route("/api/ordering/orders", post(place_order).get(my_orders))
         .route("/api/ordering/orders/{id}", get(get_order))
         .merge(internal)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(agora_httpkit::BODY_LIMIT))
         .with_state(state)
 }
 
@@ -138,14 +134,7 @@ impl ApiError {
                 Problem::conflict("More than one order has this reference; use the order's id.")
             }
             ApiError::BadQuery(what) => Problem::bad_request(*what),
-            ApiError::Auth(error) => match error.status() {
-                StatusCode::UNAUTHORIZED => Problem::unauthorized(),
-                StatusCode::FORBIDDEN => Problem::forbidden(),
-                _ => {
-                    tracing::error!(%error, "token checking failed");
-                    Problem::internal()
-                }
-            },
+            ApiError::Auth(error) => error.into(),
             ApiError::Internal(error) if error.is_store_unavailable() => {
                 tracing::warn!(%error, "ordering's store cannot answer");
                 Problem::service_unavailable(RETRY_AFTER)
@@ -164,16 +153,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-macro_rules! internal_from {
-    ($($source:ty),*) => {$(
-        impl From<$source> for ApiError {
-            fn from(error: $source) -> Self {
-                ApiError::Internal(error.into())
-            }
-        }
-    )*};
-}
-internal_from!(agora_messaging::Error, sqlx::Error);
+agora_httpkit::internal_from!(ApiError: agora_messaging::Error, sqlx::Error);
 
 // Wire types: what clients send and receive, apart from the domain types.
 
@@ -774,27 +754,10 @@ async fn get_breakers(AxumState(state): AxumState<State>) -> Json<Vec<BreakerVie
         HistoryView,
         OrderView
     )),
-    modifiers(&BearerScheme),
+    modifiers(&BearerSecurity),
     tags((name = "ordering", description = "Prices, checkout and orders"))
 )]
 struct ApiDoc;
-
-struct BearerScheme;
-
-impl Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// The OpenAPI 3.1 document of ordering's public paths.
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -35,9 +35,6 @@ use crate::domain::{AmountCents, AuthorizationRequest, Currency, PaymentToken};
 use crate::settle::{GiveBack, GiveBackError, GivenBack, Settler};
 use crate::store::{self, Authorization, OperationKind};
 
-/// Request bodies over 64 KiB are refused (413).
-const BODY_LIMIT: usize = 64 * 1024;
-
 /// What a caller should wait before retrying a 503.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -56,7 +53,7 @@ pub fn router(authorizer: Authorizer, settler: Settler, internal: &InternalAuth)
         .route("/internal/payment/authorizations/{id}/refund", post(refund))
         .route("/internal/payment/authorizations/{id}/void", post(void))
         .route_layer(internal.guard())
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(agora_httpkit::BODY_LIMIT))
         // The caller's remaining budget (`Agora-Budget-Ms`): 504 when it is spent.
         .layer(ReceiveDeadlineLayer::new())
         .with_state(AppState {

@@ -88,7 +88,12 @@ fn assert_problem(
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     let problem: Value = serde_json::from_str(body).expect("json");
     assert_eq!(problem["status"], expected.as_u16());
-    assert_eq!(problem["type"], "about:blank");
+    let kind = if expected == StatusCode::FORBIDDEN {
+        "forbidden"
+    } else {
+        "unauthorized"
+    };
+    assert_eq!(problem["type"], format!("urn:agora:problem:{kind}"));
     assert!(problem["title"].is_string());
     assert!(problem["detail"].is_string());
     assert_eq!(problem.as_object().expect("object").len(), 4, "{body}");

@@ -238,6 +238,9 @@ async fn losing_a_streams_leader_loses_no_acknowledged_message() {
             delivery.ack().await.expect("ack");
         }
     }
-    assert_eq!(seen, acknowledged, "every acknowledged message, and only those");
+    assert_eq!(
+        seen, acknowledged,
+        "every acknowledged message, and only those"
+    );
     assert_eq!(deliveries, acknowledged.len(), "none stored twice");
 }
