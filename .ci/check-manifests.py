@@ -9,7 +9,7 @@ REQUIRED_CALLS below. Checked:
   <service>`, a Service, and a PodDisruptionBudget that selects its pods;
 - every workload reads the agora-config ConfigMap, its own database
   (agora_<service>), the agora-secrets Secret mounted at AGORA_SECRET_DIR, has
-  readiness and liveness probes, resource requests and a memory limit, runs as
+  readiness and liveness probes, resource requests and limits, runs as
   non-root, and carries the label the NetworkPolicies select Agora's pods by;
 - every AGORA_URL_<SERVICE> that some service calls is in the ConfigMap, and no
   other; each lists exactly the instances of that service's StatefulSet
@@ -191,8 +191,9 @@ def check_workload(service, kind, workload, config, objects):
     for field in ("cpu", "memory"):
         if field not in resources.get("requests", {}):
             problem(f"{where}: no {field} request")
-    if "memory" not in resources.get("limits", {}):
-        problem(f"{where}: no memory limit")
+    for field in ("cpu", "memory"):
+        if field not in resources.get("limits", {}):
+            problem(f"{where}: no {field} limit")
     security = pod_spec.get("securityContext", {})
     if security.get("runAsNonRoot") is not True or not security.get("runAsUser"):
         problem(f"{where}: does not run as a non-root user")
