@@ -171,8 +171,11 @@ def check_workload(service, kind, workload, config, objects):
         problem(f"{where}: does not read the agora-config ConfigMap")
     env = {e["name"]: e for e in container.get("env", [])}
     db = env.get("AGORA_DB", {}).get("value", "")
-    if not db.endswith(f"/agora_{service}") or not db.startswith("$(AGORA_POSTGRES_URL)"):
-        problem(f"{where}: AGORA_DB is {db!r}, not $(AGORA_POSTGRES_URL)/agora_{service}")
+    database, _, query = db.partition("?")
+    if database != f"$(AGORA_POSTGRES_URL)/agora_{service}":
+        problem(f"{where}: AGORA_DB is {db!r}, not $(AGORA_POSTGRES_URL)/agora_{service}[?…]")
+    if not any(p.startswith("pool_max_conns=") for p in query.split("&") if p):
+        problem(f"{where}: AGORA_DB sets no pool_max_conns (a pool of 10 per pod by default)")
     secret_ref = env.get("AGORA_POSTGRES_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
     if secret_ref.get("name") != "agora-postgres":
         problem(f"{where}: AGORA_POSTGRES_URL does not come from the agora-postgres Secret")
