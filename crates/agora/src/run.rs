@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 /// How long a stopping service waits for in-flight requests.
-const DRAIN: Duration = Duration::from_secs(8);
+const DRAIN: Duration = Duration::from_secs(6);
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -97,11 +97,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     shutdown.await;
     tracing::info!(service = %name, "stopping");
-    host.drain(DRAIN).await;
-    started.running.stop().await;
+    crate::up::stop_within(async {
+        host.drain(DRAIN).await;
+        started.running.stop().await;
+    })
+    .await;
     drop(bus);
-    tracing::info!("stopped");
-    println!("agora: stopped cleanly");
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use crate::provider::{PROVIDER, SwitchedProvider};
 use crate::runtime::{Running, ServiceEnv, ServiceName, Settings, Started};
 
 /// How long a stopping shop waits for the requests in flight.
-const DRAIN: Duration = Duration::from_secs(8);
+const DRAIN: Duration = Duration::from_secs(6);
 
 /// How the shop runs.
 #[derive(Debug, Clone)]

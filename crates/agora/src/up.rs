@@ -100,10 +100,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     shutdown.await;
     tracing::info!("shutting down");
-    shop.shutdown().await;
-    tracing::info!("stopped");
-    println!("agora: stopped cleanly");
+    stop_within(shop.shutdown()).await;
     Ok(())
+}
+
+/// How long a stopping process waits for its in-flight work, its consumers' batches
+/// and its relays, after a signal: under the 10 s an orchestrator gives before SIGKILL.
+pub const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Runs `stopping` for at most [`STOP_WITHIN`] and says how it ended. Giving up loses
+/// nothing: what the relays did not publish stays in the outboxes, what the consumers
+/// did not acknowledge comes again.
+pub async fn stop_within(stopping: impl Future<Output = ()>) {
+    match tokio::time::timeout(STOP_WITHIN, stopping).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            println!("agora: stopped cleanly");
+        }
+        Err(_) => {
+            tracing::warn!(
+                within = ?STOP_WITHIN,
+                "stopping took too long (a bus or a store not answering?); exiting, \
+                 unpublished events stay in the outbox"
+            );
+            println!("agora: stopped, without waiting any longer for the bus or the stores");
+        }
+    }
 }
 
 /// Installs the handlers now; the future resolves on Ctrl-C (SIGINT) or SIGTERM.

@@ -222,3 +222,49 @@ fn chaos_bus_and_settings_commands_drive_a_running_shop() {
     interrupt(&child.0);
     wait_for_line(&lines, "stopped cleanly");
 }
+
+/// A service whose bus died stops on SIGTERM all the same, with exit 0 within the
+/// 10 s an orchestrator gives (its consumers and relay cannot finish talking to the
+/// bus; what they did not do is done after the next start).
+#[test]
+fn run_stops_within_10_s_even_when_its_bus_is_gone() {
+    use agora::child::Agora;
+    use agora_testkit::{NatsServer, PgDatabase};
+
+    let Some(mut nats) = NatsServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let Some(database) = runtime.block_on(PgDatabase::create()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let secrets = dir.path().join("secrets");
+    let out = agora()
+        .args(["secrets", "init"])
+        .arg(&secrets)
+        .output()
+        .expect("agora secrets init");
+    assert!(out.status.success(), "{out:?}");
+    let mut command = agora();
+    command
+        .args(["run", "inventory"])
+        .env("AGORA_LISTEN", "127.0.0.1:0")
+        .env("AGORA_BUS", nats.url())
+        .env("AGORA_DB", database.url())
+        .env("AGORA_SECRET_DIR", &secrets)
+        .env("AGORA_URL_IDENTITY", "http://127.0.0.1:1")
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::null());
+    let mut inventory =
+        Agora::start(command, Duration::from_secs(60)).expect("agora run inventory gets ready");
+    nats.kill();
+    let stopped = std::time::Instant::now();
+    let status = inventory
+        .signal("TERM", Duration::from_secs(10))
+        .expect("stopped within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    println!("stopped in {:?} with its bus gone", stopped.elapsed());
+    drop(inventory);
+    drop(database);
+}

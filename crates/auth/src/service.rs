@@ -28,6 +28,8 @@ pub const INACTIVE_THRESHOLD: Duration = Duration::from_secs(120);
 
 /// Deliveries fetched at once.
 const BATCH: usize = 256;
+/// How long a stopping instance waits for the bus to delete its consumers.
+const DELETE_WAIT: Duration = Duration::from_secs(2);
 /// How long a fetch waits; also bounds how long a shutdown takes.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 
@@ -96,15 +98,31 @@ impl ServiceAuth {
         &self.verifier
     }
 
-    /// Stops the feeds and deletes this instance's consumers.
+    /// Stops the feeds and deletes this instance's consumers, side by side and giving
+    /// up after [`DELETE_WAIT`]: a bus that cannot answer deletes them itself once they
+    /// are inactive, so a stopping instance does not wait for it.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
-        for config in &self.feeds {
-            if let Err(error) = self.bus.delete_consumer(&config.stream, &config.name).await {
-                tracing::warn!(%error, consumer = %config.name, "revocation consumer not deleted; the bus will");
-            }
+        let mut deletes = JoinSet::new();
+        for config in self.feeds.iter().cloned() {
+            let bus = self.bus.clone();
+            deletes.spawn(async move {
+                let deleted =
+                    tokio::time::timeout(DELETE_WAIT, bus.delete_consumer(&config.stream, &config.name))
+                        .await;
+                match deleted {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, consumer = %config.name, "revocation consumer not deleted; the bus will")
+                    }
+                    Err(_) => {
+                        tracing::warn!(consumer = %config.name, "the bus did not answer; it deletes the revocation consumer itself")
+                    }
+                }
+            });
         }
+        while deletes.join_next().await.is_some() {}
     }
 }
 
