@@ -86,6 +86,8 @@ pub enum ApiError {
     Unavailable(&'static str),
     #[error("a request with this Idempotency-Key is in progress")]
     InProgress,
+    #[error("a concurrent change of the price won")]
+    PriceChanged,
     #[error("not found")]
     NotFound,
     #[error("a reference that names more than one order")]
@@ -129,6 +131,10 @@ impl ApiError {
                 problem.retry_after = Some(RETRY_AFTER);
                 problem
             }
+            ApiError::PriceChanged => Problem::conflict(
+                "Another change of this price was made at the same moment; read the price and \
+                 set it again if it still needs changing.",
+            ),
             ApiError::NotFound => Problem::not_found(),
             ApiError::AmbiguousReference => {
                 Problem::conflict("More than one order has this reference; use the order's id.")
@@ -440,7 +446,7 @@ async fn set_price(
         Ok(crate::prices::Set::Changed(version) | crate::prices::Set::Unchanged(version)) => {
             version
         }
-        Err(crate::Error::Conflict) => return Err(ApiError::InProgress),
+        Err(crate::Error::Conflict) => return Err(ApiError::PriceChanged),
         Err(error) => return Err(error.into()),
     };
     Ok(Json(PriceView {
@@ -762,4 +768,20 @@ struct ApiDoc;
 /// The OpenAPI 3.1 document of ordering's public paths.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lost race on a price is a conflict about the price, not about an
+    /// Idempotency-Key (which `PUT /prices` does not take).
+    #[test]
+    fn a_price_conflict_says_what_conflicted() {
+        let problem = ApiError::PriceChanged.problem();
+        assert_eq!(problem.status_code(), StatusCode::CONFLICT);
+        assert!(problem.detail.contains("price"), "{}", problem.detail);
+        assert!(!problem.detail.contains("Idempotency"), "{}", problem.detail);
+        assert!(problem.retry_after.is_none());
+    }
 }
