@@ -11,6 +11,7 @@ pub mod child;
 pub mod control;
 pub mod feed;
 pub mod host;
+pub mod logging;
 pub mod provider;
 pub mod runtime;
 pub mod secrets;

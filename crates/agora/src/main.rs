@@ -129,19 +129,14 @@ pub fn default_data_dir() -> PathBuf {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let format = agora::logging::LogFormat::from_env()?;
     // The measuring commands run a shop in this process: its logs (warnings included:
     // a shop under load has many) would drown their progress and tables.
-    let default_level = match cli.command {
+    let default_filter = match cli.command {
         Command::Bench { .. } | Command::Loadgen(_) | Command::Nemesis(_) => "error",
-        _ => "info",
+        _ => agora::logging::QUIET,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    agora::logging::init(format, default_filter);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {

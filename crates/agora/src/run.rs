@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use agora::control::InstanceControl;
 use agora::host::{ChaosCell, Host, ServeConfig, service_router};
+use agora::logging::CONSOLE;
 use agora::runtime::{ServiceEnv, ServiceName, Settings};
 use agora_bus::{BusSwitch, SwitchedBus};
 use anyhow::{Context, bail};
@@ -92,11 +93,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut host = Host::start_with(name.as_str(), args.listen, router, serve)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
-    tracing::info!(service = %name, url = %host.url(), "running; SIGTERM stops it");
+    agora::runtime::announce(name, &host.url(), started.running.db());
     println!("agora: ready on {}", host.url());
 
     shutdown.await;
-    tracing::info!(service = %name, "stopping");
+    tracing::info!(target: CONSOLE, "{name}: stopping");
     crate::up::stop_within(async {
         host.drain(DRAIN).await;
         started.running.stop().await;

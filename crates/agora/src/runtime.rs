@@ -397,6 +397,21 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
     Ok(started)
 }
 
+/// Says on the console that `name` is up: where it listens, on what store, and what
+/// its start changed in the store's schema.
+pub fn announce(name: ServiceName, url: &str, db: &agora_messaging::Db) {
+    let store = match db.backend() {
+        agora_messaging::Backend::Sqlite => "sqlite",
+        agora_messaging::Backend::Postgres => "postgres",
+    };
+    let schema = match db.migrations_applied() {
+        0 => "schema up to date".to_owned(),
+        1 => "1 migration applied".to_owned(),
+        n => format!("{n} migrations applied"),
+    };
+    tracing::info!(target: crate::logging::CONSOLE, "{name}: ready on {url} ({store}, {schema})");
+}
+
 /// Ordering, with its synchronous calls to payment and customer through the resilient
 /// stack: a breaker and a bulkhead per target, retries of idempotent calls only, the
 /// deadline carried along. Payment answers in milliseconds; one attempt may take

@@ -260,6 +260,7 @@ impl Composition {
         .await
         .with_context(|| format!("listen for {name}"))?;
         let url = host.url();
+        crate::runtime::announce(name, &url, started.running.db());
         self.levers.push(Lever {
             host,
             chaos,
@@ -356,6 +357,11 @@ impl Shop {
         let gateway_host = Host::start_with("gateway", config.addr, gateway.router, serve)
             .await
             .with_context(|| format!("listen on {}", config.addr))?;
+        crate::runtime::announce(
+            ServiceName::Gateway,
+            &gateway_host.url(),
+            gateway.running.db(),
+        );
         c.services.push(gateway.running);
 
         Ok(Shop {

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use agora::logging::CONSOLE;
 use agora::shop::{Shop, ShopConfig};
 use anyhow::Context;
 use clap::Args;
@@ -91,7 +92,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // its handler in place, not the default action that kills the process.
     let shutdown = shutdown_signal()?;
     let shop = Shop::start(config).await.context("start the shop")?;
-    tracing::info!(data_dir = %args.data_dir.display(), url = %shop.url(), "agora is up; press Ctrl-C to stop");
+    tracing::debug!(data_dir = %args.data_dir.display(), url = %shop.url(), "agora is up; press Ctrl-C to stop");
     println!(
         "agora: ready on {} (data in {})",
         shop.url(),
@@ -99,7 +100,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
 
     shutdown.await;
-    tracing::info!("shutting down");
+    tracing::info!(target: CONSOLE, "agora: shutting down");
     stop_within(shop.shutdown()).await;
     Ok(())
 }
@@ -114,7 +115,7 @@ pub const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(8);
 pub async fn stop_within(stopping: impl Future<Output = ()>) {
     match tokio::time::timeout(STOP_WITHIN, stopping).await {
         Ok(()) => {
-            tracing::info!("stopped");
+            tracing::debug!("stopped");
             println!("agora: stopped cleanly");
         }
         Err(_) => {

@@ -2,6 +2,7 @@
 //! versioned migrations of each component's tables.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -74,6 +75,8 @@ struct Inner {
     outbox_committed: Notify,
     /// Held by the running relay: one relay per store in a process.
     relay_slot: Arc<tokio::sync::Mutex<()>>,
+    /// How many migrations [`Db::migrate`] applied through this handle.
+    migrations_applied: AtomicUsize,
 }
 
 impl Db {
@@ -106,6 +109,7 @@ impl Db {
                 backend,
                 outbox_committed: Notify::new(),
                 relay_slot: Arc::new(tokio::sync::Mutex::new(())),
+                migrations_applied: AtomicUsize::new(0),
             }),
         })
     }
@@ -213,9 +217,18 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            tracing::info!(component, version = migration.version, "migration applied");
+            self.inner
+                .migrations_applied
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(component, version = migration.version, "migration applied");
         }
         Ok(())
+    }
+
+    /// How many migrations were applied through this handle (those of this start; none
+    /// when the schema was up to date).
+    pub fn migrations_applied(&self) -> usize {
+        self.inner.migrations_applied.load(Ordering::Relaxed)
     }
 
     /// Closes the pool, waiting for connections in use to come back.

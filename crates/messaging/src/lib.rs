@@ -59,6 +59,7 @@ mod outbox;
 mod process;
 mod schema;
 mod subscriber;
+pub mod trace;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::db::Db;
 use crate::envelope::Envelope;
 use crate::fault::{CrashPoint, FaultPlan};
+use crate::trace::{TraceParent, span_id_of};
 use crate::{Backoff, Error};
 
 /// The longest reason a nak or a dead letter carries; handler errors can be long.
@@ -672,8 +673,11 @@ impl Worker {
     async fn settle(&self, delivery: Delivery, outcome: Result<Outcome, HandlerError>) {
         let settled = match outcome {
             Ok(outcome) => {
-                if matches!(outcome, Outcome::Duplicate) {
-                    tracing::debug!("already processed; acking the redelivery");
+                match outcome {
+                    Outcome::Applied => tracing::debug!("handled"),
+                    Outcome::Duplicate => {
+                        tracing::debug!("already processed; acking the redelivery")
+                    }
                 }
                 delivery.ack().await
             }
@@ -706,8 +710,16 @@ async fn keep_alive(batch: &[(Delivery, Envelope)]) {
     }
 }
 
-/// The span a delivery's handling is logged in.
+/// The span a delivery's handling is logged in. When the event carries a trace
+/// context, the span records its `trace_id` and a `span_id` of this delivery's (the
+/// same for its handling and its settling, another for each redelivery).
 fn span_of(delivery: &Delivery, envelope: Option<&Envelope>) -> tracing::Span {
+    let trace = envelope
+        .and_then(|e| e.traceparent.as_deref())
+        .and_then(TraceParent::parse);
+    let span_id = trace
+        .as_ref()
+        .map(|_| span_id_of((&delivery.message_id, delivery.deliveries)));
     tracing::info_span!(
         "handle",
         message_id = %delivery.message_id,
@@ -715,6 +727,8 @@ fn span_of(delivery: &Delivery, envelope: Option<&Envelope>) -> tracing::Span {
         deliveries = delivery.deliveries,
         event_type = envelope.map(|e| e.event_type.as_str()),
         correlation_id = envelope.map(|e| e.correlation_id.as_str()),
+        trace_id = trace.as_ref().map(|t| t.trace_id.as_str()),
+        span_id = span_id.as_deref(),
     )
 }
 

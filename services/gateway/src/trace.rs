@@ -67,7 +67,11 @@ pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
     let trace = TraceParent::continue_or_start(request.headers().get(TRACEPARENT));
     let value = trace.header_value();
     request.headers_mut().insert(TRACEPARENT, value.clone());
-    let span = tracing::info_span!("request", trace_id = %trace.trace_id);
+    let span = tracing::info_span!(
+        "request",
+        trace_id = %trace.trace_id,
+        span_id = %trace.span_id
+    );
     let mut response = next.run(request).instrument(span).await;
     response.headers_mut().insert(TRACEPARENT, value);
     response

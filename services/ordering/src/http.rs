@@ -781,7 +781,11 @@ mod tests {
         let problem = ApiError::PriceChanged.problem();
         assert_eq!(problem.status_code(), StatusCode::CONFLICT);
         assert!(problem.detail.contains("price"), "{}", problem.detail);
-        assert!(!problem.detail.contains("Idempotency"), "{}", problem.detail);
+        assert!(
+            !problem.detail.contains("Idempotency"),
+            "{}",
+            problem.detail
+        );
         assert!(problem.retry_after.is_none());
     }
 }

@@ -35,9 +35,16 @@ async fn a_postgres_url_sizes_the_pool() {
 
 async fn migrations_are_idempotent_and_versioned(store: TestStore) {
     // TestStore::open migrated once already.
+    let before = store.db.migrations_applied();
     store.db.migrate_messaging().await.unwrap();
+    assert_eq!(
+        store.db.migrations_applied(),
+        before,
+        "nothing left to apply"
+    );
     let again = Db::connect(&store.url).await.unwrap();
     again.migrate_messaging().await.unwrap();
+    assert_eq!(again.migrations_applied(), 0);
 
     let widgets = [
         Migration {
@@ -56,6 +63,9 @@ async fn migrations_are_idempotent_and_versioned(store: TestStore) {
     store.db.migrate("widgets", &widgets[..1]).await.unwrap();
     store.db.migrate("widgets", &widgets).await.unwrap();
     again.migrate("widgets", &widgets).await.unwrap();
+    // The count says what this start changed: the two widget migrations, none twice.
+    assert_eq!(store.db.migrations_applied(), before + 2);
+    assert_eq!(again.migrations_applied(), 0);
     sqlx::query("INSERT INTO widgets (id, name) VALUES ($1, $2)")
         .bind(1_i64)
         .bind("sprocket")
