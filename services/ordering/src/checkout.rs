@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::clients::{AuthorizationRequest, PaymentError};
-use crate::domain::{IdempotencyKey, Lines, payment_request_id, request_fingerprint};
+use crate::domain::{IdempotencyKey, Lines, OrderStatus, payment_request_id, request_fingerprint};
 use crate::http::{ApiError, State, order_view};
 use crate::store::{self, Claim, CustomerData};
 
@@ -437,7 +437,7 @@ async fn check_out(
     let order = store::Order {
         id: order_id,
         customer_id,
-        status: "accepted".to_owned(),
+        status: OrderStatus::Accepted,
         lines: attempt.lines,
         total_cents: attempt.total_cents,
         currency: attempt.currency,
@@ -447,7 +447,7 @@ async fn check_out(
         version: 1,
         created_at_ms: accepted_ms,
         history: vec![store::HistoryEntry {
-            status: "accepted".to_owned(),
+            status: OrderStatus::Accepted,
             at_ms: accepted_ms,
             reason: None,
         }],

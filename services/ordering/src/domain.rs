@@ -254,8 +254,88 @@ pub fn request_fingerprint(lines: &Lines, shipping_address: Option<&Address>) ->
     Uuid::new_v5(&NAMESPACE, canonical.to_string().as_bytes()).to_string()
 }
 
+/// An order's status, stored as its text (`as_str`/`parse`: the one mapping).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderStatus {
+    Accepted,
+    Paid,
+    ReadyForShipping,
+    Shipped,
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// The forward path, in order.
+    pub(crate) const PATH: [OrderStatus; 4] = [
+        OrderStatus::Accepted,
+        OrderStatus::Paid,
+        OrderStatus::ReadyForShipping,
+        OrderStatus::Shipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Accepted => "accepted",
+            OrderStatus::Paid => "paid",
+            OrderStatus::ReadyForShipping => "ready_for_shipping",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<OrderStatus> {
+        [Self::PATH.as_slice(), &[OrderStatus::Cancelled]]
+            .concat()
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, OrderStatus::Shipped | OrderStatus::Cancelled)
+    }
+
+    /// The position on the forward path (`None` for `cancelled`).
+    pub(crate) fn rank(self) -> Option<usize> {
+        Self::PATH.iter().position(|s| *s == self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::OrderStatus;
+
+    /// The one mapping between a status and its stored text goes both ways, and text
+    /// that names no status is refused.
+    #[test]
+    fn a_status_is_stored_as_its_name_and_read_back() {
+        let all = [
+            OrderStatus::Accepted,
+            OrderStatus::Paid,
+            OrderStatus::ReadyForShipping,
+            OrderStatus::Shipped,
+            OrderStatus::Cancelled,
+        ];
+        for status in all {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+        }
+        let names: Vec<&str> = all.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "accepted",
+                "paid",
+                "ready_for_shipping",
+                "shipped",
+                "cancelled"
+            ]
+        );
+        for raw in ["", "Shipped", "shipped ", "refunded"] {
+            assert_eq!(OrderStatus::parse(raw), None, "{raw:?}");
+        }
+        let terminal: Vec<_> = all.into_iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(terminal, [OrderStatus::Shipped, OrderStatus::Cancelled]);
+    }
+
     use super::*;
 
     fn raw(n: usize, quantity: i64) -> Vec<(String, i64)> {

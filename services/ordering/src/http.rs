@@ -327,7 +327,7 @@ pub fn order_view(order: &store::Order) -> OrderView {
         id: order.id,
         reference: OrderReference::of(order.id).to_string(),
         customer_id: order.customer_id,
-        status: order.status.clone(),
+        status: order.status.as_str().to_owned(),
         lines: order
             .lines
             .iter()
@@ -347,7 +347,7 @@ pub fn order_view(order: &store::Order) -> OrderView {
             .history
             .iter()
             .map(|h| HistoryView {
-                status: h.status.clone(),
+                status: h.status.as_str().to_owned(),
                 at: store::time_of_ms(h.at_ms),
                 reason: h.reason.clone(),
             })

@@ -12,54 +12,9 @@ use sqlx::{Any, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use crate::domain::OrderStatus;
 use crate::replica::handler_error;
 use crate::store::{self, HistoryEntry};
-
-/// An order's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OrderStatus {
-    Accepted,
-    Paid,
-    ReadyForShipping,
-    Shipped,
-    Cancelled,
-}
-
-impl OrderStatus {
-    /// The forward path, in order.
-    const PATH: [OrderStatus; 4] = [
-        OrderStatus::Accepted,
-        OrderStatus::Paid,
-        OrderStatus::ReadyForShipping,
-        OrderStatus::Shipped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Accepted => "accepted",
-            OrderStatus::Paid => "paid",
-            OrderStatus::ReadyForShipping => "ready_for_shipping",
-            OrderStatus::Shipped => "shipped",
-            OrderStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<OrderStatus> {
-        [Self::PATH.as_slice(), &[OrderStatus::Cancelled]]
-            .concat()
-            .into_iter()
-            .find(|s| s.as_str() == raw)
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, OrderStatus::Shipped | OrderStatus::Cancelled)
-    }
-
-    /// The position on the forward path (`None` for `cancelled`).
-    fn rank(self) -> Option<usize> {
-        Self::PATH.iter().position(|s| *s == self)
-    }
-}
 
 /// What one event asks of an order.
 #[derive(Clone, Debug)]
@@ -177,8 +132,7 @@ async fn apply(
         tracing::warn!(%order_id, event_type, "event about an unknown order: ignored");
         return Ok(());
     };
-    let current = OrderStatus::parse(&order.status)
-        .ok_or_else(|| HandlerError::permanent("stored order status is corrupt"))?;
+    let current = order.status;
     let target = step.status();
     if current.is_terminal() {
         if current != target {
@@ -190,14 +144,14 @@ async fn apply(
     let at_ms = store::ms_of(at);
     let entries: Vec<HistoryEntry> = match (&step, current.rank(), target.rank()) {
         (Step::Cancelled { reason, .. }, _, _) => vec![HistoryEntry {
-            status: OrderStatus::Cancelled.as_str().to_owned(),
+            status: OrderStatus::Cancelled,
             at_ms,
             reason: Some(reason.as_str().to_owned()),
         }],
         (_, Some(from), Some(to)) if to > from => OrderStatus::PATH[from + 1..=to]
             .iter()
-            .map(|status| HistoryEntry {
-                status: status.as_str().to_owned(),
+            .map(|&status| HistoryEntry {
+                status,
                 at_ms,
                 reason: None,
             })
@@ -205,7 +159,7 @@ async fn apply(
         // At or before the current status: a late or repeated event adds nothing.
         _ => return Ok(()),
     };
-    store::advance_status(tx, order_id, order.version, target.as_str(), &entries)
+    store::advance_status(tx, order_id, order.version, target, &entries)
         .await
         .map_err(handler_error)?;
     let version = order.version + 1;

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Error;
+use crate::domain::OrderStatus;
 
 const SCHEMA: &str = "
 CREATE TABLE ordering_prices (
@@ -854,7 +855,7 @@ pub struct StoredLine {
 /// One step of an order's history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryEntry {
-    pub status: String,
+    pub status: OrderStatus,
     pub at_ms: i64,
     pub reason: Option<String>,
 }
@@ -864,7 +865,7 @@ pub struct HistoryEntry {
 pub struct Order {
     pub id: Uuid,
     pub customer_id: Uuid,
-    pub status: String,
+    pub status: OrderStatus,
     pub lines: Vec<StoredLine>,
     pub total_cents: i64,
     pub currency: String,
@@ -885,7 +886,7 @@ pub async fn insert_order(tx: &mut Transaction<'_, Any>, order: &Order) -> Resul
     )
     .bind(order.id.to_string())
     .bind(order.customer_id.to_string())
-    .bind(order.status.clone())
+    .bind(order.status.as_str())
     .bind(order.total_cents)
     .bind(order.currency.clone())
     .bind(json_text(&order.shipping_address)?)
@@ -917,7 +918,7 @@ pub async fn insert_order(tx: &mut Transaction<'_, Any>, order: &Order) -> Resul
         )
         .bind(order.id.to_string())
         .bind(i64::try_from(seq).map_err(|_| Error::Corrupt("history sequence"))?)
-        .bind(entry.status.clone())
+        .bind(entry.status.as_str())
         .bind(entry.at_ms)
         .bind(entry.reason.clone())
         .execute(&mut **tx)
@@ -928,9 +929,9 @@ pub async fn insert_order(tx: &mut Transaction<'_, Any>, order: &Order) -> Resul
 
 /// What the status projection needs of an order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OrderStatus {
+pub struct StatusRow {
     pub customer_id: Uuid,
-    pub status: String,
+    pub status: OrderStatus,
     pub version: u64,
 }
 
@@ -938,15 +939,15 @@ pub struct OrderStatus {
 pub async fn order_status(
     tx: &mut Transaction<'_, Any>,
     id: Uuid,
-) -> Result<Option<OrderStatus>, Error> {
+) -> Result<Option<StatusRow>, Error> {
     let row = sqlx::query("SELECT customer_id, status, version FROM ordering_orders WHERE id = $1")
         .bind(id.to_string())
         .fetch_optional(&mut **tx)
         .await?;
     row.map(|row| {
-        Ok(OrderStatus {
+        Ok(StatusRow {
             customer_id: uuid_of(&row, "customer_id")?,
-            status: row.try_get("status")?,
+            status: status_of(&row)?,
             version: u64_of(&row, "version")?,
         })
     })
@@ -960,13 +961,13 @@ pub async fn advance_status(
     tx: &mut Transaction<'_, Any>,
     id: Uuid,
     from_version: u64,
-    status: &str,
+    status: OrderStatus,
     entries: &[HistoryEntry],
 ) -> Result<(), Error> {
     let done = sqlx::query(
         "UPDATE ordering_orders SET status = $1, version = $2 WHERE id = $3 AND version = $4",
     )
-    .bind(status.to_owned())
+    .bind(status.as_str())
     .bind(i64_of(from_version + 1)?)
     .bind(id.to_string())
     .bind(i64_of(from_version)?)
@@ -989,7 +990,7 @@ pub async fn advance_status(
         )
         .bind(id.to_string())
         .bind(next + i64::try_from(offset).map_err(|_| Error::Corrupt("history sequence"))?)
-        .bind(entry.status.clone())
+        .bind(entry.status.as_str())
         .bind(entry.at_ms)
         .bind(entry.reason.clone())
         .execute(&mut **tx)
@@ -1001,13 +1002,19 @@ pub async fn advance_status(
 const ORDER_COLUMNS: &str = "id, customer_id, status, total_cents, currency, shipping_address, \
      address_source, payment_authorization_id, version, created_at_ms";
 
+/// The `status` column, through [`OrderStatus::parse`].
+fn status_of(row: &AnyRow) -> Result<OrderStatus, Error> {
+    let raw: String = row.try_get("status")?;
+    OrderStatus::parse(&raw).ok_or(Error::Corrupt("order status"))
+}
+
 fn order_of(row: &AnyRow) -> Result<Order, Error> {
     let address: String = row.try_get("shipping_address")?;
     let source: String = row.try_get("address_source")?;
     Ok(Order {
         id: uuid_of(row, "id")?,
         customer_id: uuid_of(row, "customer_id")?,
-        status: row.try_get("status")?,
+        status: status_of(row)?,
         lines: Vec::new(),
         total_cents: row.try_get("total_cents")?,
         currency: row.try_get("currency")?,
@@ -1198,7 +1205,7 @@ async fn with_details(db: &Db, mut orders: Vec<Order>) -> Result<Vec<Order>, Err
             .or_default()
             .1
             .push(HistoryEntry {
-                status: row.try_get("status")?,
+                status: status_of(&row)?,
                 at_ms: row.try_get("at_ms")?,
                 reason: row.try_get("reason")?,
             });
