@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agora_messaging::Backend;
+use agora_ordering::OrderStatus;
 use anyhow::{Context, bail};
 use sqlx::any::{AnyConnectOptions, AnyRow};
 use sqlx::{AnyConnection, ConnectOptions, Connection};
@@ -285,34 +286,49 @@ fn store<'a>(stores: &'a mut [Store], service: &str) -> Option<&'a mut Store> {
     stores.iter_mut().find(|s| s.service == service)
 }
 
-/// Every order and its status; an order not in a terminal state is a finding.
+/// Every order and its status (ordering's own [`OrderStatus`], so its terminal states
+/// are ordering's rule, not a copy); an order not in a terminal state, or with a status
+/// ordering does not know, is a finding.
 async fn check_orders(
     db: &mut Store,
     findings: &mut Findings,
-) -> anyhow::Result<HashMap<String, String>> {
-    let orders: Vec<(String, String)> = db.rows("SELECT id, status FROM ordering_orders").await?;
-    for (id, status) in &orders {
-        if status != "shipped" && status != "cancelled" {
+) -> anyhow::Result<HashMap<String, OrderStatus>> {
+    let rows: Vec<(String, String)> = db.rows("SELECT id, status FROM ordering_orders").await?;
+    let mut orders = HashMap::new();
+    for (id, raw) in rows {
+        let Some(status) = OrderStatus::parse(&raw) else {
             findings.add(
                 "ordering",
-                format!("order {id} is {status}, not in a terminal state"),
+                format!("order {id} has an unknown status {raw:?}"),
+            );
+            continue;
+        };
+        if !status.is_terminal() {
+            findings.add(
+                "ordering",
+                format!("order {id} is {}, not in a terminal state", status.as_str()),
             );
         }
+        orders.insert(id, status);
     }
-    Ok(orders.into_iter().collect())
+    Ok(orders)
 }
 
 /// Money held or taken that the orders do not explain.
 async fn check_payments(
     db: &mut Store,
-    orders: &HashMap<String, String>,
+    orders: &HashMap<String, OrderStatus>,
     orphan_hold: Duration,
     findings: &mut Findings,
 ) -> anyhow::Result<()> {
     let authorizations: Vec<(String, String, String, i64)> = db
         .rows("SELECT id, order_id, status, authorized_at_ms FROM payment_authorizations")
         .await?;
-    let live = |order: &str| orders.get(order).is_some_and(|s| s != "cancelled");
+    let live = |order: &str| {
+        orders
+            .get(order)
+            .is_some_and(|&s| s != OrderStatus::Cancelled)
+    };
     let orphan_before_ms = orphan_before_ms(orphan_hold);
     let mut captures: HashMap<String, u32> = HashMap::new();
     for (id, order, status, authorized_at_ms) in authorizations {
@@ -320,11 +336,12 @@ async fn check_payments(
             *captures.entry(order.clone()).or_default() += 1;
         }
         if status == "authorized" {
-            match orders.get(&order).map(String::as_str) {
-                Some(over @ ("cancelled" | "shipped")) => findings.add(
+            match orders.get(&order) {
+                Some(over) if over.is_terminal() => findings.add(
                     "payment",
                     format!(
-                        "authorization {id} still holds money for order {order}, which is {over}"
+                        "authorization {id} still holds money for order {order}, which is {}",
+                        over.as_str()
                     ),
                 ),
                 None if authorized_at_ms < orphan_before_ms => findings.add(
@@ -346,7 +363,7 @@ async fn check_payments(
         }
     }
     for (order, status) in orders {
-        if status == "shipped" && !captures.contains_key(order) {
+        if *status == OrderStatus::Shipped && !captures.contains_key(order) {
             findings.add(
                 "payment",
                 format!("order {order} was shipped but its payment was never captured"),
@@ -378,16 +395,14 @@ fn orphan_before_ms(orphan_hold: Duration) -> i64 {
 /// Stock held that no open order explains.
 async fn check_reservations(
     db: &mut Store,
-    orders: &HashMap<String, String>,
+    orders: &HashMap<String, OrderStatus>,
     findings: &mut Findings,
 ) -> anyhow::Result<()> {
     let held: Vec<(String,)> = db
         .rows("SELECT order_id FROM inventory_reservations WHERE status = 'reserved'")
         .await?;
     for (order,) in held {
-        let open_order = orders
-            .get(&order)
-            .is_some_and(|s| s != "cancelled" && s != "shipped");
+        let open_order = orders.get(&order).is_some_and(|s| !s.is_terminal());
         if !open_order {
             findings.add(
                 "inventory",
@@ -489,6 +504,36 @@ mod tests {
             .expect("row");
         }
         dir
+    }
+
+    #[tokio::test]
+    async fn orders_are_judged_by_orderings_own_statuses() {
+        let dir = shop(
+            &[
+                ("o-open", "paid"),
+                ("o-done", "shipped"),
+                ("o-odd", "refunded"),
+            ],
+            &[("a-1", "o-done", "captured", now_ms())],
+        );
+        let findings: Vec<String> = audit(dir.path())
+            .await
+            .expect("audit")
+            .into_iter()
+            .map(|f| f.what)
+            .collect();
+        assert!(
+            findings.contains(&"order o-open is paid, not in a terminal state".to_owned()),
+            "{findings:?}"
+        );
+        assert!(
+            findings.contains(&"order o-odd has an unknown status \"refunded\"".to_owned()),
+            "{findings:?}"
+        );
+        assert!(
+            !findings.iter().any(|f| f.contains("o-done")),
+            "{findings:?}"
+        );
     }
 
     #[tokio::test]
