@@ -722,7 +722,6 @@ async function ordersPage(view) {
       h("td", { class: "num" }, money(o.total_cents, o.currency))))))));
 }
 
-const TERMINAL = new Set(["shipped", "cancelled"]);
 
 async function orderPage(view, idOrReference) {
   const heading = h("h1", {}, "Order");
@@ -742,7 +741,7 @@ async function orderPage(view, idOrReference) {
     if (session.isAdmin()) {
       try { ({ data: events } = await api("GET", `/api/ops/events?correlation_id=${id}&limit=100`)); } catch { /* optional */ }
     }
-    if (TERMINAL.has(order.status)) settled += 1;
+    if (order.settled) settled += 1;
     const key = JSON.stringify([order, shipments, events]);
     if (key === last) return;
     last = key;
@@ -790,7 +789,7 @@ function renderOrder(order, shipments, events) {
   const cancelled = order.history.find((s) => s.status === "cancelled");
   const parts = [
     h("p", { class: "row" }, h("span", { id: "order-status", "data-status": order.status }, statusBadge(order.status)),
-      TERMINAL.has(order.status) ? "" : h("span", { class: "muted" }, "updating live…"),
+      order.settled ? "" : h("span", { class: "muted" }, "updating live…"),
       cancelled && cancelled.reason ? h("span", {}, `Reason: ${cancelled.reason.replaceAll("_", " ")}`) : ""),
     h("div", { class: "split" },
       h("section", { class: "card", "aria-labelledby": "o-ship" },

@@ -306,6 +306,8 @@ pub struct OrderView {
     pub customer_id: Uuid,
     /// `accepted`, `paid`, `ready_for_shipping`, `shipped` or `cancelled`.
     pub status: String,
+    /// Whether the status is final (`shipped`, `cancelled`): it changes no more.
+    pub settled: bool,
     pub lines: Vec<LineView>,
     pub total_cents: i64,
     pub currency: String,
@@ -328,6 +330,7 @@ pub fn order_view(order: &store::Order) -> OrderView {
         reference: OrderReference::of(order.id).to_string(),
         customer_id: order.customer_id,
         status: order.status.as_str().to_owned(),
+        settled: order.status.is_terminal(),
         lines: order
             .lines
             .iter()

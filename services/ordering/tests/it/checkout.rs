@@ -52,6 +52,7 @@ async fn replica_mode_accepts_and_publishes_order_accepted(backend: Backend) {
     assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
     let order = &answer.body;
     assert_eq!(order["status"], "accepted");
+    assert_eq!(order["settled"], false, "accepted changes on");
     assert_eq!(order["customer_id"], customer_id.to_string());
     assert_eq!(order["address_source"], "replica");
     assert_eq!(order["shipping_address"]["line1"], "Main St 1");

@@ -192,6 +192,7 @@ async fn each_event_moves_the_order_forward_and_shipping_publishes_order_shipped
     handle(&ordering, &[&dispatched(id, customer, shipment)]).await;
     let order = get_order(&ordering, &token, id).await;
     assert_eq!(order["status"], "shipped");
+    assert_eq!(order["settled"], true, "shipped is final");
     assert_eq!(
         history(&order)[1..],
         [
