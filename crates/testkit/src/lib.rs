@@ -69,35 +69,37 @@ fn find_nats_server() -> Option<PathBuf> {
 pub struct NatsServer {
     binary: PathBuf,
     port: u16,
+    /// Its monitoring port, whose `/healthz` says when JetStream is ready.
+    monitor_port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
     /// Its place in a cluster, if it is in one.
     member: Option<Member>,
 }
 
-/// How a server joins a cluster: its name, its route port, the routes to the others,
-/// and its monitoring port (whose `/healthz` says when JetStream is ready).
+/// How a server joins a cluster: its name, its route port, the routes to the others.
 #[derive(Debug, Clone)]
 struct Member {
     name: String,
     route_port: u16,
     routes: String,
-    monitor_port: u16,
 }
 
 impl NatsServer {
     /// Starts a server with JetStream and a file store in a temporary directory, and
-    /// waits until it accepts connections. `None` (with a loud skip) when there is no
-    /// `nats-server` binary.
+    /// waits until JetStream is ready (its `/healthz`). `None` (with a loud skip) when
+    /// there is no `nats-server` binary.
     pub fn start() -> Option<NatsServer> {
         let Some(binary) = find_nats_server() else {
             missing("nats-server not found on PATH (apt-get install nats-server)");
             return None;
         };
         let store = tempfile::tempdir().expect("create a temporary JetStream store");
+        let ports = free_ports(2);
         let mut server = NatsServer {
             binary,
-            port: free_port(),
+            port: ports[0],
+            monitor_port: ports[1],
             store,
             child: None,
             member: None,
@@ -164,10 +166,9 @@ impl NatsServer {
                 &format!("nats://127.0.0.1:{}", member.route_port),
                 "--routes",
                 &member.routes,
-                "-m",
-                &member.monitor_port.to_string(),
             ]);
         }
+        command.args(["-m", &self.monitor_port.to_string()]);
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -176,6 +177,13 @@ impl NatsServer {
             .unwrap_or_else(|e| panic!("start {}: {e}", self.binary.display()));
         self.child = Some(child);
         wait_for_port(self.port, Duration::from_secs(10));
+        // A lone server is ready once JetStream has restored its streams and
+        // consumers: a client that asked before could be told a consumer does not
+        // exist and make a new one. (A cluster's members are awaited together, by
+        // [`NatsCluster::wait_until_ready`]: one alone never is.)
+        if self.member.is_none() {
+            wait_for_health(self.monitor_port, Duration::from_secs(30));
+        }
     }
 }
 
@@ -215,13 +223,13 @@ impl NatsCluster {
             .map(|(i, &route_port)| NatsServer {
                 binary: binary.clone(),
                 port: ports.next().expect("a client port"),
+                monitor_port: ports.next().expect("a monitoring port"),
                 store: tempfile::tempdir().expect("create a temporary JetStream store"),
                 child: None,
                 member: Some(Member {
                     name: format!("n{i}"),
                     route_port,
                     routes: routes.clone(),
-                    monitor_port: ports.next().expect("a monitoring port"),
                 }),
             })
             .collect();
@@ -252,8 +260,7 @@ impl NatsCluster {
     pub fn wait_until_ready(&self, within: Duration) {
         let deadline = Instant::now() + within;
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-            let port = node.member.as_ref().expect("a cluster member").monitor_port;
-            while !http_ok(port, "/healthz") {
+            while !http_ok(node.monitor_port, "/healthz") {
                 assert!(
                     Instant::now() < deadline,
                     "the JetStream cluster is not ready after {within:?}"
@@ -278,6 +285,18 @@ fn http_ok(port: u16, path: &str) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+}
+
+/// Waits until `/healthz` on 127.0.0.1:`port` answers 200.
+fn wait_for_health(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !http_ok(port, "/healthz") {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server's /healthz on 127.0.0.1:{port} is not 200 after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn wait_for_port(port: u16, within: Duration) {

@@ -211,10 +211,21 @@ async fn losing_a_streams_leader_loses_no_acknowledged_message() {
         "publishing stalled {slowest_after:?}, longer than a leader election"
     );
 
-    let consumer = bus
-        .consumer(&ConsumerConfig::new("ORDERS", "check"))
-        .await
-        .expect("consumer on the two nodes left");
+    // The cluster's API may itself be between leaders (the killed node may have led
+    // it too): creating the consumer is retried as the relay retries a publish.
+    let consumer = loop {
+        match bus.consumer(&ConsumerConfig::new("ORDERS", "check")).await {
+            Ok(consumer) => break consumer,
+            Err(error) => {
+                assert!(error.is_transient(), "{error}");
+                assert!(
+                    Instant::now() < deadline + Duration::from_secs(30),
+                    "no consumer on the two nodes left: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
     let mut seen = BTreeSet::new();
     let mut deliveries = 0;
     while seen.len() < acknowledged.len() {
@@ -224,11 +235,12 @@ async fn losing_a_streams_leader_loses_no_acknowledged_message() {
             seen.len(),
             acknowledged.len()
         );
-        for delivery in consumer
-            .fetch(200, Duration::from_secs(1))
-            .await
-            .expect("fetch")
-        {
+        let batch = match consumer.fetch(200, Duration::from_secs(1)).await {
+            Ok(batch) => batch,
+            Err(error) if error.is_transient() => continue,
+            Err(error) => panic!("fetch: {error}"),
+        };
+        for delivery in batch {
             deliveries += 1;
             let i: usize = std::str::from_utf8(&delivery.payload)
                 .expect("utf-8")
