@@ -267,7 +267,8 @@ impl Started {
 
 /// Makes `name` from `env`: opens its store, applies its migrations, starts its
 /// consumers and relay, and returns its routes, with its event feed
-/// (`/internal/<name>/events`, see [`crate::feed`]).
+/// (`/internal/<name>/events`, see [`crate::feed`]; not the gateway's, which publishes
+/// nothing and listens in public).
 pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started> {
     let mut started = match name {
         ServiceName::Identity => {
@@ -388,12 +389,16 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
             Started::of(gateway.router(), gateway)
         }
     };
-    let feed = crate::feed::routes(
-        name.as_str(),
-        started.running.db(),
-        &env.internal.service(name.as_str()),
-    );
-    started.router = started.router.merge(feed);
+    // The gateway publishes nothing, and its listener is the public one: no
+    // `/internal` route of its own there.
+    if name != ServiceName::Gateway {
+        let feed = crate::feed::routes(
+            name.as_str(),
+            started.running.db(),
+            &env.internal.service(name.as_str()),
+        );
+        started.router = started.router.merge(feed);
+    }
     Ok(started)
 }
 
@@ -487,10 +492,10 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
 
 /// Ordering's replicas are rebuilt (from the owners' feeds and the bus) when its store
 /// has none but the bus or the feeds have events they are made of (a new or replaced
-/// ordering store). Only a store
-/// never rebuilt (generation 0): in one that was, empty replicas are still catching up
-/// with the generation's consumers, which other instances run too. Instances starting
-/// together on a new store rebuild once (see [`agora_ordering::Ordering::rebuild_replicas`]).
+/// ordering store). Only a store never rebuilt (generation 0): in one that was, empty
+/// replicas are still catching up with the generation's consumers, which other
+/// instances run too. Instances starting together on a new store rebuild once (see
+/// [`agora_ordering::Ordering::rebuild_replicas`]).
 async fn rebuild_if_empty(
     ordering: &agora_ordering::Ordering,
     bus: &SharedBus,

@@ -386,11 +386,8 @@ impl Shop {
         &self.control
     }
 
-    /// Where a service listens (`http://127.0.0.1:<port>`), by name (the gateway: [`Self::url`]).
+    /// Where a service listens (`http://127.0.0.1:<port>`), by name.
     pub async fn service_url(&self, name: &str) -> Option<String> {
-        if name == "gateway" {
-            return Some(self.url());
-        }
         self.control
             .with_host(name, async |lever: &mut Lever| lever.host.url())
             .await
