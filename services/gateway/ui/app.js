@@ -866,14 +866,24 @@ async function opsPage(view) {
     return;
   }
   const message = h("div", { role: "status", "aria-live": "polite" });
+  // A poll answered with what was true before the user's last change must not undo
+  // the change on screen: the levers show the server's state only when no change is
+  // in flight and none started since that poll asked.
+  const changes = { started: 0, inFlight: 0 };
   const act = async (what, fn) => {
+    changes.started += 1;
+    changes.inFlight += 1;
+    let done = false;
     try {
       await fn();
+      done = true;
       message.replaceChildren(h("div", { class: "notice" }, what));
-      await refreshStatus();
     } catch (error) {
       message.replaceChildren(errorBox(error));
+    } finally {
+      changes.inFlight -= 1;
     }
+    if (done) await refreshStatus().catch((error) => message.replaceChildren(errorBox(error)));
   };
 
   // The levers: built once, so a poll never resets what the user is choosing.
@@ -940,13 +950,16 @@ async function opsPage(view) {
 
   let lastSubs = "";
   async function refreshStatus() {
+    const asked = changes.started;
     const { data: status } = await api("GET", "/api/ops/status");
     online.textContent = String(status.online_users);
-    busPaused = status.bus.paused;
-    busState.replaceChildren(busPaused ? badge("paused", "bad") : badge("running", "good"));
-    busButton.textContent = busPaused ? "Resume the bus" : "Pause the bus";
-    for (const radio of modeRadios.map((l) => l.querySelector("input"))) {
-      radio.checked = radio.value === status.settings.customer_data;
+    if (changes.inFlight === 0 && asked === changes.started) {
+      busPaused = status.bus.paused;
+      busState.replaceChildren(busPaused ? badge("paused", "bad") : badge("running", "good"));
+      busButton.textContent = busPaused ? "Resume the bus" : "Pause the bus";
+      for (const radio of modeRadios.map((l) => l.querySelector("input"))) {
+        radio.checked = radio.value === status.settings.customer_data;
+      }
     }
     for (const service of status.services) {
       let row = rows.get(service.name);
