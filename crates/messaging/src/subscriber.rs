@@ -620,21 +620,37 @@ impl Worker {
     /// The transaction: for each delivery, in a savepoint, the inbox record and the
     /// handler; then one commit. A delivery whose handler fails (or panics) is rolled
     /// back to its savepoint and the others go on.
+    ///
+    /// A batch of one (what a consumer fetches whenever it keeps up) needs no
+    /// savepoint: the transaction is the delivery's, and it is rolled back whole when
+    /// the delivery is not applied. Two statements fewer per event.
     async fn apply(
         &self,
         decoded: &[(Delivery, Envelope)],
     ) -> Result<Vec<Result<Outcome, HandlerError>>, HandlerError> {
         let config = &self.config;
         let mut tx = self.db.begin().await?;
+        let alone = decoded.len() == 1;
         let mut outcomes = Vec::with_capacity(decoded.len());
         for (delivery, envelope) in decoded {
             config.faults.checkpoint(CrashPoint::BeforeHandle).await;
-            let outcome = AssertUnwindSafe(self.apply_one(&mut tx, envelope))
+            let work = async {
+                if alone {
+                    self.apply_alone(&mut tx, envelope).await
+                } else {
+                    self.apply_one(&mut tx, envelope).await
+                }
+            };
+            let outcome = AssertUnwindSafe(work)
                 .catch_unwind()
                 .instrument(span_of(delivery, Some(envelope)))
                 .await
                 .unwrap_or_else(|_| Err(HandlerError::transient("the handler panicked")));
             outcomes.push(outcome);
+        }
+        if alone && !matches!(outcomes[..], [Ok(Outcome::Applied)]) {
+            tx.rollback().await?;
+            return Ok(outcomes);
         }
         config
             .faults
@@ -648,6 +664,20 @@ impl Worker {
         // The handlers may have appended events to the outbox.
         self.db.wake_relay();
         Ok(outcomes)
+    }
+
+    /// The only delivery of a batch, straight in the batch's transaction, which the
+    /// caller rolls back unless this returns [`Outcome::Applied`].
+    async fn apply_alone(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        envelope: &Envelope,
+    ) -> Result<Outcome, HandlerError> {
+        if !Inbox::record(tx, &self.config.consumer, envelope.id).await? {
+            return Ok(Outcome::Duplicate);
+        }
+        self.handler.handle(tx, envelope).await?;
+        Ok(Outcome::Applied)
     }
 
     /// One delivery inside the batch's transaction, in a savepoint: dropping it on any

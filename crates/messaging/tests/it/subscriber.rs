@@ -26,6 +26,7 @@ crate::on_both_backends!(
     shutdown_is_prompt_and_clean,
     a_panicking_handler_is_a_failure_not_a_dead_worker,
     in_a_batch_a_failing_delivery_is_rolled_back_alone,
+    a_lone_failing_delivery_leaves_nothing_behind,
     failed_commits_spend_no_attempt_and_dead_letter_nothing,
     a_store_failure_in_the_handler_spends_no_attempt,
     a_batch_longer_than_the_ack_wait_is_not_delivered_twice,
@@ -406,6 +407,39 @@ async fn in_a_batch_a_failing_delivery_is_rolled_back_alone(store: TestStore) {
         "each applied once: the failed write was rolled back, the others kept"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 6, "five, and one retry");
+    assert!(bus.dead_letters().await.unwrap().is_empty());
+}
+
+/// A batch of one runs without a savepoint: its transaction is rolled back whole when
+/// the handler fails after writing, inbox record included, so the retry applies it.
+async fn a_lone_failing_delivery_leaves_nothing_behind(store: TestStore) {
+    let bus: SharedBus = embedded_bus(store.dir.path()).await;
+    let envelope = credited(1);
+    bus.publish(envelope.to_message().unwrap()).await.unwrap();
+    let handler = FailsOnceAfterWriting {
+        event_id: envelope.id,
+        failed: false.into(),
+        inner: CountingHandler::new("ledger-view"),
+    };
+    let calls = handler.inner.calls.clone();
+    let mut config = config("ledger-view").workers(1);
+    config.batch_size = 1;
+    let subscriber = Subscriber::spawn(&store.db, &bus, config.clone(), handler)
+        .await
+        .unwrap();
+    eventually(WAIT, "applied", || async {
+        !applied(&store.db, "ledger-view").await.is_empty()
+    })
+    .await;
+    eventually(WAIT, "settled", || settled(&bus, &config)).await;
+    subscriber.shutdown().await;
+
+    assert_eq!(
+        applied(&store.db, "ledger-view").await,
+        vec![(envelope.id.to_string(), 1)],
+        "applied once: the failed attempt's write was rolled back"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one failure, one retry");
     assert!(bus.dead_letters().await.unwrap().is_empty());
 }
 
