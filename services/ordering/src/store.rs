@@ -976,20 +976,16 @@ pub async fn advance_status(
     if done.rows_affected() != 1 {
         return Err(Error::Conflict);
     }
-    let next: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(seq), -1) + 1 FROM ordering_order_history WHERE order_id = $1",
-    )
-    .bind(id.to_string())
-    .fetch_one(&mut **tx)
-    .await?;
-    for (offset, entry) in entries.iter().enumerate() {
+    // Each entry takes the next sequence number of the order's history in the same
+    // statement (one round trip per entry, not two).
+    for entry in entries {
         sqlx::query(
             "INSERT INTO ordering_order_history (order_id, seq, status, at_ms, reason)
-             VALUES ($1, $2, $3, $4, $5)
+             SELECT $1, COALESCE(MAX(seq), -1) + 1, $2, $3, $4
+               FROM ordering_order_history WHERE order_id = $1
              ON CONFLICT (order_id, status) DO NOTHING",
         )
         .bind(id.to_string())
-        .bind(next + i64::try_from(offset).map_err(|_| Error::Corrupt("history sequence"))?)
         .bind(entry.status.as_str())
         .bind(entry.at_ms)
         .bind(entry.reason.clone())
