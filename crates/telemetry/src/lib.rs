@@ -175,11 +175,7 @@ pub fn status_label(status: u16) -> &'static str {
         502 => "502",
         503 => "503",
         504 => "504",
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        other => status_class(other),
     }
 }
 
@@ -236,6 +232,52 @@ mod tests {
         assert!(names::family_of("agora_outbox_relay_latency_seconds_bucket").is_some());
         assert!(names::family_of("agora_outbox_backlog_bucket").is_none());
         assert!(names::family_of("agora_nothing").is_none());
+    }
+
+    /// Every `agora_…` name in `text`.
+    fn metric_names(text: &str) -> Vec<&str> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("agora_") {
+            let boundary = at == 0 || {
+                let before = rest.as_bytes()[at - 1];
+                !(before.is_ascii_alphanumeric() || before == b'_')
+            };
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            if boundary {
+                names.push(&tail[..end]);
+            }
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    /// The dashboard and the alerts of `deploy/` query only series the shop exports.
+    #[test]
+    fn the_dashboard_and_the_alerts_use_only_exported_series() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+        for file in [
+            "grafana/agora.json",
+            "prometheus/alerts.yml",
+            "prometheus/alerts.test.yml",
+        ] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).expect(file);
+            let names = metric_names(&text);
+            assert!(!names.is_empty(), "{file} queries nothing");
+            for name in names {
+                assert!(
+                    names::family_of(name).is_some(),
+                    "{file} uses {name}, which the shop does not export"
+                );
+            }
+        }
+        assert_eq!(
+            metric_names("rate(agora_x_total[1m]) / xagora_y + agora_z"),
+            ["agora_x_total", "agora_z"]
+        );
     }
 
     #[test]
