@@ -270,6 +270,8 @@ impl Started {
 /// (`/internal/<name>/events`, see [`crate::feed`]; not the gateway's, which publishes
 /// nothing and listens in public).
 pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started> {
+    // Before any client or consumer takes its metric handles.
+    agora_telemetry::install();
     let mut started = match name {
         ServiceName::Identity => {
             let identity = agora_identity::build(agora_identity::IdentityConfig {
@@ -398,8 +400,71 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
             &env.internal.service(name.as_str()),
         );
         started.router = started.router.merge(feed);
+        // Its own `/metrics` (what `agora run` serves; in `agora up` the gateway's
+        // renders the same recorder), and its requests' RED metrics by route template
+        // (the gateway records its own in its edge guard).
+        started.router = started.router.merge(agora_telemetry::routes()).layer(
+            axum::middleware::from_fn_with_state(name.as_str(), agora_telemetry::http::server),
+        );
     }
+    let samplers = samplers(name, &env.bus, started.running.db());
+    started.running = Box::new(Sampled {
+        inner: started.running,
+        _samplers: samplers,
+    });
     Ok(started)
+}
+
+/// The gauges read from `name`'s store and the bus when `/metrics` is scraped: its
+/// consumers' lag, its outbox backlog, its process managers (fulfilment), its orders
+/// (ordering).
+fn samplers(
+    name: ServiceName,
+    bus: &SharedBus,
+    db: &agora_messaging::Db,
+) -> Vec<agora_telemetry::SamplerGuard> {
+    let service = name.as_str();
+    let mut samplers = Vec::new();
+    let bus = bus.clone();
+    samplers.push(agora_telemetry::register_sampler(Arc::new(move || {
+        let bus = bus.clone();
+        Box::pin(async move { agora_messaging::metrics::sample_consumers(&bus, service).await })
+    })));
+    if name != ServiceName::Gateway {
+        let store = db.clone();
+        let processes = name == ServiceName::Fulfilment;
+        samplers.push(agora_telemetry::register_sampler(Arc::new(move || {
+            let db = store.clone();
+            Box::pin(async move {
+                agora_messaging::metrics::sample_store(&db, service, processes).await
+            })
+        })));
+    }
+    if name == ServiceName::Ordering {
+        let store = db.clone();
+        samplers.push(agora_telemetry::register_sampler(Arc::new(move || {
+            let db = store.clone();
+            Box::pin(async move { agora_ordering::sample_metrics(&db).await })
+        })));
+    }
+    samplers
+}
+
+/// A running service with its samplers, unregistered when it stops.
+#[derive(Debug)]
+struct Sampled {
+    inner: Box<dyn Running>,
+    _samplers: Vec<agora_telemetry::SamplerGuard>,
+}
+
+impl Running for Sampled {
+    fn stop(self: Box<Self>) -> futures::future::BoxFuture<'static, ()> {
+        self.inner.stop()
+    }
+
+    fn db(&self) -> &agora_messaging::Db {
+        self.inner.db()
+    }
 }
 
 /// Says on the console that `name` is up: where it listens, on what store, and what
@@ -432,6 +497,7 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
             env.peer(ServiceName::Payment)?,
             ClientConfig {
                 timeout: Duration::from_millis(500),
+                caller: agora_ordering::SOURCE,
                 ..ClientConfig::default()
             },
         )?
@@ -442,7 +508,10 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
         agora_resilience::client(
             "customer",
             env.peer(ServiceName::Customer)?,
-            ClientConfig::default(),
+            ClientConfig {
+                caller: agora_ordering::SOURCE,
+                ..ClientConfig::default()
+            },
         )?
         .with_credentials(plane.credentials_for("customer")),
         Duration::from_millis(250),

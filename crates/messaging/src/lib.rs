@@ -55,6 +55,7 @@ mod db;
 mod envelope;
 mod fault;
 mod feed;
+pub mod metrics;
 mod outbox;
 mod process;
 mod schema;

@@ -208,7 +208,8 @@ impl Relay {
         let Ok(_turn) = slot.try_lock() else {
             return Ok(0);
         };
-        match pass(db, bus, batch_size.max(1), &FaultPlan::none()).await? {
+        let metrics = RelayMetrics::none();
+        match pass(db, bus, batch_size.max(1), &FaultPlan::none(), &metrics).await? {
             Pass::Published(n) => Ok(n),
             Pass::Busy => Ok(0),
         }
@@ -222,6 +223,7 @@ async fn run(db: Db, bus: SharedBus, config: RelayConfig, mut stopped: watch::Re
         _ = stopped.wait_for(|stop| *stop) => return,
     };
     let batch_size = config.batch_size.max(1);
+    let metrics = RelayMetrics::of(&config);
     let mut failures: u32 = 0;
     let mut streams_ready = config.streams.is_empty();
     let mut next_prune = tokio::time::Instant::now();
@@ -251,7 +253,7 @@ async fn run(db: Db, bus: SharedBus, config: RelayConfig, mut stopped: watch::Re
                 }
                 streams_ready = true;
             }
-            pass(&db, &bus, batch_size, &config.faults).await
+            pass(&db, &bus, batch_size, &config.faults, &metrics).await
         };
         // A pass in progress runs to its end, so that a clean shutdown never leaves
         // published rows unmarked (they would be published again: safe, but noise).
@@ -287,6 +289,35 @@ async fn run(db: Db, bus: SharedBus, config: RelayConfig, mut stopped: watch::Re
     }
 }
 
+/// The relay's publications and their latency (commit to publish). The `service`
+/// label is the first stream's name, lowercase: each service's relay creates its own
+/// stream, named after it ([`crate::stream_config`]).
+struct RelayMetrics {
+    published: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl RelayMetrics {
+    fn of(config: &RelayConfig) -> Self {
+        use agora_telemetry::names;
+        let service = config
+            .streams
+            .first()
+            .map_or_else(|| "unknown".to_owned(), |s| s.name.to_lowercase());
+        Self {
+            published: metrics::counter!(names::OUTBOX_PUBLISHED, "service" => service.clone()),
+            latency: metrics::histogram!(names::OUTBOX_RELAY_LATENCY, "service" => service),
+        }
+    }
+
+    fn none() -> Self {
+        Self {
+            published: metrics::Counter::noop(),
+            latency: metrics::Histogram::noop(),
+        }
+    }
+}
+
 /// Arbitrary, fixed: the advisory lock key of the outbox relay in a service's database.
 const RELAY_LOCK_KEY: i64 = 0x6167_6f72_615f_6f62; // "agora_ob"
 
@@ -295,6 +326,7 @@ async fn pass(
     bus: &SharedBus,
     batch_size: usize,
     faults: &FaultPlan,
+    metrics: &RelayMetrics,
 ) -> Result<Pass, Error> {
     match db.backend() {
         Backend::Postgres => {
@@ -314,7 +346,7 @@ async fn pass(
                 tx.rollback().await?;
                 return Ok(Pass::Published(0));
             }
-            publish(bus, &rows, faults).await?;
+            publish(bus, &rows, faults, metrics).await?;
             mark_published(&mut tx, &rows).await?;
             tx.commit().await?;
             Ok(Pass::Published(rows.len()))
@@ -326,7 +358,7 @@ async fn pass(
             if rows.is_empty() {
                 return Ok(Pass::Published(0));
             }
-            publish(bus, &rows, faults).await?;
+            publish(bus, &rows, faults, metrics).await?;
             mark_published(&mut *db.pool().acquire().await?, &rows).await?;
             Ok(Pass::Published(rows.len()))
         }
@@ -336,12 +368,13 @@ async fn pass(
 #[derive(Debug)]
 struct OutboxRow {
     position: i64,
+    created_at_ms: i64,
     message: OutgoingMessage,
 }
 
 async fn unpublished(conn: &mut AnyConnection, limit: usize) -> Result<Vec<OutboxRow>, Error> {
     let rows: Vec<AnyRow> = sqlx::query(
-        "SELECT position, event_id, subject, headers, payload FROM messaging_outbox
+        "SELECT position, event_id, subject, headers, payload, created_at_ms FROM messaging_outbox
          WHERE published_at_ms IS NULL ORDER BY position LIMIT $1",
     )
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -355,6 +388,7 @@ async fn unpublished(conn: &mut AnyConnection, limit: usize) -> Result<Vec<Outbo
             let payload: String = row.try_get("payload")?;
             Ok(OutboxRow {
                 position: row.try_get("position")?,
+                created_at_ms: row.try_get("created_at_ms")?,
                 message: OutgoingMessage {
                     id: row.try_get("event_id")?,
                     subject: row.try_get("subject")?,
@@ -366,10 +400,22 @@ async fn unpublished(conn: &mut AnyConnection, limit: usize) -> Result<Vec<Outbo
         .collect()
 }
 
-async fn publish(bus: &SharedBus, rows: &[OutboxRow], faults: &FaultPlan) -> Result<(), Error> {
+async fn publish(
+    bus: &SharedBus,
+    rows: &[OutboxRow],
+    faults: &FaultPlan,
+    metrics: &RelayMetrics,
+) -> Result<(), Error> {
     faults.checkpoint(CrashPoint::RelayBeforePublish).await;
     let messages = rows.iter().map(|row| row.message.clone()).collect();
     bus.publish_batch(messages).await?;
+    let now = crate::now_ms();
+    metrics.published.increment(rows.len() as u64);
+    for row in rows {
+        metrics
+            .latency
+            .record(now.saturating_sub(row.created_at_ms).max(0) as f64 / 1000.0);
+    }
     tracing::debug!(
         count = rows.len(),
         first = rows[0].position,

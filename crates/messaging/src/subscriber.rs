@@ -396,6 +396,52 @@ struct Worker {
     db: Db,
     handler: Arc<dyn Handler>,
     config: SubscriberConfig,
+    metrics: ConsumerMetrics,
+}
+
+/// The consumer's counters and handler latency, registered once at spawn (no label is
+/// built per delivery). The `service` label is the consumer name's prefix
+/// (`<service>-<what>`).
+struct ConsumerMetrics {
+    acked: metrics::Counter,
+    duplicate: metrics::Counter,
+    retried: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    redeliveries: metrics::Counter,
+    dead_letters: metrics::Counter,
+    handler_duration: metrics::Histogram,
+}
+
+impl ConsumerMetrics {
+    fn new(consumer: &str) -> Self {
+        use agora_telemetry::names;
+        let service = agora_telemetry::service_of_consumer(consumer).to_owned();
+        let labels = [("service", service), ("consumer", consumer.to_owned())];
+        let delivered = |outcome: &'static str| {
+            let mut labels: Vec<metrics::Label> = labels.iter().map(metrics::Label::from).collect();
+            labels.push(metrics::Label::new("outcome", outcome));
+            metrics::counter!(names::CONSUMER_DELIVERIES, labels)
+        };
+        Self {
+            acked: delivered("acked"),
+            duplicate: delivered("duplicate"),
+            retried: delivered("retried"),
+            dead_lettered: delivered("dead_lettered"),
+            redeliveries: metrics::counter!(names::CONSUMER_REDELIVERIES, &labels),
+            dead_letters: metrics::counter!(names::CONSUMER_DEAD_LETTERS, &labels),
+            handler_duration: metrics::histogram!(names::CONSUMER_HANDLER_DURATION, &labels),
+        }
+    }
+
+    /// A delivery given back to the bus: retried, or dead-lettered if it was its last.
+    fn failed(&self, deliveries: u32, max_deliver: u32, permanent: bool) {
+        if permanent || deliveries >= max_deliver {
+            self.dead_lettered.increment(1);
+            self.dead_letters.increment(1);
+        } else {
+            self.retried.increment(1);
+        }
+    }
 }
 
 impl Subscriber {
@@ -421,6 +467,7 @@ impl Subscriber {
         let worker = Arc::new(Worker {
             db: db.clone(),
             handler: Arc::new(handler),
+            metrics: ConsumerMetrics::new(&config.consumer),
             config,
         });
         let mut workers = JoinSet::new();
@@ -512,6 +559,9 @@ impl Worker {
         let config = &self.config;
         let mut decoded = Vec::with_capacity(batch.len());
         for delivery in batch {
+            if delivery.deliveries > 1 {
+                self.metrics.redeliveries.increment(1);
+            }
             match Envelope::from_json(&delivery.payload) {
                 Ok(envelope) => decoded.push((delivery, envelope)),
                 Err(error) => {
@@ -519,6 +569,8 @@ impl Worker {
                     // this consumer may read them), then the bus dead-letters them.
                     let span = span_of(&delivery, None);
                     let delay = config.backoff.delay(delivery.deliveries);
+                    self.metrics
+                        .failed(delivery.deliveries, config.max_deliver, false);
                     async {
                         tracing::warn!(%error, "undecodable delivery");
                         if let Err(error) = delivery.nak(delay, "undecodable").await {
@@ -634,6 +686,7 @@ impl Worker {
         let mut outcomes = Vec::with_capacity(decoded.len());
         for (delivery, envelope) in decoded {
             config.faults.checkpoint(CrashPoint::BeforeHandle).await;
+            let started = tokio::time::Instant::now();
             let work = async {
                 if alone {
                     self.apply_alone(&mut tx, envelope).await
@@ -646,6 +699,9 @@ impl Worker {
                 .instrument(span_of(delivery, Some(envelope)))
                 .await
                 .unwrap_or_else(|_| Err(HandlerError::transient("the handler panicked")));
+            self.metrics
+                .handler_duration
+                .record(started.elapsed().as_secs_f64());
             outcomes.push(outcome);
         }
         if alone && !matches!(outcomes[..], [Ok(Outcome::Applied)]) {
@@ -704,8 +760,12 @@ impl Worker {
         let settled = match outcome {
             Ok(outcome) => {
                 match outcome {
-                    Outcome::Applied => tracing::debug!("handled"),
+                    Outcome::Applied => {
+                        self.metrics.acked.increment(1);
+                        tracing::debug!("handled")
+                    }
                     Outcome::Duplicate => {
+                        self.metrics.duplicate.increment(1);
                         tracing::debug!("already processed; acking the redelivery")
                     }
                 }
@@ -713,6 +773,11 @@ impl Worker {
             }
             Err(error) => {
                 let reason = truncate(error.reason(), MAX_REASON_BYTES);
+                self.metrics.failed(
+                    delivery.deliveries,
+                    self.config.max_deliver,
+                    error.is_permanent(),
+                );
                 if error.is_permanent() {
                     tracing::warn!(reason, "handler failed permanently; dead-lettering");
                     delivery.term(reason).await

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -88,6 +88,30 @@ struct Shared {
     name: String,
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    /// Set once by [`CircuitBreaker::observe`]; a breaker nobody observes records
+    /// nothing.
+    metrics: OnceLock<BreakerMetrics>,
+}
+
+/// [`agora_telemetry::names::BREAKER_STATE`] and the transition counters of one breaker.
+#[derive(Debug)]
+struct BreakerMetrics {
+    state: metrics::Gauge,
+    to_closed: metrics::Counter,
+    to_open: metrics::Counter,
+    to_half_open: metrics::Counter,
+}
+
+impl BreakerMetrics {
+    fn entered(&self, state: BreakerState) {
+        let (value, counter) = match state {
+            BreakerState::Closed => (0.0, &self.to_closed),
+            BreakerState::Open => (1.0, &self.to_open),
+            BreakerState::HalfOpen => (2.0, &self.to_half_open),
+        };
+        self.state.set(value);
+        counter.increment(1);
+    }
 }
 
 #[derive(Debug)]
@@ -131,11 +155,42 @@ impl CircuitBreaker {
                     times_opened: 0,
                     rejected: 0,
                 }),
+                metrics: OnceLock::new(),
             }),
         }
     }
 
     /// The target's name, as given.
+    /// Records this breaker's state and transitions as `service`'s (the caller's)
+    /// breaker: [`agora_telemetry::names::BREAKER_STATE`] and
+    /// [`agora_telemetry::names::BREAKER_TRANSITIONS`]. Once; later calls do nothing.
+    pub fn observe(&self, service: &'static str) {
+        use agora_telemetry::names;
+        let name = self.shared.name.clone();
+        let transitions = |to: &'static str| {
+            metrics::counter!(names::BREAKER_TRANSITIONS,
+                "service" => service, "breaker" => name.clone(), "to" => to)
+        };
+        let observed = BreakerMetrics {
+            state: metrics::gauge!(names::BREAKER_STATE, "service" => service, "breaker" => name.clone()),
+            to_closed: transitions("closed"),
+            to_open: transitions("open"),
+            to_half_open: transitions("half_open"),
+        };
+        observed.state.set(match self.state() {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+        });
+        let _ = self.shared.metrics.set(observed);
+    }
+
+    fn entered(&self, state: BreakerState) {
+        if let Some(metrics) = self.shared.metrics.get() {
+            metrics.entered(state);
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.shared.name
     }
@@ -190,6 +245,7 @@ impl CircuitBreaker {
             }
             inner.phase = Phase::HalfOpen { in_flight: 0 };
             inner.generation += 1;
+            self.entered(BreakerState::HalfOpen);
             tracing::info!(target_name = %self.shared.name, "circuit breaker half-open");
         }
         let probe = match &mut inner.phase {
@@ -227,6 +283,7 @@ impl CircuitBreaker {
                     inner.phase = Phase::Closed;
                     inner.generation += 1;
                     inner.window.clear();
+                    self.entered(BreakerState::Closed);
                     tracing::info!(target_name = %self.shared.name, "circuit breaker closed");
                 }
                 Outcome::Failure => self.open(&mut inner, now),
@@ -253,6 +310,7 @@ impl CircuitBreaker {
         inner.generation += 1;
         inner.window.clear();
         inner.times_opened += 1;
+        self.entered(BreakerState::Open);
         tracing::warn!(
             target_name = %self.shared.name,
             open_for_ms = self.shared.config.open_duration.as_millis() as u64,

@@ -17,6 +17,7 @@ use crate::CallError;
 pub struct BulkheadLayer {
     permits: Arc<Semaphore>,
     limit: usize,
+    rejections: metrics::Counter,
 }
 
 impl BulkheadLayer {
@@ -24,7 +25,14 @@ impl BulkheadLayer {
         BulkheadLayer {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
+            rejections: metrics::Counter::noop(),
         }
+    }
+
+    /// This layer, counting the calls it refuses in `rejections`.
+    pub fn counting(mut self, rejections: metrics::Counter) -> Self {
+        self.rejections = rejections;
+        self
     }
 
     /// The configured limit.
@@ -45,6 +53,7 @@ impl<S> Layer<S> for BulkheadLayer {
         Bulkhead {
             inner,
             permits: self.permits.clone(),
+            rejections: self.rejections.clone(),
         }
     }
 }
@@ -54,6 +63,7 @@ impl<S> Layer<S> for BulkheadLayer {
 pub struct Bulkhead<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    rejections: metrics::Counter,
 }
 
 impl<S, R> Service<R> for Bulkhead<S>
@@ -72,6 +82,7 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.rejections.increment(1);
             return Box::pin(async { Err(CallError::BulkheadFull) });
         };
         let future = self.inner.call(request);

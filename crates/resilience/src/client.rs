@@ -15,10 +15,13 @@ use serde::de::DeserializeOwned;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
+use agora_telemetry::http::ClientMetrics;
+
 use crate::balance::{Balance, Endpoint, Tried};
 use crate::{
     BreakerConfig, BreakerLayer, BulkheadLayer, CallError, CircuitBreaker, Deadline,
-    IDEMPOTENCY_KEY_HEADER, PropagateDeadlineLayer, RetryConfig, RetryLayer, TimeoutLayer,
+    IDEMPOTENCY_KEY_HEADER, PropagateDeadlineLayer, RetryConfig, RetryCounters, RetryLayer,
+    TimeoutLayer,
 };
 
 /// How a [`ResilientClient`] calls its target. See the crate docs for the defaults.
@@ -34,6 +37,9 @@ pub struct ClientConfig {
     pub max_response_bytes: usize,
     pub retry: RetryConfig,
     pub breaker: BreakerConfig,
+    /// The calling service, as the `service` label of the client's metrics (several
+    /// services share one process's recorder in `agora up`).
+    pub caller: &'static str,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +51,7 @@ impl Default for ClientConfig {
             max_response_bytes: 4 * 1024 * 1024,
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
+            caller: "unknown",
         }
     }
 }
@@ -76,10 +83,14 @@ where
     B: Clone + Send + 'static,
     RB: Send + 'static,
 {
+    let target = breaker.name().to_owned();
     let stack = ServiceBuilder::new()
-        .layer(RetryLayer::new(config.retry.clone()))
+        .layer(RetryLayer::new(config.retry.clone()).counting(retry_counters(config, &target)))
         .layer(BreakerLayer::new(breaker))
-        .layer(BulkheadLayer::new(config.max_concurrency))
+        .layer(
+            BulkheadLayer::new(config.max_concurrency)
+                .counting(bulkhead_rejections(config, &target)),
+        )
         .layer(TimeoutLayer::new(config.timeout))
         .layer(PropagateDeadlineLayer::new())
         .service(transport);
@@ -179,6 +190,7 @@ impl std::fmt::Debug for Credentials {
 /// [`BreakerLayer`], [`BulkheadLayer`], [`TimeoutLayer`] and
 /// [`PropagateDeadlineLayer`] over a clone of `transport`.
 fn balanced_stack<S>(
+    target: &str,
     endpoints: Vec<(Scheme, Authority, CircuitBreaker)>,
     transport: S,
     config: &ClientConfig,
@@ -193,7 +205,10 @@ where
         .map(|(scheme, authority, breaker)| {
             let stack = ServiceBuilder::new()
                 .layer(BreakerLayer::new(breaker.clone()))
-                .layer(BulkheadLayer::new(config.max_concurrency))
+                .layer(
+                    BulkheadLayer::new(config.max_concurrency)
+                        .counting(bulkhead_rejections(config, target)),
+                )
                 .layer(TimeoutLayer::new(config.timeout))
                 .layer(PropagateDeadlineLayer::new())
                 .service(transport.clone());
@@ -201,9 +216,23 @@ where
         })
         .collect();
     let stack = ServiceBuilder::new()
-        .layer(RetryLayer::new(config.retry.clone()))
+        .layer(RetryLayer::new(config.retry.clone()).counting(retry_counters(config, target)))
         .service(Balance::new(endpoints));
     BoxCloneSyncService::new(stack)
+}
+
+fn retry_counters(config: &ClientConfig, target: &str) -> RetryCounters {
+    use agora_telemetry::names;
+    let counter = |family: &'static str| metrics::counter!(family, "service" => config.caller, "target" => target.to_owned());
+    RetryCounters {
+        retries: counter(names::CLIENT_RETRIES),
+        budget_exhausted: counter(names::CLIENT_RETRY_BUDGET_EXHAUSTED),
+    }
+}
+
+fn bulkhead_rejections(config: &ClientConfig, target: &str) -> metrics::Counter {
+    metrics::counter!(agora_telemetry::names::CLIENT_BULKHEAD_REJECTIONS,
+        "service" => config.caller, "target" => target.to_owned())
 }
 
 /// The client of one target (a service's base URL, or the base URLs of its
@@ -220,6 +249,7 @@ pub struct ResilientClient {
     breakers: Arc<[CircuitBreaker]>,
     service: ResilientService,
     credentials: Option<Credentials>,
+    metrics: Arc<ClientMetrics>,
 }
 
 /// The resilient client of the target `name` (the breaker's name, e.g. `"payment"`) at
@@ -289,13 +319,14 @@ impl ResilientClient {
             .iter()
             .map(|(scheme, authority)| {
                 let breaker = CircuitBreaker::new(breaker_name(authority), config.breaker.clone());
+                breaker.observe(config.caller);
                 (scheme.clone(), authority.clone(), breaker)
             })
             .collect();
         let breakers = endpoints.iter().map(|(_, _, b)| b.clone()).collect();
         let service = match &endpoints[..] {
             [(_, _, breaker)] => resilient_stack(transport, breaker.clone(), &config),
-            _ => balanced_stack(endpoints, transport, &config),
+            _ => balanced_stack(name, endpoints, transport, &config),
         };
         Ok(ResilientClient {
             name: name.into(),
@@ -303,6 +334,7 @@ impl ResilientClient {
             breakers,
             service,
             credentials: None,
+            metrics: Arc::new(ClientMetrics::new(config.caller, name)),
         })
     }
 
@@ -359,7 +391,20 @@ impl ResilientClient {
         if self.breakers.len() > 1 {
             request.extensions_mut().insert(Tried::default());
         }
-        self.service.clone().oneshot(request).await
+        let started = tokio::time::Instant::now();
+        let method = agora_telemetry::method_label(request.method());
+        let result = self.service.clone().oneshot(request).await;
+        let outcome = match &result {
+            Ok(response) => agora_telemetry::status_class(response.status().as_u16()),
+            Err(CallError::Timeout) => "timeout",
+            Err(CallError::Connect(_)) => "connect",
+            Err(CallError::CircuitOpen) => "circuit_open",
+            Err(CallError::BulkheadFull) => "bulkhead_full",
+            Err(CallError::DeadlineExceeded) => "deadline",
+            Err(_) => "error",
+        };
+        self.metrics.record(method, outcome, started.elapsed());
+        result
     }
 
     /// The absolute URL of `path` (which starts with `/`) at the target.

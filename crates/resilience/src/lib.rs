@@ -95,7 +95,7 @@ pub use deadline::{
 pub use error::CallError;
 pub use fallback::{FallbackExt, call_with_fallback};
 pub use retry::{
-    IDEMPOTENCY_KEY_HEADER, Retry, RetryBudget, RetryBudgetConfig, RetryConfig, RetryLayer,
-    is_idempotent,
+    IDEMPOTENCY_KEY_HEADER, Retry, RetryBudget, RetryBudgetConfig, RetryConfig, RetryCounters,
+    RetryLayer, is_idempotent,
 };
 pub use timeout::{Timeout, TimeoutLayer};

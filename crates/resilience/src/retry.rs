@@ -154,12 +154,40 @@ pub fn is_idempotent<B>(request: &Request<B>) -> bool {
 pub struct RetryLayer {
     config: RetryConfig,
     budget: RetryBudget,
+    counters: RetryCounters,
+}
+
+/// What a retry layer counts: the retries it made, and those the budget refused.
+#[derive(Clone, Debug)]
+pub struct RetryCounters {
+    pub retries: metrics::Counter,
+    pub budget_exhausted: metrics::Counter,
+}
+
+impl RetryCounters {
+    /// Counters that count nowhere.
+    pub fn none() -> Self {
+        Self {
+            retries: metrics::Counter::noop(),
+            budget_exhausted: metrics::Counter::noop(),
+        }
+    }
 }
 
 impl RetryLayer {
     pub fn new(config: RetryConfig) -> Self {
         let budget = RetryBudget::new(config.budget.clone());
-        RetryLayer { config, budget }
+        RetryLayer {
+            config,
+            budget,
+            counters: RetryCounters::none(),
+        }
+    }
+
+    /// This layer, counting its retries and the budget's refusals in `counters`.
+    pub fn counting(mut self, counters: RetryCounters) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// The budget its services share (e.g. to show its balance).
@@ -176,6 +204,7 @@ impl<S> Layer<S> for RetryLayer {
             inner,
             config: Arc::new(self.config.clone()),
             budget: self.budget.clone(),
+            counters: self.counters.clone(),
         }
     }
 }
@@ -186,6 +215,7 @@ pub struct Retry<S> {
     inner: S,
     config: Arc<RetryConfig>,
     budget: RetryBudget,
+    counters: RetryCounters,
 }
 
 /// A copy of a request for another attempt (bodies are `Clone`: `Bytes` in Agora).
@@ -244,6 +274,7 @@ where
         let inner = self.inner.clone();
         let config = self.config.clone();
         let budget = self.budget.clone();
+        let counters = self.counters.clone();
         budget.deposit();
         Box::pin(async move {
             if !is_idempotent(&request) || config.max_attempts <= 1 {
@@ -265,9 +296,11 @@ where
                     return result;
                 }
                 if !budget.withdraw() {
+                    counters.budget_exhausted.increment(1);
                     tracing::debug!("retry budget exhausted; not retrying");
                     return result;
                 }
+                counters.retries.increment(1);
                 drop(result);
                 tokio::time::sleep(pause).await;
                 attempt += 1;

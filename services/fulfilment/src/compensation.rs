@@ -66,7 +66,10 @@ impl HttpCompensator {
         inventory_url: &str,
         internal: &InternalAuth,
     ) -> Result<Self, crate::Error> {
-        let config = || ClientConfig::default();
+        let config = || ClientConfig {
+            caller: crate::SOURCE,
+            ..ClientConfig::default()
+        };
         let payment = agora_resilience::client("payment", payment_url, config())
             .map_err(|e| crate::Error::Config(format!("payment URL: {e}")))?
             .with_credentials(internal.credentials_for("payment"));

@@ -8,7 +8,7 @@ use agora_auth::Caller;
 use agora_httpkit::{BODY_LIMIT, Problem};
 use axum::Router;
 use axum::body::to_bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State as AxumState};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State as AxumState};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -59,15 +59,11 @@ pub(crate) async fn healthz() -> &'static str {
     responses((status = 200, description = "Prometheus text exposition", body = String,
         content_type = "text/plain")))]
 pub(crate) async fn metrics(AxumState(state): AxumState<State>) -> Response {
-    let online = state.online.count().await.unwrap_or_else(|error| {
-        tracing::warn!(%error, "online users unknown");
-        0
-    });
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(online),
-    )
-        .into_response()
+    match state.online.count().await {
+        Ok(online) => metrics::gauge!(agora_telemetry::names::ONLINE_USERS).set(online as f64),
+        Err(error) => tracing::warn!(%error, "online users unknown"),
+    }
+    agora_telemetry::metrics_response().await
 }
 
 /// This document: every public path of Agora (OpenAPI 3.1).
@@ -89,6 +85,8 @@ struct ClientKey(String);
 /// Rate limits, the deadline and metrics, around every request.
 async fn guard(AxumState(state): AxumState<State>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let method_label = agora_telemetry::method_label(request.method());
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -121,9 +119,19 @@ async fn guard(AxumState(state): AxumState<State>, mut request: Request, next: N
             .into_response(),
         },
     };
-    state
-        .metrics
-        .record(&service, response.status().as_u16(), started.elapsed());
+    let (status, elapsed) = (response.status().as_u16(), started.elapsed());
+    agora_telemetry::http::record_gateway(&service, status, elapsed);
+    // Forwarded requests are labelled by the prefix of the service they went to: the
+    // service records its own route templates.
+    let route = match &matched {
+        Some(matched) => matched.as_str(),
+        None => state
+            .proxy
+            .route(&path)
+            .and_then(|r| r.upstream.prefix.as_deref())
+            .unwrap_or(agora_telemetry::http::UNMATCHED),
+    };
+    agora_telemetry::http::record_server(crate::SOURCE, route, method_label, status, elapsed);
     response
 }
 

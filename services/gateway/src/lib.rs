@@ -22,7 +22,6 @@ mod control;
 mod edge;
 mod forwarded;
 mod limits;
-mod metrics;
 mod online;
 mod openapi;
 mod ops;
@@ -193,7 +192,6 @@ pub(crate) struct State {
     pub verifier: Verifier,
     pub proxy: Arc<proxy::Proxy>,
     pub limits: Arc<limits::Limiters>,
-    pub metrics: Arc<metrics::Metrics>,
     pub online: online::OnlineUsers,
     pub openapi: Arc<String>,
     pub request_timeout: Duration,
@@ -277,7 +275,6 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
         verifier: auth.verifier().clone(),
         proxy: Arc::new(proxy),
         limits: Arc::new(limits::Limiters::on(config.limits, &db).await?),
-        metrics: Arc::new(metrics::Metrics::default()),
         online,
         openapi: Arc::new(openapi::render(config.service_docs)),
         request_timeout: config.request_timeout,

@@ -82,6 +82,7 @@ impl Proxy {
                 // Retry-After it was given. Unreachable and timed-out services count.
                 let mut config = ClientConfig {
                     timeout,
+                    caller: crate::SOURCE,
                     ..ClientConfig::default()
                 };
                 config.breaker.count_server_errors = false;

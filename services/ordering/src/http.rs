@@ -522,6 +522,28 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
     }
 }
 
+/// [`agora_telemetry::names::CHECKOUT_OUTCOMES`]: `accepted`, `refused` (the request
+/// or the payment said no) or `failed` (the shop could not do it now), with the reason.
+fn count_checkout(answer: &Result<checkout::Answer, ApiError>) {
+    let (outcome, reason) = match answer {
+        Ok(answer) if answer.status == StatusCode::CREATED => ("accepted", "created"),
+        Ok(answer) if answer.status == StatusCode::PAYMENT_REQUIRED => ("refused", "declined"),
+        Ok(_) => ("failed", "other"),
+        Err(ApiError::Declined) => ("refused", "declined"),
+        Err(ApiError::Invalid(_)) => ("refused", "invalid"),
+        Err(ApiError::KeyReused) => ("refused", "key_reused"),
+        Err(ApiError::InProgress) => ("refused", "in_progress"),
+        Err(ApiError::Unavailable("payment")) => ("failed", "payment_unavailable"),
+        Err(ApiError::Unavailable("customer")) => ("failed", "customer_unavailable"),
+        Err(ApiError::Unavailable(_)) => ("failed", "unavailable"),
+        Err(ApiError::PriceChanged) => ("failed", "price_changed"),
+        Err(_) => ("failed", "error"),
+    };
+    metrics::counter!(agora_telemetry::names::CHECKOUT_OUTCOMES,
+        "outcome" => outcome, "reason" => reason)
+    .increment(1);
+}
+
 /// `POST /api/ordering/orders` (customer): checkout.
 #[utoipa::path(
     post,
@@ -575,7 +597,9 @@ async fn place_order(
         lines,
         shipping_address,
     };
-    let answer = checkout::place_order(&state, customer_id, &key, &request).await?;
+    let answer = checkout::place_order(&state, customer_id, &key, &request).await;
+    count_checkout(&answer);
+    let answer = answer?;
     let content_type = if answer.status.is_success() {
         "application/json"
     } else {

@@ -406,6 +406,51 @@ impl StatusConsumers {
 }
 
 /// The replica consumers of `generation`: the plain names at 0, then `-g<n>`.
+/// Sets [`agora_telemetry::names::ORDERS`] (orders by status, every status listed)
+/// and [`agora_telemetry::names::ORDERS_OLDEST_OPEN_AGE`] from `db`, ordering's store:
+/// the sampler of `/metrics`. A failed query leaves the gauges as they were.
+pub async fn sample_metrics(db: &Db) {
+    use agora_telemetry::names;
+    use sqlx::Row;
+    let counts = sqlx::query("SELECT status, COUNT(*) AS n FROM ordering_orders GROUP BY status")
+        .fetch_all(db.pool())
+        .await;
+    match counts {
+        Ok(rows) => {
+            let counted: Vec<(String, i64)> = rows
+                .iter()
+                .filter_map(|row| Some((row.try_get("status").ok()?, row.try_get("n").ok()?)))
+                .collect();
+            for status in [OrderStatus::PATH.as_slice(), &[OrderStatus::Cancelled]].concat() {
+                let n = counted
+                    .iter()
+                    .find(|(s, _)| s == status.as_str())
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!(names::ORDERS, "status" => status.as_str()).set(n as f64);
+            }
+        }
+        Err(error) => tracing::debug!(%error, "orders by status unknown"),
+    }
+    let oldest: Result<Option<i64>, _> = sqlx::query_scalar(
+        "SELECT MIN(created_at_ms) FROM ordering_orders WHERE status NOT IN ('shipped', 'cancelled')",
+    )
+    .fetch_one(db.pool())
+    .await;
+    match oldest {
+        Ok(oldest) => {
+            let age_ms = oldest.map_or(0, |at| (unix_ms_now() - at).max(0));
+            metrics::gauge!(names::ORDERS_OLDEST_OPEN_AGE).set(age_ms as f64 / 1000.0);
+        }
+        Err(error) => tracing::debug!(%error, "oldest open order unknown"),
+    }
+}
+
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 pub fn consumer_names(generation: u64) -> (String, String) {
     if generation == 0 {
         (CUSTOMERS_CONSUMER.to_owned(), PRODUCTS_CONSUMER.to_owned())
