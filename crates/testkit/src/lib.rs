@@ -127,6 +127,7 @@ impl NatsServer {
     /// Stops the server the gentle way (SIGTERM, then waits for it to exit, which lets
     /// it write its state) and starts it again on the same port and store.
     pub fn restart_gracefully(&mut self) {
+        let consumers = jetstream_consumers(self.monitor_port);
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -134,6 +135,19 @@ impl NatsServer {
             let _ = child.wait();
         }
         self.spawn();
+        // `/healthz` may say ready before every consumer is back: wait for as many as
+        // there were, so that no client is told a durable consumer does not exist.
+        if let Some(before) = consumers {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while jetstream_consumers(self.monitor_port).is_none_or(|now| now < before) {
+                assert!(
+                    Instant::now() < deadline,
+                    "nats-server on {} restored fewer than {before} consumers in 30 s",
+                    self.port
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// Stops the server (SIGKILL); [`restart`](Self::restart) brings it back.
@@ -285,6 +299,26 @@ fn http_ok(port: u16, path: &str) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+}
+
+/// How many consumers the server's JetStream holds (`/jsz`), or `None` when it does
+/// not answer.
+fn jetstream_consumers(port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream
+        .write_all(b"GET /jsz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let jsz: serde_json::Value = serde_json::from_str(body).ok()?;
+    jsz.get("consumers")?.as_u64()
 }
 
 /// Waits until `/healthz` on 127.0.0.1:`port` answers 200.
