@@ -190,14 +190,20 @@ impl fmt::Debug for HttpFeed {
 }
 
 impl HttpFeed {
-    /// The feed of `owner` at `urls` (comma-separated, one per instance), read as
-    /// `reader` on the internal plane.
-    pub fn new(owner: &str, urls: &str, reader: &InternalAuth) -> anyhow::Result<Self> {
+    /// The feed of `owner` at `urls` (comma-separated, one per instance), read by the
+    /// service `caller` (its metrics), as `reader` on the internal plane.
+    pub fn new(
+        caller: &'static str,
+        owner: &str,
+        urls: &str,
+        reader: &InternalAuth,
+    ) -> anyhow::Result<Self> {
         let client = agora_resilience::client(
             &format!("{owner}-feed"),
             urls,
             ClientConfig {
                 timeout: Duration::from_secs(10),
+                caller,
                 ..ClientConfig::default()
             },
         )?
@@ -363,7 +369,7 @@ mod tests {
         assert!(body["pending_since"].is_string(), "{body}");
 
         // What the rebuild reads is what the store holds.
-        let feed = HttpFeed::new("customer", &url, &plane.service("ordering")).unwrap();
+        let feed = HttpFeed::new("ordering", "customer", &url, &plane.service("ordering")).unwrap();
         let outbox = Outbox::new(&db);
         for after in [0, 17, FEED_PAGE as u64] {
             assert_eq!(

@@ -209,9 +209,12 @@ impl ServiceEnv {
             .with_context(|| format!("no URL for {name} ({})", name.url_variable()))
     }
 
-    fn keys(&self) -> anyhow::Result<Arc<dyn KeySource>> {
-        Ok(Arc::new(HttpKeySource::new(
+    /// Identity's signing keys, fetched as `caller` (its metrics and breaker are
+    /// `caller`'s).
+    fn keys(&self, caller: ServiceName) -> anyhow::Result<Arc<dyn KeySource>> {
+        Ok(Arc::new(HttpKeySource::for_caller(
             self.peer(ServiceName::Identity)?,
+            caller.as_str(),
         )?))
     }
 }
@@ -290,7 +293,7 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
             let customer = agora_customer::build(agora_customer::CustomerConfig {
                 db_url: env.db_url.clone(),
                 bus: env.bus.clone(),
-                keys: env.keys()?,
+                keys: env.keys(name)?,
                 internal: env.internal.clone(),
             })
             .await?;
@@ -300,7 +303,7 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
             let catalog = agora_catalog::build(agora_catalog::CatalogConfig {
                 db_url: env.db_url.clone(),
                 bus: env.bus.clone(),
-                keys: env.keys()?,
+                keys: env.keys(name)?,
             })
             .await?;
             if env.settings.demo {
@@ -312,7 +315,7 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
             let mut config = agora_inventory::InventoryConfig::new(
                 env.db_url.clone(),
                 env.bus.clone(),
-                env.keys()?,
+                env.keys(name)?,
             );
             config.internal = env.internal.clone();
             let inventory = agora_inventory::build(config).await?;
@@ -327,8 +330,11 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
         }
         ServiceName::Payment => {
             let s = &env.settings;
-            let mut config =
-                agora_payment::PaymentConfig::new(env.db_url.clone(), env.bus.clone(), env.keys()?);
+            let mut config = agora_payment::PaymentConfig::new(
+                env.db_url.clone(),
+                env.bus.clone(),
+                env.keys(name)?,
+            );
             config.provider = Arc::new(env.provider.clone());
             config.internal = env.internal.clone();
             config.orphan_hold = s.orphan_hold;
@@ -344,7 +350,7 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
             let fulfilment = agora_fulfilment::build(agora_fulfilment::FulfilmentConfig {
                 db_url: env.db_url.clone(),
                 bus: env.bus.clone(),
-                keys: env.keys()?,
+                keys: env.keys(name)?,
                 payment_url: env.peer(ServiceName::Payment)?.to_owned(),
                 inventory_url: env.peer(ServiceName::Inventory)?.to_owned(),
                 timeout: env.settings.fulfilment_timeout,
@@ -357,7 +363,7 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
             let shipping = agora_shipping::build(agora_shipping::ShippingConfig::new(
                 env.db_url.clone(),
                 env.bus.clone(),
-                env.keys()?,
+                env.keys(name)?,
             ))
             .await?;
             Started::of(shipping.router(), shipping)
@@ -367,14 +373,17 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
                 agora_notification::build(agora_notification::NotificationConfig::new(
                     env.db_url.clone(),
                     env.bus.clone(),
-                    env.keys()?,
+                    env.keys(name)?,
                 ))
                 .await?;
             Started::of(notification.router(), notification)
         }
         ServiceName::Gateway => {
-            let mut config =
-                agora_gateway::GatewayConfig::new(env.db_url.clone(), env.bus.clone(), env.keys()?);
+            let mut config = agora_gateway::GatewayConfig::new(
+                env.db_url.clone(),
+                env.bus.clone(),
+                env.keys(name)?,
+            );
             for &upstream in name.calls() {
                 let url = env.peer(upstream)?;
                 config.upstreams.push(match upstream.public_prefix() {
@@ -519,7 +528,7 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
     let mut config = agora_ordering::OrderingConfig::new(
         env.db_url.clone(),
         env.bus.clone(),
-        env.keys()?,
+        env.keys(ServiceName::Ordering)?,
         Arc::new(payment.clone()),
         Arc::new(customer.clone()),
     );
@@ -527,11 +536,13 @@ async fn start_ordering(env: &ServiceEnv) -> anyhow::Result<Started> {
     config.internal = env.internal.clone();
     let feeds = agora_ordering::ReplicaFeeds {
         customer: Arc::new(HttpFeed::new(
+            agora_ordering::SOURCE,
             "customer",
             env.peer(ServiceName::Customer)?,
             &plane,
         )?),
         catalog: Arc::new(HttpFeed::new(
+            agora_ordering::SOURCE,
             "catalog",
             env.peer(ServiceName::Catalog)?,
             &plane,

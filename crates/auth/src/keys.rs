@@ -33,7 +33,17 @@ impl HttpKeySource {
     /// to which `/api/identity/jwks` is appended); several instances' base URLs,
     /// separated by commas, are balanced.
     pub fn new(base_url: &str) -> Result<Self, Error> {
-        let client = agora_resilience::client("identity", base_url, Self::client_config())
+        Self::for_caller(base_url, agora_resilience::ClientConfig::default().caller)
+    }
+
+    /// [`HttpKeySource::new`] for the service `caller`, whose metrics (client calls,
+    /// the breaker towards identity) the fetches count in.
+    pub fn for_caller(base_url: &str, caller: &'static str) -> Result<Self, Error> {
+        let config = agora_resilience::ClientConfig {
+            caller,
+            ..Self::client_config()
+        };
+        let client = agora_resilience::client("identity", base_url, config)
             .map_err(|e| Error::KeySource(e.to_string()))?;
         Ok(Self {
             client,

@@ -693,6 +693,11 @@ async fn metrics_have_every_promised_family_after_a_checkout() {
         "{text}"
     );
     assert!(!text.contains(&order_id), "an order id in a label:\n{text}");
+    // Every client names its service: identity's keys and the replicas' feeds too.
+    assert!(
+        !text.contains(r#"service="unknown""#),
+        "a client without its caller:\n{text}"
+    );
     for family in agora_telemetry::FAMILIES {
         let kind = match family.kind {
             agora_telemetry::Kind::Counter => "counter",
