@@ -90,7 +90,7 @@ families! {
         ["service", "target"],
         "Calls refused at once because the target's bulkhead was full.";
     CHECKOUT_OUTCOMES = "agora_checkout_outcomes_total", Counter, ["outcome", "reason"],
-        "Checkouts (POST /api/ordering/orders) by outcome and reason.";
+        "Checkouts (POST /api/ordering/orders) by outcome (accepted, refused, failed; replayed: a retry given its key's stored answer) and reason.";
     ORDERS = "agora_orders", Gauge, ["status"],
         "Orders by status (sampled at scrape).";
     ORDERS_OLDEST_OPEN_AGE = "agora_orders_oldest_open_age_seconds", Gauge, [],

@@ -182,6 +182,8 @@ pub struct CheckoutRequest {
 pub struct Answer {
     pub status: StatusCode,
     pub body: String,
+    /// The stored answer of an earlier request with the same key (nothing done now).
+    pub replayed: bool,
 }
 
 /// `POST /api/ordering/orders` after parsing: arbitrates the idempotency key, then
@@ -285,7 +287,11 @@ pub async fn place_order(
 
 fn answered(status: u16, body: String) -> Result<Answer, ApiError> {
     let status = StatusCode::from_u16(status).map_err(|_| crate::Error::Corrupt("status"))?;
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status,
+        body,
+        replayed: true,
+    })
 }
 
 /// Another request holds the key: wait (polling the store) for its answer, up to the
@@ -502,6 +508,7 @@ async fn check_out(
     Ok(Answer {
         status: StatusCode::CREATED,
         body,
+        replayed: false,
     })
 }
 

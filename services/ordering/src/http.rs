@@ -523,9 +523,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
 }
 
 /// [`agora_telemetry::names::CHECKOUT_OUTCOMES`]: `accepted`, `refused` (the request
-/// or the payment said no) or `failed` (the shop could not do it now), with the reason.
+/// or the payment said no), `failed` (the shop could not do it now) or `replayed` (a
+/// retry given its key's stored answer, counted once already), with the reason.
 fn count_checkout(answer: &Result<checkout::Answer, ApiError>) {
     let (outcome, reason) = match answer {
+        Ok(answer) if answer.replayed => ("replayed", "stored_answer"),
         Ok(answer) if answer.status == StatusCode::CREATED => ("accepted", "created"),
         Ok(answer) if answer.status == StatusCode::PAYMENT_REQUIRED => ("refused", "declined"),
         Ok(_) => ("failed", "other"),

@@ -9,18 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{TestShop, eventually};
-
-/// The first demo product (seeded with its price, 12.90 EUR, on first start).
-const PRODUCT: &str = "5eed0000-0000-4000-8000-000000000001";
-
-fn address(line1: &str) -> Value {
-    json!({"line1": line1, "city": "London", "postal_code": "N1 9GU", "country": "GB"})
-}
-
-fn lines(quantity: u32) -> Value {
-    json!({"lines": [{"product_id": PRODUCT, "quantity": quantity}]})
-}
+use crate::support::{PRODUCT, TestShop, address, eventually, lines};
 
 impl TestShop {
     async fn set_price(&self, product: &str, cents: i64) {
@@ -34,40 +23,6 @@ impl TestShop {
             .await
             .unwrap();
         assert_eq!(answer.status(), StatusCode::OK);
-    }
-
-    async fn put(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
-        self.client
-            .put(self.url(path))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn preview(&self, token: &str) -> Value {
-        let answer = self
-            .client
-            .post(self.url("/api/ordering/checkout/preview"))
-            .bearer_auth(token)
-            .json(&lines(2))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), StatusCode::OK);
-        answer.json().await.unwrap()
-    }
-
-    async fn order(&self, token: &str, key: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/api/ordering/orders"))
-            .bearer_auth(token)
-            .header("Idempotency-Key", key)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
     }
 
     async fn settings(&self, customer_data: &str) {
@@ -88,27 +43,6 @@ impl TestShop {
             .put(&admin, "/api/ops/bus", json!({"paused": paused}))
             .await;
         assert_eq!(answer.status(), StatusCode::OK);
-    }
-
-    /// A customer with an address and a card, once ordering's replica has both.
-    async fn shopper(&self, line1: &str) -> (Uuid, String) {
-        let (id, _, token) = self.customer().await;
-        let answer = self
-            .put(&token, "/api/customers/me/address", address(line1))
-            .await;
-        assert_eq!(answer.status(), StatusCode::OK);
-        let card = json!({"token": "tok_visa", "last4": "4242"});
-        let answer = self
-            .put(&token, "/api/customers/me/payment-method", card)
-            .await;
-        assert_eq!(answer.status(), StatusCode::OK);
-        let replicated = eventually(Duration::from_secs(5), || async {
-            let preview = self.preview(&token).await;
-            preview["shipping_address"]["line1"] == line1 && preview["payment_method"].is_object()
-        })
-        .await;
-        assert!(replicated.is_some(), "ordering's replica caught up");
-        (id, token)
     }
 
     async fn my_orders(&self, token: &str) -> Vec<Value> {
@@ -629,86 +563,5 @@ async fn a_lost_ordering_store_gets_its_replicas_back_from_the_bus() {
     })
     .await;
     assert!(rebuilt.is_some(), "the replica equals the one built live");
-    shop.stop().await;
-}
-
-/// After a checkout has gone through fulfilment, the gateway's `/metrics` (the whole
-/// shop's, `agora up`) has every family `agora_telemetry::FAMILIES` promises, the
-/// checkout among the outcomes, and no raw order id in any label.
-#[tokio::test]
-async fn metrics_have_every_promised_family_after_a_checkout() {
-    let shop = TestShop::start().await;
-    let (_, token) = shop.shopper("1 Metrics Row").await;
-    let answer = shop.order(&token, "metrics-1", &lines(1)).await;
-    assert_eq!(answer.status(), StatusCode::CREATED);
-    let order: Value = answer.json().await.unwrap();
-    let order_id = order["id"].as_str().expect("an order id").to_owned();
-    let answer = shop
-        .client
-        .get(shop.url(&format!("/api/ordering/orders/{order_id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), StatusCode::OK);
-
-    // Store gauges are sampled at each scrape, and the order ships on its own time.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (text, missing) = loop {
-        let answer = shop.client.get(shop.url("/metrics")).send().await.unwrap();
-        assert_eq!(answer.status(), StatusCode::OK);
-        let text = answer.text().await.unwrap();
-        let missing: Vec<&str> = agora_telemetry::FAMILIES
-            .iter()
-            .map(|family| family.name)
-            .filter(|name| !text.contains(&format!("# TYPE {name} ")))
-            .collect();
-        let complete = missing.is_empty()
-            && text.contains(r#"agora_orders{status="shipped"} 1"#)
-            && text.contains(
-                r#"agora_checkout_outcomes_total{outcome="accepted",reason="created"} 1"#,
-            );
-        if complete || Instant::now() > deadline {
-            break (text, missing);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        missing.is_empty(),
-        "missing families {missing:?} in\n{text}"
-    );
-    assert!(
-        text.contains(r#"agora_orders{status="shipped"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"agora_checkout_outcomes_total{outcome="accepted",reason="created"} 1"#),
-        "{text}"
-    );
-    // The gateway's series of before the crate stay as they were.
-    assert!(text.contains(r#"agora_gateway_requests_total{service="ordering",status="201"} 1"#));
-    // Route templates, never paths.
-    assert!(
-        text.contains(r#"route="/api/ordering/orders/{id}""#),
-        "{text}"
-    );
-    assert!(!text.contains(&order_id), "an order id in a label:\n{text}");
-    // Every client names its service: identity's keys and the replicas' feeds too.
-    assert!(
-        !text.contains(r#"service="unknown""#),
-        "a client without its caller:\n{text}"
-    );
-    for family in agora_telemetry::FAMILIES {
-        let kind = match family.kind {
-            agora_telemetry::Kind::Counter => "counter",
-            agora_telemetry::Kind::Gauge => "gauge",
-            agora_telemetry::Kind::Histogram => "histogram",
-        };
-        assert!(
-            text.contains(&format!("# TYPE {} {kind}\n", family.name)),
-            "{} is not a {kind}",
-            family.name
-        );
-    }
     shop.stop().await;
 }

@@ -217,3 +217,74 @@ pub fn b64url_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// The first demo product (seeded with its price, 12.90 EUR, on first start).
+pub const PRODUCT: &str = "5eed0000-0000-4000-8000-000000000001";
+
+/// A shipping address on `line1`.
+pub fn address(line1: &str) -> Value {
+    json!({"line1": line1, "city": "London", "postal_code": "N1 9GU", "country": "GB"})
+}
+
+/// A checkout body: `quantity` of the first demo product.
+pub fn lines(quantity: u32) -> Value {
+    json!({"lines": [{"product_id": PRODUCT, "quantity": quantity}]})
+}
+
+/// What the checkout tests and the metrics test do as a customer.
+impl TestShop {
+    pub async fn put(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn preview(&self, token: &str) -> Value {
+        let answer = self
+            .client
+            .post(self.url("/api/ordering/checkout/preview"))
+            .bearer_auth(token)
+            .json(&lines(2))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        answer.json().await.unwrap()
+    }
+
+    pub async fn order(&self, token: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/ordering/orders"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A customer with an address and a card, once ordering's replica has both.
+    pub async fn shopper(&self, line1: &str) -> (Uuid, String) {
+        let (id, _, token) = self.customer().await;
+        let answer = self
+            .put(&token, "/api/customers/me/address", address(line1))
+            .await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        let card = json!({"token": "tok_visa", "last4": "4242"});
+        let answer = self
+            .put(&token, "/api/customers/me/payment-method", card)
+            .await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        let replicated = eventually(Duration::from_secs(5), || async {
+            let preview = self.preview(&token).await;
+            preview["shipping_address"]["line1"] == line1 && preview["payment_method"].is_object()
+        })
+        .await;
+        assert!(replicated.is_some(), "ordering's replica caught up");
+        (id, token)
+    }
+}
