@@ -337,7 +337,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Results> {
         date: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: std::env::args()
+            .map(|arg| without_password(&arg))
+            .collect::<Vec<_>>()
+            .join(" "),
         machine: Machine::this(),
         load_at_start,
         sizes,
@@ -356,6 +359,25 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Results> {
         distributed_skipped,
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// `arg` with the password of a URL in it (`scheme://user:password@host…`) left out,
+/// for the report.
+fn without_password(arg: &str) -> String {
+    let Some(scheme) = arg.find("://") else {
+        return arg.to_owned();
+    };
+    let rest = &arg[scheme + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:…{}",
+            &arg[..scheme + 3],
+            &authority[..colon],
+            &arg[scheme + 3 + at..]
+        ),
+        _ => arg.to_owned(),
+    }
 }
 
 pub(super) fn max_sustained(steps: &[Step]) -> f64 {
@@ -601,4 +623,22 @@ pub(super) async fn accepted_to_ready(
         wanted.len() - found
     );
     Ok(Lag::of(lags, missing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn the_report_never_shows_a_urls_password() {
+        assert_eq!(
+            without_password("--pg=postgres://postgres:secret@127.0.0.1:5432/postgres"),
+            "--pg=postgres://postgres:…@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(
+            without_password("postgres://me@db/postgres"),
+            "postgres://me@db/postgres"
+        );
+        assert_eq!(without_password("--quick"), "--quick");
+    }
 }
