@@ -16,3 +16,4 @@ pub mod provider;
 pub mod runtime;
 pub mod secrets;
 pub mod shop;
+pub mod topology;

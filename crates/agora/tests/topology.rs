@@ -8,78 +8,25 @@
 //! per order, one shipping mail per shipped order), SIGTERM stops every process
 //! cleanly (exit 0) within 10 s, and `agora audit` of the PostgreSQL stores is clean.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use agora::child::Agora;
+use agora::runtime::ServiceName;
+use agora::topology::{Topology, TopologyConfig};
 use agora_testkit::{NatsCluster, PgServer};
 use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "distributed-admin-password";
 /// The services with two instances.
-const TWICE: [&str; 5] = ["gateway", "ordering", "payment", "inventory", "fulfilment"];
-const SERVICES: [&str; 10] = [
-    "identity",
-    "customer",
-    "catalog",
-    "inventory",
-    "payment",
-    "ordering",
-    "fulfilment",
-    "shipping",
-    "notification",
-    "gateway",
+const TWICE: [ServiceName; 5] = [
+    ServiceName::Gateway,
+    ServiceName::Ordering,
+    ServiceName::Payment,
+    ServiceName::Inventory,
+    ServiceName::Fulfilment,
 ];
-
-/// One `agora run` child, killed and reaped on drop whatever happens.
-struct Service {
-    name: &'static str,
-    agora: Agora,
-}
-
-impl Service {
-    /// Starts `agora run NAME` with `env` and waits for its `agora: ready on URL`.
-    fn start(name: &'static str, env: &HashMap<String, String>) -> Service {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_agora"));
-        command
-            .args(["run", name])
-            .env_clear()
-            .envs(env)
-            .env("AGORA_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::inherit());
-        let agora = Agora::start(command, Duration::from_secs(60))
-            .unwrap_or_else(|error| panic!("agora run {name} gets ready: {error:#}"));
-        Service { name, agora }
-    }
-
-    fn url(&self) -> &str {
-        &self.agora.url
-    }
-
-    /// SIGTERM, then the exit status, which must come within `within`.
-    fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
-        let name = self.name;
-        self.agora
-            .signal("TERM", within)
-            .unwrap_or_else(|error| panic!("{name}: {error:#}"))
-    }
-}
-
-fn secrets(dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_agora"))
-        .args(["secrets", "init"])
-        .arg(dir)
-        .env("AGORA_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .expect("agora secrets init");
-    assert!(out.status.success(), "{out:?}");
-}
 
 async fn call(
     client: &reqwest::Client,
@@ -311,43 +258,21 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
     let Some(pg) = PgServer::start() else {
         return;
     };
-    let mut databases = HashMap::new();
-    for name in SERVICES {
-        databases.insert(name, pg.create_database(&format!("agora_{name}")).await);
+    for name in ServiceName::ALL {
+        pg.create_database(&format!("agora_{name}")).await;
     }
-    let secret_dir = tempfile::tempdir().unwrap();
-    secrets(&secret_dir.path().join("secrets"));
-
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("AGORA_BUS".into(), nats.urls()),
-        (
-            "AGORA_SECRET_DIR".into(),
-            secret_dir.path().join("secrets").display().to_string(),
-        ),
-        ("AGORA_DEMO".into(), "true".into()),
-        ("AGORA_NO_RATE_LIMITS".into(), "true".into()),
-        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-    ]);
-    let mut running: Vec<Service> = Vec::new();
-    for name in SERVICES {
-        env.insert("AGORA_DB".into(), databases[name].clone());
-        let instances = if TWICE.contains(&name) { 2 } else { 1 };
-        let mut urls = Vec::new();
-        for _ in 0..instances {
-            let service = Service::start(name, &env);
-            urls.push(service.url().to_owned());
-            running.push(service);
-        }
-        env.insert(
-            format!("AGORA_URL_{}", name.to_ascii_uppercase()),
-            urls.join(","),
-        );
-    }
-    let gateways: Vec<String> = running
-        .iter()
-        .filter(|s| s.name == "gateway")
-        .map(|s| s.url().to_owned())
-        .collect();
+    let mut config = TopologyConfig::new(
+        env!("CARGO_BIN_EXE_agora").into(),
+        nats.urls(),
+        pg.url("agora_{service}"),
+    );
+    config.instances = TWICE.iter().map(|&s| (s, 2)).collect();
+    config.admin_password = ADMIN_PASSWORD.into();
+    let mut topology = tokio::task::spawn_blocking(move || Topology::start(config))
+        .await
+        .unwrap()
+        .unwrap_or_else(|error| panic!("the topology gets ready: {error:#}"));
+    let gateways = topology.urls(ServiceName::Gateway);
     let gateway = gateways[0].clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -417,12 +342,8 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
 
     accepting("checkouts before the faults").await;
     *phase.lock() = "an ordering and a payment instance killed";
-    for name in ["ordering", "payment"] {
-        let at = running
-            .iter()
-            .position(|s| s.name == name)
-            .expect("running");
-        running.remove(at).agora.kill();
+    for service in [ServiceName::Ordering, ServiceName::Payment] {
+        topology.kill(service, 0).unwrap();
     }
     accepting("checkouts without an ordering and a payment instance").await;
     *phase.lock() = "a NATS node killed";
@@ -523,10 +444,9 @@ async fn the_topology_survives_losing_instances_a_nats_node_and_postgresql() {
     );
 
     // SIGTERM: each process stops cleanly, the gateways first.
-    while let Some(service) = running.pop() {
-        let name = service.name;
-        let exit = service.terminate(Duration::from_secs(10));
-        assert!(exit.success(), "{name} exited with {exit}");
+    for (service, index, exit) in topology.terminate(Duration::from_secs(10)) {
+        let exit = exit.unwrap_or_else(|error| panic!("{service} {index}: {error:#}"));
+        assert!(exit.success(), "{service} {index} exited with {exit}");
     }
 
     // The stores agree: no money kept for an order that is over, no stock held, no

@@ -53,7 +53,9 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-fn find_nats_server() -> Option<PathBuf> {
+/// The `nats-server` binary: `NATS_SERVER_BIN`, else the first on `PATH` (or in
+/// `/usr/sbin`, `/usr/local/sbin`); `None` when there is none.
+pub fn find_nats_server() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("NATS_SERVER_BIN") {
         return Some(PathBuf::from(path));
     }
@@ -148,6 +150,11 @@ impl NatsServer {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops the server (SIGKILL); [`restart`](Self::restart) brings it back.
@@ -269,6 +276,11 @@ impl NatsCluster {
         &mut self.nodes[i]
     }
 
+    /// The process ids of the servers that run.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(NatsServer::pid).collect()
+    }
+
     /// Waits until every running server answers its `/healthz` with 200 (JetStream
     /// up, its meta leader known).
     pub fn wait_until_ready(&self, within: Duration) {
@@ -362,23 +374,28 @@ impl PgDatabase {
     }
 
     async fn create_named(name: String) -> Option<PgDatabase> {
-        use sqlx::Connection;
         let admin_url = pg_admin_url();
-        let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
-            Ok(conn) => conn,
+        match Self::create_on(&admin_url, name).await {
+            Ok(database) => Some(database),
             Err(e) => {
-                missing(&format!("PostgreSQL unreachable at {admin_url}: {e}"));
-                return None;
+                missing(&format!("PostgreSQL at {admin_url}: {e}"));
+                None
             }
-        };
+        }
+    }
+
+    /// Creates database `name` on the server of `admin_url` (a URL of a database on
+    /// it, `postgres://…/postgres`).
+    async fn create_on(admin_url: &str, name: String) -> Result<PgDatabase, sqlx::Error> {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(admin_url).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
-            .await
-            .expect("create a test database");
+            .await?;
         let _ = admin.close().await;
-        let url = database_url(&admin_url, &name);
-        Some(PgDatabase {
-            admin_url,
+        let url = database_url(admin_url, &name);
+        Ok(PgDatabase {
+            admin_url: admin_url.to_owned(),
             name,
             url,
         })
@@ -423,7 +440,18 @@ impl Drop for PgDatabase {
 pub struct PgDatabases {
     template: String,
     /// Held for their drop, which drops the databases.
-    _databases: Vec<PgDatabase>,
+    databases: Vec<PgDatabase>,
+}
+
+impl Drop for PgDatabases {
+    fn drop(&mut self) {
+        // Side by side, as they were created.
+        std::thread::scope(|scope| {
+            for database in self.databases.drain(..) {
+                scope.spawn(move || drop(database));
+            }
+        });
+    }
 }
 
 impl PgDatabases {
@@ -431,15 +459,45 @@ impl PgDatabases {
     /// [`PgDatabase::create`]. `None` (with a loud skip) when the server cannot be
     /// reached.
     pub async fn create(names: &[&str]) -> Option<PgDatabases> {
-        let prefix = format!("agora_test_{}", uuid::Uuid::now_v7().simple());
-        let mut databases = Vec::new();
-        for name in names {
-            databases.push(PgDatabase::create_named(format!("{prefix}_{name}")).await?);
+        let admin_url = pg_admin_url();
+        match Self::create_on(&admin_url, "agora_test", names).await {
+            Ok(databases) => Some(databases),
+            Err(e) => {
+                missing(&format!("PostgreSQL at {admin_url}: {e}"));
+                None
+            }
         }
-        Some(PgDatabases {
-            template: database_url(&pg_admin_url(), &format!("{prefix}_{{service}}")),
-            _databases: databases,
-        })
+    }
+
+    /// Creates `<prefix>_<uuid>_<name>` for each name on the server of `admin_url`
+    /// (`postgres://…/postgres`), all dropped with the value (those created before an
+    /// error too).
+    pub async fn create_on(
+        admin_url: &str,
+        prefix: &str,
+        names: &[&str],
+    ) -> Result<PgDatabases, sqlx::Error> {
+        let prefix = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+        // Side by side: PostgreSQL serves concurrent requests for a checkpoint (which
+        // creating and dropping a database may wait for) with one.
+        let mut creating = tokio::task::JoinSet::new();
+        for name in names {
+            let (admin_url, name) = (admin_url.to_owned(), format!("{prefix}_{name}"));
+            creating.spawn(async move { PgDatabase::create_on(&admin_url, name).await });
+        }
+        let mut databases = PgDatabases {
+            template: database_url(admin_url, &format!("{prefix}_{{service}}")),
+            databases: Vec::new(),
+        };
+        let mut failure = None;
+        while let Some(created) = creating.join_next().await {
+            match created.expect("a database creation task") {
+                Ok(database) => databases.databases.push(database),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        // Those created before an error are dropped with `databases`.
+        failure.map_or(Ok(databases), Err)
     }
 
     /// `postgres://…/agora_test_<uuid>_{service}`: with a name for `{service}`, the URL

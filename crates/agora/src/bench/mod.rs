@@ -5,9 +5,13 @@
 //! the brief's targets through the public HTTP API, with this machine's baselines
 //! measured in the same run; `--quick` does the same at small sizes (a smoke test);
 //! `--report FILE` writes the figures into FILE's report section and SVG plots beside
-//! it. `agora bench bus` measures the bus alone, against NATS too.
+//! it. With `--pg URL` (a PostgreSQL server) and `nats-server` installed, the same run
+//! measures the distributed topology too — a process per service on a 3-node JetStream
+//! cluster and PostgreSQL — with its own lab rows (`distributed.rs`). `agora bench
+//! bus` measures the bus alone, against NATS too.
 
 pub mod bus;
+mod distributed;
 mod machine;
 mod plot;
 mod report;
@@ -38,6 +42,15 @@ pub struct BenchArgs {
     /// this bound.
     #[arg(long, default_value_t = 100.0)]
     p99_bound_ms: f64,
+    /// The PostgreSQL server of the distributed topology (`postgres://…/postgres`): a
+    /// database per service is created on it for the run, and dropped after. Without
+    /// it (or without `nats-server`) that section is skipped, saying why.
+    #[arg(long, env = "AGORA_PG_URL", hide_env_values = true)]
+    pg: Option<String>,
+    /// Fail, instead of skipping the distributed topology, when its servers are
+    /// missing.
+    #[arg(long)]
+    distributed: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {

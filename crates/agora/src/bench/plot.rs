@@ -116,24 +116,13 @@ pub fn latency_vs_load(path: &Path, r: &Results) -> anyhow::Result<()> {
 }
 
 /// Success, p99 and staleness of each mode under each fault, as bars.
-pub fn tradeoff(path: &Path, r: &Results) -> anyhow::Result<()> {
+pub fn tradeoff(path: &Path, title: &str, scenarios: &[Scenario]) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (1000, 960)).into_drawing_area();
     root.fill(&WHITE)?;
-    let root = root.titled(
-        "Trade-off lab — customer_data: sync (S) vs replica (R), per fault",
-        ("sans-serif", 22),
-    )?;
-    let mut bars: Vec<&Scenario> = r.tradeoff.iter().collect();
+    let root = root.titled(title, ("sans-serif", 22))?;
+    let mut bars: Vec<&Scenario> = scenarios.iter().collect();
     // Grouped by fault, sync first.
-    bars.sort_by_key(|s| {
-        (
-            super::tradeoff::Fault::ALL
-                .iter()
-                .position(|f| *f == s.fault)
-                .unwrap_or(9),
-            s.mode != "sync",
-        )
-    });
+    bars.sort_by_key(|s| (s.fault.rank(), s.mode != "sync"));
     let labels: Vec<String> = bars
         .iter()
         .map(|s| {

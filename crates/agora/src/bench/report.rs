@@ -20,17 +20,26 @@ pub struct Claim {
 }
 
 fn scenario<'a>(r: &'a Results, mode: &str, fault: Fault) -> Option<&'a Scenario> {
-    r.tradeoff
+    find(&r.tradeoff, mode, fault)
+}
+
+fn find<'a>(scenarios: &'a [Scenario], mode: &str, fault: Fault) -> Option<&'a Scenario> {
+    scenarios
         .iter()
         .find(|s| s.mode == mode && s.fault == fault)
 }
 
 /// What the lab must show (the run fails when it does not).
 pub fn claims(r: &Results) -> Vec<Claim> {
+    claims_of(&r.tradeoff)
+}
+
+/// What a lab's rows show of the design's promises.
+fn claims_of(lab: &[Scenario]) -> Vec<Claim> {
     let mut claims = Vec::new();
     let mut claim = |claim: String, holds: bool| claims.push(Claim { claim, holds });
     for mode in ["sync", "replica"] {
-        if let Some(s) = scenario(r, mode, Fault::Healthy) {
+        if let Some(s) = find(lab, mode, Fault::Healthy) {
             claim(
                 format!(
                     "healthy, {mode} mode: ≥ 95% of checkouts succeed ({:.1}%)",
@@ -40,7 +49,7 @@ pub fn claims(r: &Results) -> Vec<Claim> {
             );
         }
     }
-    if let Some(s) = scenario(r, "replica", Fault::CustomerDown) {
+    if let Some(s) = find(lab, "replica", Fault::CustomerDown) {
         claim(
             format!(
                 "Customer down, replica mode: checkout goes on, ≥ 95% succeed ({:.1}%)",
@@ -49,7 +58,7 @@ pub fn claims(r: &Results) -> Vec<Claim> {
             s.summary.success_rate >= 0.95,
         );
     }
-    if let Some(s) = scenario(r, "sync", Fault::CustomerDown) {
+    if let Some(s) = find(lab, "sync", Fault::CustomerDown) {
         claim(
             format!(
                 "Customer down, sync mode: checkout fails, < 5% succeed ({:.1}%)",
@@ -58,8 +67,7 @@ pub fn claims(r: &Results) -> Vec<Claim> {
             s.summary.success_rate < 0.05,
         );
     }
-    let sync_stale = r
-        .tradeoff
+    let sync_stale = lab
         .iter()
         .filter(|s| s.mode == "sync")
         .map(|s| s.stale_fraction)
@@ -71,7 +79,7 @@ pub fn claims(r: &Results) -> Vec<Claim> {
         ),
         sync_stale == 0.0,
     );
-    if let Some(s) = scenario(r, "replica", Fault::BusPaused) {
+    if let Some(s) = find(lab, "replica", Fault::BusPaused) {
         claim(
             format!(
                 "bus paused, replica mode: orders use the last address ordering saw, stale ({:.1}%)",
@@ -131,9 +139,10 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         w,
-        "Machine: {} cores ({}), {:.1} GiB memory, Linux {}. The load generator, the shop and the \
-         baselines share these cores, in one process.\n",
-        m.cores, m.cpu_model, m.memory_gib, m.kernel
+        "Machine: {} cores ({}), {:.1} GiB memory, Linux {}; load average {} (1, 5, 15 min) when \
+         the run began. The load generator, the shop and the baselines share these cores, in \
+         one process.\n",
+        m.cores, m.cpu_model, m.memory_gib, m.kernel, r.load_at_start
     );
     let _ = writeln!(
         w,
@@ -348,30 +357,7 @@ pub fn text(r: &Results) -> String {
          healed, until the bus is drained and checkouts succeed again.\n",
         r.sizes.lab_rate, r.sizes.lab_s
     );
-    let _ = writeln!(
-        w,
-        "| customer_data | fault | success | p50 ms | p99 ms | failures | stale | age p50 / p99 / max | settle |"
-    );
-    let _ = writeln!(w, "|---|---|---:|---:|---:|---|---:|---|---:|");
-    for s in &r.tradeoff {
-        let _ = writeln!(
-            w,
-            "| {} | {} | {:.1}% ({}/{}) | {:.2} | {:.1} | {} | {:.1}% | {:.0} / {:.0} / {:.0} ms | {} |",
-            s.mode,
-            s.fault.label(),
-            s.summary.success_rate * 100.0,
-            s.summary.succeeded,
-            s.summary.count,
-            s.summary.p50_ms,
-            s.summary.p99_ms,
-            failures(&s.failures),
-            s.stale_fraction * 100.0,
-            s.age.p50_ms,
-            s.age.p99_ms,
-            s.age.max_ms,
-            s.settle_s.map_or("—".into(), |t| format!("{t:.1} s"))
-        );
-    }
+    lab_table(w, &r.tradeoff);
     let _ = writeln!(w, "\n![The trade-off lab](bench/tradeoff.svg)\n");
     let _ = writeln!(
         w,
@@ -412,7 +398,252 @@ pub fn text(r: &Results) -> String {
             h.cpu.describe()
         );
     }
+    let _ = writeln!(w);
+    distributed(w, r);
     s
+}
+
+/// The distributed topology's part of the report.
+fn distributed(w: &mut String, r: &Results) {
+    let _ = writeln!(
+        w,
+        "## The distributed topology — same run
+"
+    );
+    let Some(d) = &r.distributed else {
+        let _ = writeln!(
+            w,
+            "Not measured in this run: {}.\n",
+            r.distributed_skipped.as_deref().unwrap_or("skipped")
+        );
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "The same shop as `agora run` processes, one per service (ordering once, then \
+         twice), on a 3-node JetStream cluster ({}, streams replicated 3 times) and {} (a \
+         fresh database per service, `pool_max_conns={}` per process), all on this \
+         machine's {} cores with the load generator, which drives the gateway as above. \
+         CPU is read from `/proc/<pid>/stat` of each process, from the start of a step \
+         until the pipeline behind it has drained, and divided by the checkouts that \
+         succeeded: *services* sums every `agora run` process; NATS, PostgreSQL (every \
+         `postgres` process on the machine) and the load generator (this process) are \
+         counted apart; *machine* is every core's busy time (`/proc/stat`).\n",
+        d.nats_server, d.postgres, d.pool_max_conns, r.machine.cores
+    );
+    let embedded_cpu_ms = r.at_target.cpu.busy_cores * r.sizes.target_s * 1e3
+        / (r.at_target.summary.succeeded.max(1) as f64);
+    let column = |f: &dyn Fn(&super::distributed::TopologyRun) -> String| {
+        d.runs.iter().map(f).collect::<Vec<_>>().join(" | ")
+    };
+    let _ = writeln!(
+        w,
+        "| | embedded (`agora up`, one process) | {} |",
+        column(&|t| format!(
+            "distributed, ordering ×{} ({} processes)",
+            t.ordering_instances, t.agora_processes
+        ))
+    );
+    let _ = writeln!(w, "|---|---:|{}", "---:|".repeat(d.runs.len()));
+    let best = |steps: &[Step]| {
+        steps
+            .iter()
+            .filter(|s| s.sustained)
+            .max_by(|a, b| a.rate.total_cmp(&b.rate))
+            .map_or("—".into(), |s| {
+                format!("{} orders/s (p99 {:.1} ms)", num(s.rate), s.summary.p99_ms)
+            })
+    };
+    let _ = writeln!(
+        w,
+        "| highest sustained checkout step (p99 at it) | {} | {} |",
+        best(&r.checkout),
+        column(&|t| best(&t.steps.iter().map(|s| s.step.clone()).collect::<Vec<_>>()))
+    );
+    let _ = writeln!(
+        w,
+        "| checkout at a steady rate: success, p50 / p99 | {} orders/s: {:.2}%, {:.2} / {:.2} ms | {} |",
+        num(r.at_target.rate),
+        r.at_target.summary.success_rate * 100.0,
+        r.at_target.summary.p50_ms,
+        r.at_target.summary.p99_ms,
+        column(&|t| format!(
+            "{} orders/s: {:.2}%, {:.2} / {:.2} ms",
+            num(t.at_rate.step.rate),
+            t.at_rate.step.summary.success_rate * 100.0,
+            t.at_rate.step.summary.p50_ms,
+            t.at_rate.step.summary.p99_ms
+        ))
+    );
+    let _ = writeln!(
+        w,
+        "| accepted → ready_for_shipping p50 / p99 / max (at that rate) | {:.0} / {:.0} / {:.0} ms | {} |",
+        r.accepted_to_ready.p50_ms,
+        r.accepted_to_ready.p99_ms,
+        r.accepted_to_ready.max_ms,
+        column(&|t| format!(
+            "{:.0} / {:.0} / {:.0} ms ({} orders, {} never got there)",
+            t.accepted_to_ready.p50_ms,
+            t.accepted_to_ready.p99_ms,
+            t.accepted_to_ready.max_ms,
+            t.accepted_to_ready.count,
+            t.accepted_to_ready.missing
+        ))
+    );
+    let _ = writeln!(
+        w,
+        "| CPU per order: the services | {:.2} ms (the whole process, load generator included, drain excluded) | {} |",
+        embedded_cpu_ms,
+        column(&|t| format!(
+            "{:.2} ms",
+            t.at_rate.per_order_ms(t.at_rate.processes.services_s)
+        ))
+    );
+    let _ = writeln!(
+        w,
+        "| CPU per order: NATS / PostgreSQL / load generator | — | {} |",
+        column(&|t| {
+            let p = &t.at_rate.processes;
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                t.at_rate.per_order_ms(p.nats_s),
+                t.at_rate.per_order_ms(p.postgres_s),
+                t.at_rate.per_order_ms(p.loadgen_s)
+            )
+        })
+    );
+    let _ = writeln!(
+        w,
+        "| cores busy with no load (pipeline drained): services / NATS / PostgreSQL | — | {} |",
+        column(&|t| format!(
+            "{:.2} / {:.2} / {:.2}",
+            t.idle.cores(t.idle.services_s),
+            t.idle.cores(t.idle.nats_s),
+            t.idle.cores(t.idle.postgres_s)
+        ))
+    );
+    let _ = writeln!(
+        w,
+        "| launch (NATS, databases, every process ready) | — | {} |\n",
+        column(&|t| format!("{:.1} s", t.launch_s))
+    );
+    if let [one, two] = &d.runs[..] {
+        let _ = writeln!(
+            w,
+            "A second ordering instance, on {} cores: highest sustained checkout step {} → {} \
+             orders/s, a ratio of **{}**; at {} orders/s, p99 {:.1} → {:.1} ms and the services' \
+             CPU per order {:.2} → {:.2} ms. (The steps are coarse: the ratio is that of the \
+             highest steps sustained.)\n",
+            r.machine.cores,
+            num(one.max_rate),
+            num(two.max_rate),
+            d.second_ordering_ratio
+                .map_or("— (nothing sustained with one)".into(), |x| format!(
+                    "{x:.2}"
+                )),
+            num(two.at_rate.step.rate),
+            one.at_rate.step.summary.p99_ms,
+            two.at_rate.step.summary.p99_ms,
+            one.at_rate.per_order_ms(one.at_rate.processes.services_s),
+            two.at_rate.per_order_ms(two.at_rate.processes.services_s)
+        );
+    }
+
+    let _ = writeln!(w, "### Distributed checkout, offered rate stepped up\n");
+    let _ = writeln!(
+        w,
+        "{:.0} s per step, then the drain; cores: busy on average over the step and its drain.\n",
+        r.sizes.dist_step_s
+    );
+    let _ = writeln!(
+        w,
+        "| ordering | offered/s | ok/s | success | p50 ms | p99 ms | max ms | sustained | failures | cores: services / NATS / PostgreSQL / load gen. / machine | services CPU per order | drain |"
+    );
+    let _ = writeln!(
+        w,
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|"
+    );
+    for t in &d.runs {
+        for s in t.steps.iter().chain(std::iter::once(&t.at_rate)) {
+            let p = &s.processes;
+            let _ = writeln!(
+                w,
+                "| ×{} | {} | {} | {:.2}% | {:.2} | {:.2} | {:.1} | {} | {} | {:.2} / {:.2} / {:.2} / {:.2} / {:.2} | {:.2} ms | {} |",
+                t.ordering_instances,
+                num(s.step.rate),
+                num(s.step.ok_per_s),
+                s.step.summary.success_rate * 100.0,
+                s.step.summary.p50_ms,
+                s.step.summary.p99_ms,
+                s.step.summary.max_ms,
+                if s.step.sustained { "yes" } else { "no" },
+                failures(&s.step.failures),
+                p.cores(p.services_s),
+                p.cores(p.nats_s),
+                p.cores(p.postgres_s),
+                p.cores(p.loadgen_s),
+                p.cores(p.machine_s),
+                s.per_order_ms(p.services_s),
+                s.step.drain_s.map_or("—".into(), |t| format!("{t:.1} s"))
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "\n(The last row of each topology is the steady run of {:.0} s the figures above come from.)\n",
+        r.sizes.dist_s
+    );
+
+    let _ = writeln!(w, "### The trade-off lab on the distributed topology\n");
+    let _ = writeln!(
+        w,
+        "On the topology with two ordering instances, as the lab above, at {:.0} checkouts/s for \
+         {:.0} s per scenario; two more rows, in replica mode: halfway through the checkouts, \
+         SIGKILL of one of the two ordering processes, or of one of the three nats-servers; \
+         healing starts it again (on the same port, the same store) and *settle* counts from \
+         when it is ready.\n",
+        r.sizes.dist_lab_rate, r.sizes.lab_s
+    );
+    lab_table(w, &d.lab);
+    let _ = writeln!(
+        w,
+        "\n![The trade-off lab, distributed](bench/tradeoff-distributed.svg)\n"
+    );
+    let _ = writeln!(
+        w,
+        "The lab's claims on this topology (reported; only the embedded lab's fail the run):\n"
+    );
+    for c in claims_of(&d.lab) {
+        let _ = writeln!(w, "- {} {}", if c.holds { "✔" } else { "✘" }, c.claim);
+    }
+    let _ = writeln!(w);
+}
+
+fn lab_table(w: &mut String, lab: &[Scenario]) {
+    let _ = writeln!(
+        w,
+        "| customer_data | fault | success | p50 ms | p99 ms | failures | stale | age p50 / p99 / max | settle |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---|---:|---|---:|");
+    for s in lab {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.1}% ({}/{}) | {:.2} | {:.1} | {} | {:.1}% | {:.0} / {:.0} / {:.0} ms | {} |",
+            s.mode,
+            s.fault.label(),
+            s.summary.success_rate * 100.0,
+            s.summary.succeeded,
+            s.summary.count,
+            s.summary.p50_ms,
+            s.summary.p99_ms,
+            failures(&s.failures),
+            s.stale_fraction * 100.0,
+            s.age.p50_ms,
+            s.age.p99_ms,
+            s.age.max_ms,
+            s.settle_s.map_or("—".into(), |t| format!("{t:.1} s"))
+        );
+    }
 }
 
 fn steps_table(w: &mut String, steps: &[Step]) {
@@ -447,7 +678,18 @@ pub fn write(path: &Path, r: &Results) -> anyhow::Result<()> {
     let plots = dir.join("bench");
     std::fs::create_dir_all(&plots).with_context(|| format!("create {}", plots.display()))?;
     plot::latency_vs_load(&plots.join("latency-vs-load.svg"), r)?;
-    plot::tradeoff(&plots.join("tradeoff.svg"), r)?;
+    plot::tradeoff(
+        &plots.join("tradeoff.svg"),
+        "Trade-off lab — customer_data: sync (S) vs replica (R), per fault",
+        &r.tradeoff,
+    )?;
+    if let Some(d) = &r.distributed {
+        plot::tradeoff(
+            &plots.join("tradeoff-distributed.svg"),
+            "Trade-off lab, distributed topology — sync (S) vs replica (R), per fault",
+            &d.lab,
+        )?;
+    }
 
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let section = format!("{BEGIN}\n{}{END}", text(r));

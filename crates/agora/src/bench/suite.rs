@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::distributed::{self, Distributed};
 use super::machine::{CpuSample, CpuShare, Machine};
 use super::tradeoff::{self, Scenario};
 use super::{BenchArgs, bus};
@@ -38,6 +39,15 @@ pub struct Sizes {
     pub bus_latency_s: u64,
     /// How long the pipeline may take to catch up after a step.
     pub drain_deadline_s: f64,
+    /// The distributed topology: checkout rates stepped up, seconds per step.
+    pub dist_rates: Vec<f64>,
+    pub dist_step_s: f64,
+    /// The rate of the figures compared between one and two ordering instances
+    /// (accepted → ready_for_shipping, CPU per order).
+    pub dist_rate: f64,
+    pub dist_s: f64,
+    /// The trade-off lab's rate on the distributed topology.
+    pub dist_lab_rate: f64,
 }
 
 impl Sizes {
@@ -64,6 +74,14 @@ impl Sizes {
             sqlite_batches: 2_000,
             bus_latency_s: 3,
             drain_deadline_s: 120.0,
+            dist_rates: vec![
+                10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 125.0, 150.0, 200.0, 250.0, 300.0,
+                400.0, 500.0,
+            ],
+            dist_step_s: 5.0,
+            dist_rate: 40.0,
+            dist_s: 20.0,
+            dist_lab_rate: 40.0,
         }
     }
 
@@ -84,6 +102,11 @@ impl Sizes {
             sqlite_batches: 100,
             bus_latency_s: 1,
             drain_deadline_s: 20.0,
+            dist_rates: vec![10.0, 20.0],
+            dist_step_s: 1.5,
+            dist_rate: 10.0,
+            dist_s: 2.0,
+            dist_lab_rate: 10.0,
         }
     }
 }
@@ -106,7 +129,7 @@ pub struct Step {
 }
 
 impl Step {
-    fn of(stats: &RunStats, cpu: CpuShare, bound_ms: f64) -> Self {
+    pub(super) fn of(stats: &RunStats, cpu: CpuShare, bound_ms: f64) -> Self {
         let total = stats.total();
         let summary = total.summary();
         Self {
@@ -163,6 +186,9 @@ pub struct Results {
     pub date: String,
     pub command: String,
     pub machine: Machine,
+    /// `/proc/loadavg`'s 1, 5 and 15 minute load averages when the run began: what
+    /// else kept this machine busy.
+    pub load_at_start: String,
     pub sizes: Sizes,
     pub p99_bound_ms: f64,
     pub sqlite: bus::SqliteBaseline,
@@ -176,6 +202,10 @@ pub struct Results {
     pub accepted_to_ready: Lag,
     pub replica_freshness: Lag,
     pub tradeoff: Vec<Scenario>,
+    /// The same shop, a process per service on NATS and PostgreSQL.
+    pub distributed: Option<Distributed>,
+    /// Why the distributed section was not run.
+    pub distributed_skipped: Option<String>,
     pub wall_s: f64,
 }
 
@@ -187,7 +217,7 @@ fn progress(what: &str) {
     eprintln!("agora bench [{at:5.1} s]: {what}…");
 }
 
-fn say(args: &BenchArgs, what: &str) {
+pub(super) fn say(args: &BenchArgs, what: &str) {
     if !args.json {
         progress(what);
     }
@@ -195,6 +225,9 @@ fn say(args: &BenchArgs, what: &str) {
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Results> {
     let started = *BEGAN.get_or_init(Instant::now);
+    let load_at_start = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
     let sizes = if args.quick {
         Sizes::quick()
     } else {
@@ -286,8 +319,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Results> {
     };
     say(args, "stopping the shop");
     own.stop().await;
-    say(args, "done");
     let shop = driven?;
+
+    let (distributed, distributed_skipped) = match distributed::run(args, &sizes, &client).await? {
+        Ok(figures) => (Some(figures), None),
+        Err(skipped) => (None, Some(skipped)),
+    };
+    say(args, "done");
 
     Ok(Results {
         quick: args.quick,
@@ -299,8 +337,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Results> {
         date: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: std::env::args()
+            .map(|arg| without_password(&arg))
+            .collect::<Vec<_>>()
+            .join(" "),
         machine: Machine::this(),
+        load_at_start,
         sizes,
         p99_bound_ms: bound,
         sqlite,
@@ -313,11 +355,32 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Results> {
         accepted_to_ready: shop.accepted_to_ready,
         replica_freshness: shop.replica_freshness,
         tradeoff: shop.tradeoff,
+        distributed,
+        distributed_skipped,
         wall_s: started.elapsed().as_secs_f64(),
     })
 }
 
-fn max_sustained(steps: &[Step]) -> f64 {
+/// `arg` with the password of a URL in it (`scheme://user:password@host…`) left out,
+/// for the report.
+fn without_password(arg: &str) -> String {
+    let Some(scheme) = arg.find("://") else {
+        return arg.to_owned();
+    };
+    let rest = &arg[scheme + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:…{}",
+            &arg[..scheme + 3],
+            &authority[..colon],
+            &arg[scheme + 3 + at..]
+        ),
+        _ => arg.to_owned(),
+    }
+}
+
+pub(super) fn max_sustained(steps: &[Step]) -> f64 {
     steps
         .iter()
         .filter(|s| s.sustained)
@@ -411,29 +474,7 @@ async fn drive_shop(
     bound: f64,
     quiet: bool,
 ) -> anyhow::Result<ShopFigures> {
-    let api = Api::new(&url)?;
-    let mut admin = Admin::sign_in(&api, &admin_password).await?;
-    let products = Arc::new(api.products().await?);
-    // Enough stock that no order of the run is cancelled for the want of it.
-    for product in products.iter() {
-        admin.stock(product.id, 1_000_000).await?;
-    }
-    let run = Uuid::now_v7().simple().to_string();
-    if !quiet {
-        progress(&format!(
-            "preparing {} customers (sign-up, sign-in, address, payment method)",
-            sizes.customers
-        ));
-    }
-    let customers = api.customers(&run, sizes.customers, 8).await?;
-    let mut ctx = Ctx {
-        api,
-        admin,
-        customers,
-        products,
-        quiet,
-        drain_deadline: Duration::from_secs_f64(sizes.drain_deadline_s),
-    };
+    let mut ctx = prepare(&url, &admin_password, &sizes, quiet).await?;
 
     ctx.say("address change → ordering's replica");
     let replica_freshness = replica_freshness(&mut ctx, sizes.freshness_samples).await?;
@@ -484,6 +525,39 @@ async fn drive_shop(
     })
 }
 
+/// A signed-in admin, the products with ample stock, and `sizes.customers` customers
+/// signed in with an address and a payment method, on the shop at `url`.
+pub(super) async fn prepare(
+    url: &str,
+    admin_password: &str,
+    sizes: &Sizes,
+    quiet: bool,
+) -> anyhow::Result<Ctx> {
+    let api = Api::new(url)?;
+    let mut admin = Admin::sign_in(&api, admin_password).await?;
+    let products = Arc::new(api.products().await?);
+    // Enough stock that no order of the run is cancelled for the want of it.
+    for product in products.iter() {
+        admin.stock(product.id, 1_000_000).await?;
+    }
+    let run = Uuid::now_v7().simple().to_string();
+    if !quiet {
+        progress(&format!(
+            "preparing {} customers (sign-up, sign-in, address, payment method)",
+            sizes.customers
+        ));
+    }
+    let customers = api.customers(&run, sizes.customers, 8).await?;
+    Ok(Ctx {
+        api,
+        admin,
+        customers,
+        products,
+        quiet,
+        drain_deadline: Duration::from_secs_f64(sizes.drain_deadline_s),
+    })
+}
+
 /// Changes a customer's address, then asks ordering's checkout preview until it shows
 /// the new one: the time from the change's answer to the first preview showing it
 /// (to within one preview's round trip).
@@ -507,7 +581,10 @@ async fn replica_freshness(ctx: &mut Ctx, samples: usize) -> anyhow::Result<Lag>
 
 /// `ready_for_shipping.at − accepted.at` of every order placed, from the orders'
 /// histories (millisecond timestamps).
-async fn accepted_to_ready(ctx: &Ctx, placed: &[shopper::Placed]) -> anyhow::Result<Lag> {
+pub(super) async fn accepted_to_ready(
+    ctx: &Ctx,
+    placed: &[shopper::Placed],
+) -> anyhow::Result<Lag> {
     let wanted: HashMap<Uuid, ()> = placed.iter().map(|p| (p.id, ())).collect();
     let mut lags = Vec::new();
     let mut found = 0;
@@ -546,4 +623,22 @@ async fn accepted_to_ready(ctx: &Ctx, placed: &[shopper::Placed]) -> anyhow::Res
         wanted.len() - found
     );
     Ok(Lag::of(lags, missing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn the_report_never_shows_a_urls_password() {
+        assert_eq!(
+            without_password("--pg=postgres://postgres:secret@127.0.0.1:5432/postgres"),
+            "--pg=postgres://postgres:…@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(
+            without_password("postgres://me@db/postgres"),
+            "postgres://me@db/postgres"
+        );
+        assert_eq!(without_password("--quick"), "--quick");
+    }
 }

@@ -9,6 +9,10 @@
 //! age: the order's time minus the time the latest address was set (0 when fresh).
 //! Then the fault is healed and the shop left to settle (bus drained, breakers closed)
 //! before the next scenario.
+//!
+//! On the distributed topology, two more faults kill a process halfway through the
+//! checkouts ([`run_kills`]): an ordering instance (one of two) or a NATS node (one
+//! of three), SIGKILL; healing starts it again.
 
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +31,10 @@ pub enum Fault {
     CustomerDown,
     CustomerSlow,
     BusPaused,
+    /// SIGKILL of one of two ordering processes, halfway through the checkouts.
+    OrderingKilled,
+    /// SIGKILL of one of the three NATS servers, halfway through the checkouts.
+    NatsNodeKilled,
 }
 
 impl Fault {
@@ -36,6 +44,8 @@ impl Fault {
         Fault::CustomerSlow,
         Fault::BusPaused,
     ];
+    /// The faults that kill a process of the distributed topology.
+    pub const KILLS: [Fault; 2] = [Fault::OrderingKilled, Fault::NatsNodeKilled];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -43,6 +53,8 @@ impl Fault {
             Fault::CustomerDown => "customer down",
             Fault::CustomerSlow => "customer slow (500 ms)",
             Fault::BusPaused => "bus paused",
+            Fault::OrderingKilled => "an ordering instance killed (1 of 2, SIGKILL)",
+            Fault::NatsNodeKilled => "a NATS node killed (1 of 3, SIGKILL)",
         }
     }
 
@@ -52,8 +64,28 @@ impl Fault {
             Fault::CustomerDown => "cust. down",
             Fault::CustomerSlow => "cust. slow",
             Fault::BusPaused => "bus paused",
+            Fault::OrderingKilled => "ord. killed",
+            Fault::NatsNodeKilled => "NATS killed",
         }
     }
+
+    /// Its place in tables and plots.
+    pub fn rank(self) -> usize {
+        Fault::ALL
+            .iter()
+            .chain(&Fault::KILLS)
+            .position(|f| *f == self)
+            .unwrap_or(usize::MAX)
+    }
+}
+
+/// Kills a process of a distributed topology and starts it again.
+#[async_trait::async_trait]
+pub trait Processes: Send + Sync {
+    /// SIGKILL of the process `fault` names.
+    async fn kill(&self, fault: Fault) -> anyhow::Result<()>;
+    /// Starts it again, and waits until it is ready.
+    async fn revive(&self, fault: Fault) -> anyhow::Result<()>;
 }
 
 /// One mode under one fault.
@@ -90,6 +122,47 @@ pub async fn run(ctx: &mut Ctx, sizes: &Sizes) -> anyhow::Result<Vec<Scenario>> 
     Ok(scenarios)
 }
 
+/// The faults that kill a process, in replica mode (the shop's default).
+pub async fn run_kills(
+    ctx: &mut Ctx,
+    sizes: &Sizes,
+    processes: &dyn Processes,
+) -> anyhow::Result<Vec<Scenario>> {
+    ctx.admin.customer_data("replica").await?;
+    let mut scenarios = Vec::new();
+    for fault in Fault::KILLS {
+        ctx.say(&format!(
+            "trade-off lab: customer_data=replica, {}",
+            fault.label()
+        ));
+        scenarios.push(killing(ctx, sizes, fault, processes).await?);
+    }
+    Ok(scenarios)
+}
+
+async fn killing(
+    ctx: &mut Ctx,
+    sizes: &Sizes,
+    fault: Fault,
+    processes: &dyn Processes,
+) -> anyhow::Result<Scenario> {
+    for customer in &mut ctx.customers {
+        ctx.api.refresh(customer).await?;
+    }
+    change_addresses(ctx, &format!("replica {} Street", fault.short())).await?;
+    let label = format!("replica, {}", fault.short());
+    let halfway = Duration::from_secs_f64(sizes.lab_s / 2.0);
+    let (run, killed) = tokio::join!(ctx.checkouts(&label, sizes.lab_rate, sizes.lab_s), async {
+        tokio::time::sleep(halfway).await;
+        processes.kill(fault).await
+    });
+    killed?;
+    processes.revive(fault).await?;
+    let settle_s = settle(ctx).await?;
+    let (stats, _cpu, placed) = run;
+    Ok(outcome(ctx, "replica", fault, &stats, &placed, settle_s))
+}
+
 async fn scenario(
     ctx: &mut Ctx,
     sizes: &Sizes,
@@ -118,6 +191,9 @@ async fn scenario(
                 .chaos("customer", json!({ "mode": "slow", "latency_ms": 500 }))
                 .await?;
         }
+        Fault::OrderingKilled | Fault::NatsNodeKilled => {
+            anyhow::bail!("{}: a process is killed by run_kills", fault.label())
+        }
     }
     let label = format!("{mode}, {}", fault.short());
     let run = ctx.checkouts(&label, sizes.lab_rate, sizes.lab_s).await;
@@ -126,10 +202,21 @@ async fn scenario(
     let (stats, _cpu, placed) = run;
     healed?;
     let settle_s = settle(ctx).await?;
+    Ok(outcome(ctx, mode, fault, &stats, &placed, settle_s))
+}
 
+/// The figures of a scenario from its checkouts.
+fn outcome(
+    ctx: &Ctx,
+    mode: &'static str,
+    fault: Fault,
+    stats: &crate::loadgen::core::RunStats,
+    placed: &[crate::loadgen::shopper::Placed],
+    settle_s: Option<f64>,
+) -> Scenario {
     let mut ages = Vec::with_capacity(placed.len());
     let mut stale = 0usize;
-    for order in &placed {
+    for order in placed {
         let customer = &ctx.customers[order.customer];
         if order.address_line1 == customer.address_line1 {
             ages.push(0.0);
@@ -143,7 +230,7 @@ async fn scenario(
         }
     }
     let total = stats.total();
-    Ok(Scenario {
+    Scenario {
         mode,
         fault,
         summary: total.summary(),
@@ -155,7 +242,7 @@ async fn scenario(
         },
         age: Lag::of(ages, 0),
         settle_s,
-    })
+    }
 }
 
 /// Every customer gets a new address, with `street` in its first line.
