@@ -70,9 +70,21 @@ impl LogFormat {
     }
 }
 
-/// Installs the process's logger: `RUST_LOG` when set (and valid), else `default`.
-pub fn init(format: LogFormat, default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+/// The filter `RUST_LOG` names, or `default` when it is unset or empty. A value that
+/// is not a filter is refused (silently logging less than asked would hide the very
+/// lines someone set it for).
+pub fn filter_from_env(default: &str) -> anyhow::Result<EnvFilter> {
+    match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(&value).map_err(|e| {
+            anyhow::anyhow!("RUST_LOG is {value:?}: {e} (e.g. `info`, `agora_ordering=debug`)")
+        }),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(EnvFilter::new(default)),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("RUST_LOG is not valid UTF-8"),
+    }
+}
+
+/// Installs the process's logger with `filter` (see [`filter_from_env`]).
+pub fn init(format: LogFormat, filter: EnvFilter) {
     // Spans that carry a trace are on even when their level is filtered out.
     let filter = filter.or(filter_fn(carries_a_trace));
     let registry =

@@ -136,7 +136,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { .. } | Command::Loadgen(_) | Command::Nemesis(_) => "error",
         _ => agora::logging::QUIET,
     };
-    agora::logging::init(format, default_filter);
+    let filter = agora::logging::filter_from_env(default_filter)?;
+    agora::logging::init(format, filter);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {

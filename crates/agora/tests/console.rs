@@ -114,6 +114,22 @@ fn an_unknown_log_format_is_refused_at_start() {
     );
 }
 
+#[test]
+fn an_invalid_rust_log_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let output = up(data.path())
+        .env("RUST_LOG", "agora=loud")
+        .output()
+        .expect("run agora up");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RUST_LOG is \"agora=loud\""), "{stderr}");
+    assert!(
+        !data.path().join("bus.db").exists(),
+        "refused before anything started"
+    );
+}
+
 /// A JSON log line: an object with a timestamp, a level, a target and a message.
 fn json_line(line: &str) -> Value {
     let value: Value =
