@@ -301,7 +301,7 @@ async fn put_address(
     headers: HeaderMap,
     Json(body): Json<AddressRequest>,
 ) -> Result<Json<CustomerBody>, ApiError> {
-    let address = domain::Address::parse(RawAddress {
+    let address = domain::parse_address(RawAddress {
         line1: &body.line1,
         line2: body.line2.as_deref(),
         city: &body.city,
