@@ -1,8 +1,7 @@
 //! The two synchronous calls ordering makes, as traits: authorize a payment at payment,
 //! fetch a customer live at customer (sync mode only). The composition gives the
 //! resilient clients ([`ResilientPaymentClient`], [`ResilientCustomerClient`]: breaker,
-//! bulkhead, deadline, retries where safe); tests give fakes; [`HttpPaymentClient`] and
-//! [`HttpCustomerClient`] are the plain HTTP implementations (a timeout per call).
+//! bulkhead, deadline, retries where safe); tests give fakes.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -101,125 +100,6 @@ pub enum CustomerError {
 pub trait CustomerClient: Send + Sync + Debug + 'static {
     /// `None`: the customer service knows no such customer (404).
     async fn fetch(&self, customer_id: Uuid) -> Result<Option<CustomerRecord>, CustomerError>;
-}
-
-/// `POST {base_url}/internal/payment/authorizations`, with a timeout per call.
-#[derive(Clone)]
-pub struct HttpPaymentClient {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl HttpPaymentClient {
-    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, crate::Error> {
-        Ok(Self {
-            http: http_client(timeout)?,
-            url: format!(
-                "{}/internal/payment/authorizations",
-                base_url.trim_end_matches('/')
-            ),
-        })
-    }
-}
-
-#[async_trait]
-impl PaymentClient for HttpPaymentClient {
-    async fn authorize(
-        &self,
-        request: &AuthorizationRequest,
-    ) -> Result<Authorization, PaymentError> {
-        let response = self
-            .http
-            .post(&self.url)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| PaymentError::Unavailable(describe(&e)))?;
-        let status = response.status().as_u16();
-        match status {
-            200 | 201 => response
-                .json::<Authorization>()
-                .await
-                .map_err(|e| PaymentError::Unexpected(format!("body: {}", describe(&e)))),
-            402 => Err(PaymentError::Declined),
-            408 | 429 | 500..=599 => Err(PaymentError::Unavailable(format!("status {status}"))),
-            _ => Err(PaymentError::Unexpected(format!("status {status}"))),
-        }
-    }
-}
-
-/// `GET {base_url}/internal/customers/{id}`, with a timeout per call.
-#[derive(Clone)]
-pub struct HttpCustomerClient {
-    http: reqwest::Client,
-    base_url: String,
-}
-
-impl HttpCustomerClient {
-    /// `timeout`: 250 ms is what sync mode is meant to run with.
-    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, crate::Error> {
-        Ok(Self {
-            http: http_client(timeout)?,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-        })
-    }
-}
-
-#[async_trait]
-impl CustomerClient for HttpCustomerClient {
-    async fn fetch(&self, customer_id: Uuid) -> Result<Option<CustomerRecord>, CustomerError> {
-        let url = format!("{}/internal/customers/{customer_id}", self.base_url);
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| CustomerError::Unavailable(describe(&e)))?;
-        match response.status().as_u16() {
-            200 => response
-                .json::<CustomerRecord>()
-                .await
-                .map(Some)
-                .map_err(|e| CustomerError::Unavailable(format!("body: {}", describe(&e)))),
-            404 => Ok(None),
-            status => Err(CustomerError::Unavailable(format!("status {status}"))),
-        }
-    }
-}
-
-// Not the URLs: one may carry credentials.
-impl std::fmt::Debug for HttpPaymentClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpPaymentClient").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for HttpCustomerClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpCustomerClient").finish_non_exhaustive()
-    }
-}
-
-fn http_client(timeout: Duration) -> Result<reqwest::Client, crate::Error> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .build()
-        .map_err(|e| crate::Error::Config(format!("http client: {e}")))
-}
-
-/// The kind of a transport failure, without the URL (it may name internal hosts).
-fn describe(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timeout"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_decode() {
-        "cannot decode"
-    } else {
-        "request failed"
-    };
-    kind.to_owned()
 }
 
 /// Payment through the resilient stack ([`agora_resilience::ResilientClient`]): a

@@ -59,8 +59,7 @@ use tokio::sync::Mutex;
 
 pub use clients::{
     Authorization, AuthorizationRequest, CustomerClient, CustomerError, CustomerRecord,
-    HttpCustomerClient, HttpPaymentClient, PaymentClient, PaymentError, ResilientCustomerClient,
-    ResilientPaymentClient,
+    PaymentClient, PaymentError, ResilientCustomerClient, ResilientPaymentClient,
 };
 pub use domain::{IdempotencyKey, payment_request_id};
 pub use http::openapi;

@@ -1,12 +1,14 @@
-//! The HTTP clients against a stand-in server on port 0: what each answer of payment
-//! and customer becomes.
+//! The clients ordering calls payment and customer with (the resilient ones, as the
+//! composition builds them) against a stand-in server on port 0: what each answer of
+//! payment and customer becomes.
 
 use std::time::{Duration, Instant};
 
 use agora_ordering::{
-    AuthorizationRequest, CustomerClient, CustomerError, HttpCustomerClient, HttpPaymentClient,
-    PaymentClient, PaymentError,
+    AuthorizationRequest, CustomerClient, CustomerError, PaymentClient, PaymentError,
+    ResilientCustomerClient, ResilientPaymentClient,
 };
+use agora_resilience::ClientConfig;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -14,6 +16,20 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+/// Payment's client with a timeout per call, under a deadline of 900 ms.
+fn payment_client(base: &str) -> ResilientPaymentClient {
+    let config = ClientConfig {
+        timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    };
+    ResilientPaymentClient::new(base, config, Duration::from_millis(900)).unwrap()
+}
+
+/// Customer's client, as sync mode runs it: 250 ms in all.
+fn customer_client(base: &str) -> ResilientCustomerClient {
+    ResilientCustomerClient::new(base, ClientConfig::default(), Duration::from_millis(250)).unwrap()
+}
 
 /// Serves `router` on a free port; the base URL.
 async fn serve(router: Router) -> String {
@@ -74,7 +90,7 @@ async fn authorize(axum::Json(body): axum::Json<Value>) -> impl IntoResponse {
 async fn payment_answers_become_authorizations_declines_or_unavailability() {
     let base =
         serve(Router::new().route("/internal/payment/authorizations", post(authorize))).await;
-    let client = HttpPaymentClient::new(&format!("{base}/"), Duration::from_millis(300)).unwrap();
+    let client = payment_client(&format!("{base}/"));
 
     let request = authorization_request(1234);
     let granted = client.authorize(&request).await.unwrap();
@@ -102,8 +118,7 @@ async fn payment_answers_become_authorizations_declines_or_unavailability() {
     ));
     assert!(started.elapsed() < Duration::from_secs(2));
 
-    let down =
-        HttpPaymentClient::new(&nothing_listening().await, Duration::from_millis(300)).unwrap();
+    let down = payment_client(&nothing_listening().await);
     assert!(matches!(
         down.authorize(&authorization_request(1)).await,
         Err(PaymentError::Unavailable(_))
@@ -140,7 +155,7 @@ async fn customer_answers_become_records_none_or_unavailability() {
         }),
     ))
     .await;
-    let client = HttpCustomerClient::new(&base, Duration::from_millis(250)).unwrap();
+    let client = customer_client(&base);
 
     let record = client.fetch(known).await.unwrap().unwrap();
     assert_eq!(record.id, known);
@@ -159,8 +174,7 @@ async fn customer_answers_become_records_none_or_unavailability() {
     ));
     assert!(started.elapsed() < Duration::from_millis(1000));
 
-    let down =
-        HttpCustomerClient::new(&nothing_listening().await, Duration::from_millis(250)).unwrap();
+    let down = customer_client(&nothing_listening().await);
     assert!(matches!(
         down.fetch(known).await,
         Err(CustomerError::Unavailable(_))
