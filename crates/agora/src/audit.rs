@@ -506,6 +506,16 @@ mod tests {
         dir
     }
 
+    /// What the audit of the shop in `dir` finds, as text.
+    async fn findings_of(dir: &Path) -> Vec<String> {
+        audit(dir)
+            .await
+            .expect("audit")
+            .into_iter()
+            .map(|f| f.what)
+            .collect()
+    }
+
     #[tokio::test]
     async fn orders_are_judged_by_orderings_own_statuses() {
         let dir = shop(
@@ -516,12 +526,7 @@ mod tests {
             ],
             &[("a-1", "o-done", "captured", now_ms())],
         );
-        let findings: Vec<String> = audit(dir.path())
-            .await
-            .expect("audit")
-            .into_iter()
-            .map(|f| f.what)
-            .collect();
+        let findings = findings_of(dir.path()).await;
         assert!(
             findings.contains(&"order o-open is paid, not in a terminal state".to_owned()),
             "{findings:?}"
@@ -554,12 +559,7 @@ mod tests {
                 ("a-5", "o-paid", "captured", now),
             ],
         );
-        let findings: Vec<String> = audit(dir.path())
-            .await
-            .expect("audit")
-            .into_iter()
-            .map(|f| f.what)
-            .collect();
+        let findings = findings_of(dir.path()).await;
         let has = |text: &str| findings.iter().any(|f| f.contains(text));
         assert!(
             has("authorization a-1 still holds money for order o-cancelled"),

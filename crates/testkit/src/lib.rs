@@ -299,37 +299,28 @@ impl NatsCluster {
 
 /// Whether `GET path` on 127.0.0.1:`port` answers 200.
 fn http_ok(port: u16, path: &str) -> bool {
+    http_get_200(port, path).is_some()
+}
+
+/// The body of `GET path` on 127.0.0.1:`port` when it answers 200.
+fn http_get_200(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?;
+    (status == "200").then(|| body.to_owned())
 }
 
 /// How many consumers the server's JetStream holds (`/jsz`), or `None` when it does
 /// not answer.
 fn jetstream_consumers(port: u16) -> Option<u64> {
-    use std::io::{Read, Write};
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    stream
-        .write_all(b"GET /jsz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let jsz: serde_json::Value = serde_json::from_str(body).ok()?;
+    let jsz: serde_json::Value = serde_json::from_str(&http_get_200(port, "/jsz")?).ok()?;
     jsz.get("consumers")?.as_u64()
 }
 
