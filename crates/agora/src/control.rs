@@ -1,6 +1,8 @@
 //! The levers of one service instance on its internal API: what the gateway's ops API
-//! drives when the services run as separate processes (`agora run`), one instance at a
-//! time, over the internal plane (a service token for the service is required).
+//! drives, one instance at a time, over the internal plane (a service token for the
+//! service is required). The same in `agora up` (every service on its own listener in
+//! one process) and `agora run` (one per process): no lever is an in-process handle
+//! held across a service boundary.
 //!
 //! - `GET /internal/<service>/control`: the instance's [`Levers`];
 //! - `PUT /internal/<service>/control/chaos` with a [`Chaos`]: `down` answers 503 to
@@ -10,12 +12,11 @@
 //!   this instance sees it;
 //! - `PUT /internal/<service>/control/provider` with `{"down": bool}` (payment): the
 //!   simulated payment provider.
-//!
-//! In `agora up` the shop drives the same levers in process, and `down` closes the
-//! service's listener instead (connections refused, as if the process were gone).
+
+use std::sync::Arc;
 
 use agora_auth::InternalAuth;
-use agora_bus::BusSwitch;
+use agora_bus::{BusSwitch, SharedBus, SwitchedBus};
 use agora_gateway::{Chaos, ChaosMode, Levers};
 use agora_httpkit::{Json, Problem};
 use axum::Router;
@@ -24,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::Deserialize;
 
-use crate::host::ChaosCell;
+use crate::host::{ChaosCell, service_router};
 use crate::provider::SwitchedProvider;
 
 /// One instance's levers.
@@ -40,6 +41,31 @@ pub struct InstanceControl {
 }
 
 impl InstanceControl {
+    /// Levers at rest; payment's also switch its simulated `provider`.
+    pub fn new(provider: Option<SwitchedProvider>) -> Self {
+        Self {
+            chaos: ChaosCell::default(),
+            own_bus: BusSwitch::new(),
+            bus: BusSwitch::new(),
+            provider,
+        }
+    }
+
+    /// `bus` as the instance sees it: cut while the bus is paused or it is `down`.
+    pub fn bus(&self, bus: SharedBus) -> SharedBus {
+        Arc::new(SwitchedBus::new(
+            bus,
+            vec![self.bus.clone(), self.own_bus.clone()],
+        ))
+    }
+
+    /// The service's `router` with these levers: their routes behind `internal`'s
+    /// guard, the chaos they set applied to everything else, `/healthz`.
+    pub fn serve(self, service: &str, router: Router, internal: &InternalAuth) -> Router {
+        let chaos = self.chaos.clone();
+        service_router(router.merge(self.routes(service, internal)), chaos)
+    }
+
     fn levers(&self) -> Levers {
         Levers {
             chaos: self.chaos.get(),
@@ -49,7 +75,7 @@ impl InstanceControl {
     }
 
     /// The control routes of `service`, behind `internal`'s guard.
-    pub fn routes(self, service: &str, internal: &InternalAuth) -> Router {
+    fn routes(self, service: &str, internal: &InternalAuth) -> Router {
         let base = format!("/internal/{service}/control");
         Router::new()
             .route(&base, get(levers))

@@ -35,7 +35,7 @@ pub struct Target {
 pub enum ChaosMode {
     /// No fault.
     Ok,
-    /// The service's listener is closed and its consumers stop.
+    /// The service answers 503 (but to its levers) and its consumers stop.
     Down,
     /// Every request waits before it is handled.
     Slow {

@@ -12,9 +12,6 @@ use agora_payment::{
 };
 use async_trait::async_trait;
 
-/// The name the ops API knows the provider by.
-pub const PROVIDER: &str = agora_gateway::PAYMENT_PROVIDER;
-
 /// A [`SimulatedProvider`] that answers a repeated idempotency key as it did the first
 /// time ([`Replaying`]), and [`ProviderError::Unavailable`] while it is down.
 #[derive(Debug, Clone, Default)]

@@ -4,14 +4,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use agora::control::InstanceControl;
-use agora::host::{ChaosCell, Host, ServeConfig, service_router};
+use agora::host::{Host, ServeConfig};
 use agora::logging::CONSOLE;
 use agora::runtime::{ServiceEnv, ServiceName, Settings};
-use agora_bus::{BusSwitch, SwitchedBus};
 use anyhow::{Context, bail};
 use clap::Args;
 
@@ -57,17 +55,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The instance's levers, driven by the gateway over its internal control API: its
     // own cut from the bus (chaos `down`) and the bus pause, its chaos, payment's
     // provider.
-    let control = InstanceControl {
-        chaos: ChaosCell::default(),
-        own_bus: BusSwitch::new(),
-        bus: BusSwitch::new(),
-        provider: (name == ServiceName::Payment).then(|| env.provider.clone()),
-    };
+    let control =
+        InstanceControl::new((name == ServiceName::Payment).then(|| env.provider.clone()));
     if name != ServiceName::Gateway {
-        env.bus = Arc::new(SwitchedBus::new(
-            bus.clone(),
-            vec![control.bus.clone(), control.own_bus.clone()],
-        ));
+        env.bus = control.bus(bus.clone());
     }
     let plane = env.internal.service(name.as_str());
     let started = agora::runtime::start(name, env)
@@ -86,9 +77,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         (started.router, serve)
     } else {
-        let chaos = control.chaos.clone();
-        let router = started.router.merge(control.routes(name.as_str(), &plane));
-        (service_router(router, chaos), ServeConfig::internal())
+        let router = control.serve(name.as_str(), started.router, &plane);
+        (router, ServeConfig::internal())
     };
     let mut host = Host::start_with(name.as_str(), args.listen, router, serve)
         .await
@@ -145,6 +135,5 @@ async fn environment(args: &RunArgs) -> anyhow::Result<ServiceEnv> {
         secret_dir: args.secret_dir.clone(),
         settings,
         provider: agora::provider::SwitchedProvider::default(),
-        control: None,
     })
 }

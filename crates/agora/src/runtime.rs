@@ -14,7 +14,7 @@ use std::time::Duration;
 use agora_auth::{HttpKeySource, InternalKey, KeySource};
 use agora_bus::SharedBus;
 use agora_bus::nats::{NatsBus, NatsOptions};
-use agora_gateway::{Limits, OpsControl, Upstream};
+use agora_gateway::{Limits, Upstream};
 use agora_resilience::ClientConfig;
 use anyhow::{Context, bail};
 
@@ -187,8 +187,6 @@ pub struct ServiceEnv {
     pub settings: Settings,
     /// Payment: the simulated provider (the one the hosting shop's ops can switch).
     pub provider: SwitchedProvider,
-    /// The gateway: the levers of a shop hosted in this process, if any.
-    pub control: Option<Arc<dyn OpsControl>>,
 }
 
 impl std::fmt::Debug for ServiceEnv {
@@ -394,7 +392,6 @@ pub async fn start(name: ServiceName, env: ServiceEnv) -> anyhow::Result<Started
             }
             config.limits = env.settings.limits;
             config.trusted_proxies = env.settings.trusted_proxies.clone();
-            config.control = env.control.clone();
             config.internal = env.internal.clone();
             let gateway = agora_gateway::build(config).await?;
             Started::of(gateway.router(), gateway)

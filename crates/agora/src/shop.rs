@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use agora_auth::InternalKey;
 use agora_bus::embedded::EmbeddedBus;
-use agora_bus::{Bus, BusSwitch, SharedBus, StreamConfig, SwitchedBus};
-use agora_gateway::{Chaos, ChaosMode, ControlError, Limits, OpsControl};
+use agora_bus::{Bus, SharedBus, StreamConfig};
+use agora_gateway::Limits;
 use anyhow::Context;
 
-use crate::host::{ChaosCell, Host, ServeConfig, service_router};
-use crate::provider::{PROVIDER, SwitchedProvider};
+use crate::control::InstanceControl;
+use crate::host::{Host, ServeConfig};
+use crate::provider::SwitchedProvider;
 use crate::runtime::{Running, ServiceEnv, ServiceName, Settings, Started};
 
 /// How long a stopping shop waits for the requests in flight.
@@ -110,103 +111,11 @@ pub fn service_streams() -> Vec<StreamConfig> {
 pub struct Shop {
     /// The embedded bus, when the shop runs on it (closed last).
     embedded: Option<Arc<EmbeddedBus>>,
-    /// The services' listeners, chaos and bus switches.
-    control: Arc<ShopControl>,
     gateway_host: Host,
+    /// Every service's own listener (the gateway's excepted).
+    hosts: Vec<Host>,
     /// Every service, in start order.
     services: Vec<Box<dyn Running>>,
-}
-
-/// One service's levers: its listener, its chaos, its bus switch.
-#[derive(Debug)]
-struct Lever {
-    host: Host,
-    chaos: ChaosCell,
-    switch: BusSwitch,
-}
-
-/// The levers of every service and of the bus: what the ops API drives.
-#[derive(Debug)]
-pub struct ShopControl {
-    levers: tokio::sync::Mutex<Vec<Lever>>,
-    /// Read without the lock, for status pages.
-    chaos: Vec<(String, ChaosCell)>,
-    bus: BusSwitch,
-    /// The simulated payment provider: `ok` or `down`.
-    provider: SwitchedProvider,
-}
-
-impl ShopControl {
-    async fn with_host<T>(&self, name: &str, f: impl AsyncFnOnce(&mut Lever) -> T) -> Option<T> {
-        let mut levers = self.levers.lock().await;
-        let lever = levers.iter_mut().find(|l| l.host.name() == name)?;
-        Some(f(lever).await)
-    }
-}
-
-#[async_trait::async_trait]
-impl OpsControl for ShopControl {
-    async fn set_chaos(&self, service: &str, chaos: Chaos) -> Result<(), ControlError> {
-        if service == PROVIDER {
-            return match chaos.mode {
-                ChaosMode::Ok | ChaosMode::Down => {
-                    self.provider.set_down(chaos.mode == ChaosMode::Down);
-                    Ok(())
-                }
-                _ => Err(ControlError::Unsupported(
-                    "the payment provider can only be ok or down".into(),
-                )),
-            };
-        }
-        let applied = self
-            .with_host(service, async |lever: &mut Lever| {
-                if chaos.mode == ChaosMode::Down {
-                    lever.switch.pause();
-                    lever.host.stop().await;
-                } else {
-                    lever.host.resume().await?;
-                    lever.switch.resume();
-                }
-                lever.chaos.set(chaos);
-                Ok::<(), std::io::Error>(())
-            })
-            .await;
-        match applied {
-            None => Err(ControlError::UnknownService(service.to_owned())),
-            Some(Err(error)) => Err(ControlError::Failed(format!(
-                "cannot listen again for {service}: {error}"
-            ))),
-            Some(Ok(())) => Ok(()),
-        }
-    }
-
-    async fn chaos(&self, service: &str) -> Option<Chaos> {
-        if service == PROVIDER {
-            let mode = if self.provider.is_down() {
-                ChaosMode::Down
-            } else {
-                ChaosMode::Ok
-            };
-            return Some(Chaos { mode, ..Chaos::OK });
-        }
-        self.chaos
-            .iter()
-            .find(|(name, _)| name == service)
-            .map(|(_, cell)| cell.get())
-    }
-
-    async fn set_bus_paused(&self, paused: bool) -> Result<(), ControlError> {
-        if paused {
-            self.bus.pause();
-        } else {
-            self.bus.resume();
-        }
-        Ok(())
-    }
-
-    async fn bus_paused(&self) -> bool {
-        self.bus.is_paused()
-    }
 }
 
 /// What the composition knows while it starts the services one by one.
@@ -215,8 +124,8 @@ struct Composition {
     /// `postgres://…/agora_{service}`, or `None` for a SQLite file per service.
     db_template: Option<String>,
     bus: SharedBus,
-    bus_switch: BusSwitch,
-    levers: Vec<Lever>,
+    internal: InternalKey,
+    hosts: Vec<Host>,
     services: Vec<Box<dyn Running>>,
     /// How the services' own listeners serve: the shop's timeouts, no cap per
     /// address (their clients all come from 127.0.0.1).
@@ -233,39 +142,23 @@ impl Composition {
         }
     }
 
-    /// The bus as a service sees it: behind the shop's switch and its own, so that
-    /// pausing the bus or taking the service down cuts it off.
-    fn bus_for(&self) -> (SharedBus, BusSwitch) {
-        let own = BusSwitch::new();
-        let view = SwitchedBus::new(self.bus.clone(), vec![self.bus_switch.clone(), own.clone()]);
-        (Arc::new(view), own)
-    }
-
-    /// Serves a started service on a free port of 127.0.0.1 and records it. Returns
-    /// its base URL.
+    /// Serves a started service with its levers on a free port of 127.0.0.1 and
+    /// records it. Returns its base URL.
     async fn host(
         &mut self,
         name: ServiceName,
         started: Started,
-        switch: BusSwitch,
+        control: InstanceControl,
     ) -> anyhow::Result<String> {
         let local = SocketAddr::from(([127, 0, 0, 1], 0));
-        let chaos = ChaosCell::default();
-        let host = Host::start_with(
-            name.as_str(),
-            local,
-            service_router(started.router, chaos.clone()),
-            self.serve.clone(),
-        )
-        .await
-        .with_context(|| format!("listen for {name}"))?;
+        let plane = self.internal.service(name.as_str());
+        let router = control.serve(name.as_str(), started.router, &plane);
+        let host = Host::start_with(name.as_str(), local, router, self.serve.clone())
+            .await
+            .with_context(|| format!("listen for {name}"))?;
         let url = host.url();
         crate::runtime::announce(name, &url, started.running.db());
-        self.levers.push(Lever {
-            host,
-            chaos,
-            switch,
-        });
+        self.hosts.push(host);
         self.services.push(started.running);
         Ok(url)
     }
@@ -297,8 +190,8 @@ impl Shop {
             data_dir: data.clone(),
             db_template: config.db_template.clone(),
             bus,
-            bus_switch: BusSwitch::new(),
-            levers: Vec::new(),
+            internal: internal.clone(),
+            hosts: Vec::new(),
             services: Vec::new(),
             serve: ServeConfig {
                 max_connections_per_client: None,
@@ -316,7 +209,6 @@ impl Shop {
                 secret_dir: data.clone(),
                 settings: config.settings(),
                 provider: provider.clone(),
-                control: None,
             })
         };
 
@@ -325,28 +217,18 @@ impl Shop {
             if name == ServiceName::Gateway {
                 continue;
             }
-            let (bus_view, switch) = c.bus_for();
-            let started = crate::runtime::start(name, env(&c, name, bus_view, &peers)?)
+            // Each service's levers, driven by the gateway over its internal API.
+            let control =
+                InstanceControl::new((name == ServiceName::Payment).then(|| provider.clone()));
+            let bus = control.bus(c.bus.clone());
+            let started = crate::runtime::start(name, env(&c, name, bus, &peers)?)
                 .await
                 .with_context(|| format!("start {name}"))?;
-            let url = c.host(name, started, switch).await?;
+            let url = c.host(name, started, control).await?;
             peers.insert(name, url);
         }
 
-        let control = Arc::new(ShopControl {
-            chaos: c
-                .levers
-                .iter()
-                .map(|l| (l.host.name().to_owned(), l.chaos.clone()))
-                .collect(),
-            levers: tokio::sync::Mutex::new(std::mem::take(&mut c.levers)),
-            bus: c.bus_switch.clone(),
-            provider: provider.clone(),
-        });
-        let gateway_bus: SharedBus =
-            Arc::new(SwitchedBus::new(c.bus.clone(), vec![c.bus_switch.clone()]));
-        let mut gateway_env = env(&c, ServiceName::Gateway, gateway_bus, &peers)?;
-        gateway_env.control = Some(control.clone());
+        let gateway_env = env(&c, ServiceName::Gateway, c.bus.clone(), &peers)?;
         let gateway = crate::runtime::start(ServiceName::Gateway, gateway_env)
             .await
             .context("start the gateway")?;
@@ -366,8 +248,8 @@ impl Shop {
 
         Ok(Shop {
             embedded,
-            control,
             gateway_host,
+            hosts: c.hosts,
             services: c.services,
         })
     }
@@ -381,25 +263,17 @@ impl Shop {
         self.gateway_host.addr()
     }
 
-    /// The ops levers (what `/api/ops/...` drives), for tools and tests.
-    pub fn control(&self) -> &ShopControl {
-        &self.control
-    }
-
     /// Where a service listens (`http://127.0.0.1:<port>`), by name.
-    pub async fn service_url(&self, name: &str) -> Option<String> {
-        self.control
-            .with_host(name, async |lever: &mut Lever| lever.host.url())
-            .await
+    pub fn service_url(&self, name: &str) -> Option<String> {
+        let host = self.hosts.iter().find(|host| host.name() == name)?;
+        Some(host.url())
     }
 
     /// Stops taking requests, then stops every service's relays and consumers (the
     /// last started first), then closes the bus.
     pub async fn shutdown(mut self) {
         self.gateway_host.drain(DRAIN).await;
-        let mut levers = self.control.levers.lock().await;
-        futures::future::join_all(levers.iter_mut().map(|lever| lever.host.drain(DRAIN))).await;
-        drop(levers);
+        futures::future::join_all(self.hosts.iter_mut().map(|host| host.drain(DRAIN))).await;
         // Their HTTP is down: the services stop side by side (each lets its handlers
         // finish their batches, then flushes its relay).
         futures::future::join_all(self.services.drain(..).map(Running::stop)).await;

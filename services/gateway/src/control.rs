@@ -1,8 +1,7 @@
 //! What the ops API can change in the running shop: faults injected into a service
-//! (chaos) and the bus pause. The composition that runs the services implements
-//! [`OpsControl`]; the gateway only drives it.
+//! (chaos) and the bus pause. Every service instance serves its levers on its
+//! internal API; the gateway drives them there (`remote.rs`).
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -17,7 +16,8 @@ pub enum ChaosMode {
     /// No fault.
     #[default]
     Ok,
-    /// The service answers nothing (its listener is closed) and its consumers stop.
+    /// The service answers 503 to every request but its levers' and is cut off the
+    /// bus: its consumers stop and it publishes nothing.
     Down,
     /// Every request waits `latency_ms` before it is handled.
     Slow,
@@ -87,18 +87,6 @@ pub enum ControlError {
     Unsupported(String),
     #[error("{0}")]
     Failed(String),
-}
-
-/// The levers of the running shop.
-#[async_trait]
-pub trait OpsControl: Send + Sync + std::fmt::Debug + 'static {
-    /// Applies `chaos` to `service` (already validated).
-    async fn set_chaos(&self, service: &str, chaos: Chaos) -> Result<(), ControlError>;
-    /// The current setting; `None` for a service that cannot be controlled (or asked).
-    async fn chaos(&self, service: &str) -> Option<Chaos>;
-    /// Pauses or resumes the bus for everyone.
-    async fn set_bus_paused(&self, paused: bool) -> Result<(), ControlError>;
-    async fn bus_paused(&self) -> bool;
 }
 
 /// One service instance's levers, as its internal control API answers them

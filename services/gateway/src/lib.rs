@@ -42,7 +42,7 @@ use agora_messaging::{Db, SubscriberHandle};
 use axum::Router;
 use axum::extract::FromRef;
 
-pub use control::{Chaos, ChaosMode, ControlError, Levers, OpsControl, PAYMENT_PROVIDER};
+pub use control::{Chaos, ChaosMode, ControlError, Levers, PAYMENT_PROVIDER};
 pub use limits::{Limits, Rate};
 pub use openapi::document as openapi;
 
@@ -127,9 +127,6 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// The longest a request may take end to end; past it the answer is 504.
     pub request_timeout: Duration,
-    /// The levers of the running shop (chaos, bus pause), when the composition offers
-    /// them; without, those ops routes answer 404.
-    pub control: Option<Arc<dyn OpsControl>>,
     /// The deployment's internal-plane key: the gateway signs its own calls to
     /// `/internal/...` (ops levers, stock for the storefront) with it. It never
     /// forwards a public request there. [`GatewayConfig::new`] makes a fresh one.
@@ -165,7 +162,6 @@ impl GatewayConfig {
             service_docs: Vec::new(),
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
-            control: None,
             internal: InternalKey::generate(),
             trusted_proxies: Vec::new(),
             timeline_max_age: DEFAULT_TIMELINE_MAX_AGE,
@@ -195,8 +191,8 @@ pub(crate) struct State {
     pub online: online::OnlineUsers,
     pub openapi: Arc<String>,
     pub request_timeout: Duration,
-    /// The levers: a hosting shop's, or each instance's internal control API.
-    pub control: Arc<dyn OpsControl>,
+    /// The levers: each instance's internal control API.
+    pub control: Arc<remote::RemoteControl>,
     pub bus: SharedBus,
     pub timeline: timeline::Timeline,
     pub internal: InternalAuth,
@@ -262,15 +258,12 @@ pub async fn build(config: GatewayConfig) -> Result<Gateway, Error> {
     let (timeline, timeline_consumers) = timeline::start(&db, &config.bus).await?;
     let pruner = timeline.spawn_pruner(config.timeline_max_age);
     let proxy = proxy::Proxy::new(config.upstreams.clone(), config.request_timeout)?;
-    // Without the levers of a shop hosted in this process: the services' own, each
-    // instance's internal control API.
-    let control: Arc<dyn OpsControl> = config.control.clone().unwrap_or_else(|| {
-        Arc::new(remote::RemoteControl::new(
-            proxy.client().clone(),
-            config.internal.service(SOURCE),
-            config.upstreams.clone(),
-        ))
-    });
+    // The levers are each instance's internal control API.
+    let control = Arc::new(remote::RemoteControl::new(
+        proxy.client().clone(),
+        config.internal.service(SOURCE),
+        config.upstreams.clone(),
+    ));
     let state = State {
         verifier: auth.verifier().clone(),
         proxy: Arc::new(proxy),

@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use agora_auth::InternalAuth;
-use async_trait::async_trait;
 use axum::http::header;
 
 use crate::Upstream;
-use crate::control::{Chaos, ChaosMode, ControlError, Levers, OpsControl, PAYMENT_PROVIDER};
+use crate::control::{Chaos, ChaosMode, ControlError, Levers, PAYMENT_PROVIDER};
 
 /// How long one instance has to answer a control call.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -111,9 +110,10 @@ impl RemoteControl {
     }
 }
 
-#[async_trait]
-impl OpsControl for RemoteControl {
-    async fn set_chaos(&self, service: &str, chaos: Chaos) -> Result<(), ControlError> {
+/// The levers of the whole shop.
+impl RemoteControl {
+    /// Applies `chaos` (already validated) to every instance of `service`.
+    pub async fn set_chaos(&self, service: &str, chaos: Chaos) -> Result<(), ControlError> {
         if service == PAYMENT_PROVIDER {
             let down = match chaos.mode {
                 ChaosMode::Ok => false,
@@ -134,7 +134,8 @@ impl OpsControl for RemoteControl {
         self.put_all(upstream, "chaos", body).await
     }
 
-    async fn chaos(&self, service: &str) -> Option<Chaos> {
+    /// The setting of `service`'s first instance that answers; `None` when none does.
+    pub async fn chaos(&self, service: &str) -> Option<Chaos> {
         if service == PAYMENT_PROVIDER {
             let levers = self.levers(self.instances("payment").ok()?).await?;
             let mode = match levers.provider_down? {
@@ -146,7 +147,8 @@ impl OpsControl for RemoteControl {
         Some(self.levers(self.instances(service).ok()?).await?.chaos)
     }
 
-    async fn set_bus_paused(&self, paused: bool) -> Result<(), ControlError> {
+    /// Pauses or resumes the bus for every instance of every service.
+    pub async fn set_bus_paused(&self, paused: bool) -> Result<(), ControlError> {
         let body = serde_json::json!({ "paused": paused });
         let calls = self
             .upstreams
@@ -164,7 +166,8 @@ impl OpsControl for RemoteControl {
         }
     }
 
-    async fn bus_paused(&self) -> bool {
+    /// Whether any instance has the bus paused.
+    pub async fn bus_paused(&self) -> bool {
         let reads = self.upstreams.iter().map(|upstream| self.levers(upstream));
         futures::future::join_all(reads)
             .await

@@ -109,7 +109,7 @@ async fn every_internal_route_takes_a_service_token_for_its_service_only() {
     let order = Uuid::now_v7();
 
     for (service, method, path) in internal_routes(customer, order) {
-        let url = format!("{}{path}", shop.shop.service_url(service).await.unwrap());
+        let url = format!("{}{path}", shop.shop.service_url(service).unwrap());
         let send = async |authorization: Option<String>| {
             let mut request = shop
                 .client
@@ -296,7 +296,7 @@ async fn a_service_serves_its_own_events_on_its_feed() {
     let (customer, _, _) = shop.customer().await;
     let url = format!(
         "{}/internal/customer/events",
-        shop.shop.service_url("customer").await.unwrap()
+        shop.shop.service_url("customer").unwrap()
     );
     let token = plane.service("ordering").token_for("customer").unwrap();
     let sign_up = async || -> Option<Value> {

@@ -156,18 +156,15 @@ async fn tokens_issued_before_a_password_change_are_refused_everywhere_within_2_
     let (_, email, first) = shop.customer().await;
     let second = shop.token(&email, PASSWORD).await;
     let (_, _, bystander) = shop.customer().await;
-    let url = async |service: &str| shop.shop.service_url(service).await.unwrap();
+    let url = |service: &str| shop.shop.service_url(service).unwrap();
     let (identity_url, customer_url, catalog_url, ordering_url) = (
-        url("identity").await,
-        url("customer").await,
-        url("catalog").await,
-        url("ordering").await,
+        url("identity"),
+        url("customer"),
+        url("catalog"),
+        url("ordering"),
     );
-    let (inventory_url, shipping_url, notification_url) = (
-        url("inventory").await,
-        url("shipping").await,
-        url("notification").await,
-    );
+    let (inventory_url, shipping_url, notification_url) =
+        (url("inventory"), url("shipping"), url("notification"));
     let product = uuid::Uuid::now_v7();
     // What every service that checks tokens answers this token: the gateway's edge,
     // then each service called directly (not through the edge).
@@ -304,7 +301,7 @@ async fn password_guessing_is_slowed_by_the_rate_limit() {
 /// customer token is not refused with 401.
 async fn answers_everywhere(shop: &TestShop, token: &str) -> Vec<(&'static str, StatusCode)> {
     let client = &shop.client;
-    let url = async |service: &str| shop.shop.service_url(service).await.unwrap();
+    let url = |service: &str| shop.shop.service_url(service).unwrap();
     let product = Uuid::now_v7();
     let requests = [
         ("gateway", client.get(shop.url("/api/ops/status"))),
@@ -312,33 +309,33 @@ async fn answers_everywhere(shop: &TestShop, token: &str) -> Vec<(&'static str, 
             "identity",
             // A wrong current password: a valid token gets 422, and nothing changes.
             client
-                .put(format!("{}/api/identity/users/me/password", url("identity").await))
+                .put(format!("{}/api/identity/users/me/password", url("identity")))
                 .json(&json!({"current_password": "not it at all", "new_password": "another new password"})),
         ),
-        ("customer", client.get(format!("{}/api/customers/me", url("customer").await))),
+        ("customer", client.get(format!("{}/api/customers/me", url("customer")))),
         (
             "catalog",
             client
-                .post(format!("{}/api/catalog/products", url("catalog").await))
+                .post(format!("{}/api/catalog/products", url("catalog")))
                 .json(&json!({"name": "x", "description": "y"})),
         ),
-        ("ordering", client.get(format!("{}/api/ordering/orders", url("ordering").await))),
+        ("ordering", client.get(format!("{}/api/ordering/orders", url("ordering")))),
         (
             "inventory",
             client
-                .put(format!("{}/api/inventory/stock/{product}", url("inventory").await))
+                .put(format!("{}/api/inventory/stock/{product}", url("inventory")))
                 .json(&json!({"available": 1})),
         ),
         (
             "shipping",
             client.get(format!(
                 "{}/api/shipping/shipments?order_id={product}",
-                url("shipping").await
+                url("shipping")
             )),
         ),
         (
             "notification",
-            client.get(format!("{}/api/notifications/me", url("notification").await)),
+            client.get(format!("{}/api/notifications/me", url("notification"))),
         ),
     ];
     let mut answers = Vec::new();
