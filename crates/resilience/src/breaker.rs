@@ -100,17 +100,29 @@ struct BreakerMetrics {
     to_closed: metrics::Counter,
     to_open: metrics::Counter,
     to_half_open: metrics::Counter,
+    /// Sets `state` at each scrape too: an open breaker nobody calls after its open
+    /// period reads half-open (it lets the next call through), not open.
+    _sampler: agora_telemetry::SamplerGuard,
 }
 
 impl BreakerMetrics {
     fn entered(&self, state: BreakerState) {
-        let (value, counter) = match state {
-            BreakerState::Closed => (0.0, &self.to_closed),
-            BreakerState::Open => (1.0, &self.to_open),
-            BreakerState::HalfOpen => (2.0, &self.to_half_open),
+        let counter = match state {
+            BreakerState::Closed => &self.to_closed,
+            BreakerState::Open => &self.to_open,
+            BreakerState::HalfOpen => &self.to_half_open,
         };
-        self.state.set(value);
+        self.state.set(gauge_value(state));
         counter.increment(1);
+    }
+}
+
+/// [`agora_telemetry::names::BREAKER_STATE`]'s value for `state`.
+fn gauge_value(state: BreakerState) -> f64 {
+    match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::Open => 1.0,
+        BreakerState::HalfOpen => 2.0,
     }
 }
 
@@ -171,17 +183,25 @@ impl CircuitBreaker {
             metrics::counter!(names::BREAKER_TRANSITIONS,
                 "service" => service, "breaker" => name.clone(), "to" => to)
         };
+        let state =
+            metrics::gauge!(names::BREAKER_STATE, "service" => service, "breaker" => name.clone());
+        let breaker = Arc::downgrade(&self.shared);
+        let sampled = state.clone();
+        let sampler: agora_telemetry::Sampler = Arc::new(move || {
+            if let Some(shared) = breaker.upgrade() {
+                let breaker = CircuitBreaker { shared };
+                sampled.set(gauge_value(breaker.state()));
+            }
+            Box::pin(std::future::ready(()))
+        });
         let observed = BreakerMetrics {
-            state: metrics::gauge!(names::BREAKER_STATE, "service" => service, "breaker" => name.clone()),
+            state,
             to_closed: transitions("closed"),
             to_open: transitions("open"),
             to_half_open: transitions("half_open"),
+            _sampler: agora_telemetry::register_sampler(sampler),
         };
-        observed.state.set(match self.state() {
-            BreakerState::Closed => 0.0,
-            BreakerState::Open => 1.0,
-            BreakerState::HalfOpen => 2.0,
-        });
+        observed.state.set(gauge_value(self.state()));
         let _ = self.shared.metrics.set(observed);
     }
 

@@ -294,3 +294,35 @@ async fn a_proxy_breaker_ignores_error_answers_but_not_timeouts() {
     }
     assert_eq!(breaker.state(), BreakerState::Open, "timeouts still count");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_breaker_past_its_open_period_is_scraped_half_open_not_open() {
+    agora_telemetry::install();
+    let breaker = CircuitBreaker::new("idle-target", BreakerConfig::default());
+    breaker.observe("idle-caller");
+    let target = Target::new();
+    let service = target.behind(&breaker);
+    let series = r#"agora_breaker_state{service="idle-caller",breaker="idle-target"}"#;
+    let scraped = async || {
+        let text = agora_telemetry::scrape().await;
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(series))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .to_owned();
+        line.rsplit(' ').next().unwrap().to_owned()
+    };
+    assert_eq!(scraped().await, "0", "closed");
+
+    open(&target, &service, &breaker).await;
+    assert_eq!(scraped().await, "1", "open");
+
+    // Nobody calls; the open period ends.
+    tokio::time::advance(BreakerConfig::default().open_duration).await;
+    assert_eq!(
+        scraped().await,
+        "2",
+        "half-open: the next call goes through as a probe"
+    );
+    assert_eq!(target.calls.get(), 10, "no call was made to find out");
+}
