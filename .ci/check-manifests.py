@@ -118,12 +118,21 @@ def selects(selector, labels):
 
 
 ANYONE = "anyone"
+# Prometheus, as the scrape policy names it: pods labelled app.kubernetes.io/name:
+# prometheus in the namespace `monitoring`; the one peer outside the namespace a
+# policy may admit (to every Agora pod's port, for /metrics).
+SCRAPER = "prometheus"
+SCRAPER_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
 
 
 def admitted(service, labels, port, services, pod_labels, objects):
     """Who the NetworkPolicies let open connections to `port` (a name or a number) of
-    the pods with `labels`: ANYONE, or the set of Agora services. None when no policy
-    selects the pods (Kubernetes then admits anyone)."""
+    the pods with `labels`: ANYONE, or the set of Agora services (and SCRAPER when
+    Prometheus may scrape them). None when no policy selects the pods (Kubernetes then
+    admits anyone)."""
     sources = set()
     selected = False
     for (kind, name), (_, policy) in objects.items():
@@ -143,6 +152,9 @@ def admitted(service, labels, port, services, pod_labels, objects):
             if not peers:
                 return ANYONE
             for peer in peers:
+                if peer == SCRAPER_PEER:
+                    sources.add(SCRAPER)
+                    continue
                 if "ipBlock" in peer or "namespaceSelector" in peer:
                     problem(f"NetworkPolicy {name}: admits pods outside the namespace to {service}")
                     continue
@@ -211,6 +223,11 @@ def check_workload(service, kind, workload, config, objects):
     ]
     if not pdbs:
         problem(f"{where}: no PodDisruptionBudget selects its pods")
+    annotations = pod["metadata"].get("annotations", {})
+    wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+    for key, value in wanted.items():
+        if annotations.get(key) != value:
+            problem(f"{where}: pods lack the annotation {key}: {value!r} (Prometheus scrapes /metrics)")
 
 
 def main():
@@ -270,6 +287,10 @@ def main():
         container = workloads[service][1]["spec"]["template"]["spec"]["containers"][0]
         port = {"http"} | {p["containerPort"] for p in container.get("ports", []) if p.get("name") == "http"}
         sources = admitted(service, pod_labels[service], port, list(workloads), pod_labels, objects)
+        if sources not in (None, ANYONE):
+            if SCRAPER not in sources:
+                problem(f"NetworkPolicies: Prometheus cannot scrape {service}'s /metrics")
+            sources = sources - {SCRAPER}
         if service == "gateway":
             if sources != ANYONE:
                 problem(f"NetworkPolicies: the gateway's port is open to {sources}, not to anyone")
@@ -286,7 +307,7 @@ def main():
                 + (f" (not admitted: {missing})" if missing else "")
             )
     unlabelled = {"app.kubernetes.io/part-of": "agora"}
-    if admitted("a new Agora pod", unlabelled, {"http", 8080}, list(workloads), pod_labels, objects) != set():
+    if admitted("a new Agora pod", unlabelled, {"http", 8080}, list(workloads), pod_labels, objects) - {SCRAPER} != set():
         problem("NetworkPolicies: an Agora pod without a rule of its own is not closed to all")
 
     nats = yaml.safe_load((DEPLOY / "nats-values.yaml").read_text())
