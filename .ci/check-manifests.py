@@ -47,34 +47,20 @@ def problem(text):
     problems.append(text)
 
 
-def function_body(source, signature):
-    """The text of the Rust item that starts with `signature`, up to its closing brace."""
-    start = source.index(signature)
-    depth = 0
-    for i in range(source.index("{", start), len(source)):
-        if source[i] == "{":
-            depth += 1
-        elif source[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return source[start : i + 1]
-    raise ValueError(f"no end for {signature}")
-
-
 def services_from_code():
     """The services in start order, their names, and whom each calls."""
     source = RUNTIME.read_text()
     all_block = source[source.index("pub const ALL") :]
     all_block = all_block[: all_block.index("];")]
     variants = re.findall(r"ServiceName::(\w+)", all_block)
-    names = dict(
-        re.findall(r'ServiceName::(\w+)\s*=>\s*"([a-z]+)"', function_body(source, "pub fn as_str"))
-    )
-    calls = {}
-    body = function_body(source, "pub fn calls")
-    for arms, peers in re.findall(r"((?:\w+\s*\|\s*)*\w+)\s*=>\s*&\[([^\]]*)\]", body):
-        for arm in re.split(r"\s*\|\s*", arms.strip()):
-            calls[arm] = re.findall(r"\w+", peers)
+    # SERVICES: one row per service, in ALL's order.
+    table_block = source[source.index("const SERVICES") :]
+    table_block = table_block[: table_block.index("\n};")]
+    rows = re.findall(r'name:\s*"([a-z]+)".*?calls:\s*&\[([^\]]*)\]', table_block, re.S)
+    names = {v: name for v, (name, _) in zip(variants, rows)}
+    calls = {v: re.findall(r"\w+", peers) for v, (_, peers) in zip(variants, rows)}
+    if len(rows) != len(variants) or any(v.lower() != names[v] for v in variants):
+        sys.exit(f"the rows of SERVICES in {RUNTIME.relative_to(ROOT)} do not follow ServiceName::ALL")
     if not variants or set(variants) != set(names) or set(variants) != set(calls):
         sys.exit(f"could not read the service table of {RUNTIME.relative_to(ROOT)}")
     services = [names[v] for v in variants]

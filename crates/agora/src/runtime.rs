@@ -36,6 +36,95 @@ pub enum ServiceName {
     Gateway,
 }
 
+/// What the hosts need to know of one service: one row per service, in [`SERVICES`].
+struct Row {
+    name: &'static str,
+    /// The public path prefix the gateway forwards to it, if it has public routes.
+    public_prefix: Option<&'static str>,
+    /// The OpenAPI document of its public routes, if it has any.
+    openapi: Option<fn() -> utoipa::openapi::OpenApi>,
+    /// The services it calls over HTTP.
+    calls: &'static [ServiceName],
+}
+
+/// Every service's row, in [`ServiceName::ALL`]'s order (a test checks it).
+const SERVICES: [Row; 10] = {
+    use ServiceName::*;
+    [
+        Row {
+            name: "identity",
+            public_prefix: Some("/api/identity"),
+            openapi: Some(agora_identity::openapi),
+            calls: &[],
+        },
+        Row {
+            name: "customer",
+            public_prefix: Some("/api/customers"),
+            openapi: Some(agora_customer::openapi),
+            calls: &[Identity],
+        },
+        Row {
+            name: "catalog",
+            public_prefix: Some("/api/catalog"),
+            openapi: Some(agora_catalog::openapi),
+            calls: &[Identity],
+        },
+        Row {
+            name: "inventory",
+            public_prefix: Some("/api/inventory"),
+            openapi: Some(agora_inventory::openapi),
+            calls: &[Identity],
+        },
+        Row {
+            name: "payment",
+            public_prefix: None,
+            openapi: None,
+            calls: &[Identity],
+        },
+        Row {
+            name: "ordering",
+            public_prefix: Some("/api/ordering"),
+            openapi: Some(agora_ordering::openapi),
+            // Customer and catalog also for their event feeds (replica rebuilds).
+            calls: &[Identity, Payment, Customer, Catalog],
+        },
+        Row {
+            name: "fulfilment",
+            public_prefix: None,
+            openapi: None,
+            calls: &[Identity, Payment, Inventory],
+        },
+        Row {
+            name: "shipping",
+            public_prefix: Some("/api/shipping"),
+            openapi: Some(agora_shipping::openapi),
+            calls: &[Identity],
+        },
+        Row {
+            name: "notification",
+            public_prefix: Some("/api/notifications"),
+            openapi: Some(agora_notification::openapi),
+            calls: &[Identity],
+        },
+        Row {
+            name: "gateway",
+            public_prefix: None,
+            openapi: None,
+            calls: &[
+                Identity,
+                Customer,
+                Catalog,
+                Inventory,
+                Payment,
+                Ordering,
+                Fulfilment,
+                Shipping,
+                Notification,
+            ],
+        },
+    ]
+};
+
 impl ServiceName {
     /// Every service, in start order.
     pub const ALL: [ServiceName; 10] = [
@@ -51,71 +140,28 @@ impl ServiceName {
         ServiceName::Gateway,
     ];
 
+    fn row(self) -> &'static Row {
+        &SERVICES[self as usize]
+    }
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceName::Identity => "identity",
-            ServiceName::Customer => "customer",
-            ServiceName::Catalog => "catalog",
-            ServiceName::Inventory => "inventory",
-            ServiceName::Payment => "payment",
-            ServiceName::Ordering => "ordering",
-            ServiceName::Fulfilment => "fulfilment",
-            ServiceName::Shipping => "shipping",
-            ServiceName::Notification => "notification",
-            ServiceName::Gateway => "gateway",
-        }
+        self.row().name
     }
 
     /// The public path prefix the gateway forwards to it, if it has public routes.
     pub fn public_prefix(self) -> Option<&'static str> {
-        match self {
-            ServiceName::Identity => Some("/api/identity"),
-            ServiceName::Customer => Some("/api/customers"),
-            ServiceName::Catalog => Some("/api/catalog"),
-            ServiceName::Inventory => Some("/api/inventory"),
-            ServiceName::Ordering => Some("/api/ordering"),
-            ServiceName::Shipping => Some("/api/shipping"),
-            ServiceName::Notification => Some("/api/notifications"),
-            ServiceName::Payment | ServiceName::Fulfilment | ServiceName::Gateway => None,
-        }
+        self.row().public_prefix
     }
 
     /// The OpenAPI document of its public routes, if it has any.
     pub fn openapi(self) -> Option<utoipa::openapi::OpenApi> {
-        match self {
-            ServiceName::Identity => Some(agora_identity::openapi()),
-            ServiceName::Customer => Some(agora_customer::openapi()),
-            ServiceName::Catalog => Some(agora_catalog::openapi()),
-            ServiceName::Inventory => Some(agora_inventory::openapi()),
-            ServiceName::Ordering => Some(agora_ordering::openapi()),
-            ServiceName::Shipping => Some(agora_shipping::openapi()),
-            ServiceName::Notification => Some(agora_notification::openapi()),
-            ServiceName::Payment | ServiceName::Fulfilment | ServiceName::Gateway => None,
-        }
+        self.row().openapi.map(|document| document())
     }
 
     /// The services it calls over HTTP (identity for its keys, and its synchronous
     /// dependencies): `agora run` wants an `AGORA_URL_<NAME>` for each.
     pub fn calls(self) -> &'static [ServiceName] {
-        use ServiceName::*;
-        match self {
-            Identity => &[],
-            Customer | Catalog | Inventory | Payment | Shipping | Notification => &[Identity],
-            // Customer and catalog also for their event feeds (replica rebuilds).
-            Ordering => &[Identity, Payment, Customer, Catalog],
-            Fulfilment => &[Identity, Payment, Inventory],
-            Gateway => &[
-                Identity,
-                Customer,
-                Catalog,
-                Inventory,
-                Payment,
-                Ordering,
-                Fulfilment,
-                Shipping,
-                Notification,
-            ],
-        }
+        self.row().calls
     }
 
     /// The name of the variable that holds its URLs: `AGORA_URL_ORDERING`.
@@ -650,4 +696,24 @@ async fn try_connect_bus(urls: &str, options: NatsOptions) -> anyhow::Result<Sha
             .with_context(|| format!("create the stream {}", stream.name))?;
     }
     Ok(bus)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    #[test]
+    fn the_rows_follow_the_services_in_start_order() {
+        assert_eq!(ServiceName::value_variants(), ServiceName::ALL.as_slice());
+        for (i, name) in ServiceName::ALL.into_iter().enumerate() {
+            let spelled = name.to_possible_value().expect("a value");
+            assert_eq!(SERVICES[i].name, spelled.get_name(), "row {i}");
+            // Each calls only services started before it.
+            for &peer in name.calls() {
+                assert!(peer < name, "{name} calls {peer}, started after it");
+            }
+        }
+    }
 }
