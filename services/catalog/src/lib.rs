@@ -25,9 +25,10 @@ mod store;
 
 use std::sync::Arc;
 
-use agora_auth::{KeySource, ServiceAuth};
+use agora_auth::KeySource;
 use agora_bus::SharedBus;
-use agora_messaging::{Db, Outbox, Relay, RelayConfig, RelayHandle, stream_config};
+use agora_messaging::{Db, Outbox};
+use agora_service::Core;
 
 pub use demo::{DEMO_CURRENCY, DemoProduct, demo_products};
 pub use domain::{Description, ImageUrl, Invalid, ProductName};
@@ -69,9 +70,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Catalog {
     router: axum::Router,
-    relay: RelayHandle,
-    auth: ServiceAuth,
-    db: Db,
+    core: Core,
     outbox: Outbox,
 }
 
@@ -83,14 +82,14 @@ impl Catalog {
 
     /// Its store, for tools and tests.
     pub fn db(&self) -> &Db {
-        &self.db
+        self.core.db()
     }
 
     /// Adds the [`demo_products`] (each with its `ProductAdded`) if the catalog has
     /// never held a product; the number added (0 otherwise). Safe to call on every
     /// start, and from several processes at once.
     pub async fn seed_demo(&self) -> Result<usize, Error> {
-        let added = store::seed(&self.db, &self.outbox, &demo_products()).await?;
+        let added = store::seed(self.core.db(), &self.outbox, &demo_products()).await?;
         if added > 0 {
             tracing::info!(added, "demo products added");
         }
@@ -100,36 +99,25 @@ impl Catalog {
     /// Stops the outbox relay and the revocation consumer (events committed but not
     /// yet published are published by the next start).
     pub async fn shutdown(self) {
-        tokio::join!(self.relay.shutdown(), self.auth.shutdown());
+        self.core.shutdown().await;
     }
 }
 
 /// Opens the store, applies migrations, starts token checking and the outbox relay.
 pub async fn build(config: CatalogConfig) -> Result<Catalog, Error> {
-    let db = Db::connect(&config.db_url).await?;
-    db.migrate_messaging().await?;
-    db.migrate(SOURCE, store::MIGRATIONS).await?;
-    let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
-    let outbox = Outbox::new(&db);
+    let mut core = Core::open(SOURCE, &config.db_url, &config.bus, store::MIGRATIONS).await?;
+    let verifier = core.check_tokens(config.keys.clone()).await?;
+    core.publish();
+    let outbox = Outbox::new(core.db());
     let state = http::State {
-        db: db.clone(),
+        db: core.db().clone(),
         outbox: outbox.clone(),
-        verifier: auth.verifier().clone(),
+        verifier,
     };
-    let relay = Relay::spawn(
-        &db,
-        config.bus.clone(),
-        RelayConfig {
-            streams: vec![stream_config(SOURCE)],
-            ..RelayConfig::default()
-        },
-    );
     tracing::info!("catalog started");
     Ok(Catalog {
         router: http::router(state),
-        relay,
-        auth,
-        db,
+        core,
         outbox,
     })
 }

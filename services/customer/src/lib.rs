@@ -45,13 +45,11 @@ mod users;
 
 use std::sync::Arc;
 
-use agora_auth::{InternalKey, KeySource, ServiceAuth};
+use agora_auth::{InternalKey, KeySource};
 use agora_bus::SharedBus;
 use agora_contracts::{UserSignedUp, bus_subject};
-use agora_messaging::{
-    Db, Outbox, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig, SubscriberHandle,
-    stream_config,
-};
+use agora_messaging::{Db, Outbox, SubscriberConfig};
+use agora_service::Core;
 
 pub use users::CONSUMER as USERS_CONSUMER;
 
@@ -98,10 +96,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Customer {
     router: axum::Router,
-    relay: RelayHandle,
-    users: SubscriberHandle,
-    auth: ServiceAuth,
-    db: Db,
+    core: Core,
 }
 
 impl Customer {
@@ -112,52 +107,37 @@ impl Customer {
 
     /// Its store, for tools and tests.
     pub fn db(&self) -> &Db {
-        &self.db
+        self.core.db()
     }
 
     /// Stops the consumers, then the outbox relay (events committed but not yet
     /// published are published by the next start).
     pub async fn shutdown(self) {
-        tokio::join!(self.users.shutdown(), self.auth.shutdown());
-        self.relay.shutdown().await;
+        self.core.shutdown().await;
     }
 }
 
 /// Opens the store, applies migrations, and starts token verification, the consumer of
 /// `UserSignedUp` and the outbox relay.
 pub async fn build(config: CustomerConfig) -> Result<Customer, Error> {
-    let db = Db::connect(&config.db_url).await?;
-    db.migrate_messaging().await?;
-    db.migrate(SOURCE, store::MIGRATIONS).await?;
-    let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
-    let users = Subscriber::spawn(
-        &db,
-        &config.bus,
+    let mut core = Core::open(SOURCE, &config.db_url, &config.bus, store::MIGRATIONS).await?;
+    let verifier = core.check_tokens(config.keys.clone()).await?;
+    core.consume(
         SubscriberConfig::on_source(users::CONSUMER, "identity")
             .filter(bus_subject::<UserSignedUp>()),
         users::SignUps,
     )
     .await?;
-    let relay = Relay::spawn(
-        &db,
-        config.bus.clone(),
-        RelayConfig {
-            streams: vec![stream_config(SOURCE)],
-            ..RelayConfig::default()
-        },
-    );
+    core.publish();
     let state = http::State {
-        db: db.clone(),
-        outbox: Outbox::new(&db),
-        verifier: auth.verifier().clone(),
+        db: core.db().clone(),
+        outbox: Outbox::new(core.db()),
+        verifier,
     };
     tracing::info!("customer started");
     Ok(Customer {
         router: http::router(state, &config.internal.service(SOURCE)),
-        relay,
-        users,
-        auth,
-        db,
+        core,
     })
 }
 

@@ -25,9 +25,10 @@ use std::time::Duration;
 use agora_bus::SharedBus;
 use agora_contracts::{OrderAccepted, bus_subject};
 use agora_messaging::{
-    Clock, Db, ProcessManager, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig,
-    SubscriberHandle, SystemClock, TimerConfig, TimerHandle, migrate_processes, stream_config,
+    Clock, Db, ProcessManager, SubscriberConfig, SystemClock, TimerConfig, TimerHandle,
+    migrate_processes,
 };
+use agora_service::Core;
 
 pub use compensation::{CompensationError, Compensator, HttpCompensator};
 pub use process::{
@@ -128,10 +129,8 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Fulfilment {
     router: axum::Router,
-    db: Db,
-    relay: RelayHandle,
+    core: Core,
     timer: TimerHandle,
-    subscribers: Vec<SubscriberHandle>,
 }
 
 impl Fulfilment {
@@ -141,17 +140,13 @@ impl Fulfilment {
     }
 
     pub fn db(&self) -> &Db {
-        &self.db
+        self.core.db()
     }
 
     /// Stops the consumers and the timer, then the relay (committed events not yet
     /// published are published by the next start).
     pub async fn shutdown(self) {
-        tokio::join!(
-            SubscriberHandle::shutdown_all(self.subscribers),
-            self.timer.shutdown()
-        );
-        self.relay.shutdown().await;
+        self.core.shutdown_with(self.timer.shutdown()).await;
     }
 }
 
@@ -176,25 +171,18 @@ pub async fn build_with(config: FulfilmentConfig, runtime: Runtime) -> Result<Fu
             &internal,
         )?),
     };
-    let db = Db::connect(&config.db_url).await?;
-    db.migrate_messaging().await?;
-    migrate_processes(&db).await?;
+    // Its tables are the process manager's.
+    let mut core = Core::open(SOURCE, &config.db_url, &config.bus, &[]).await?;
+    migrate_processes(core.db()).await?;
     let manager = ProcessManager::new(
-        &db,
+        core.db(),
         FulfilmentProcess {
             compensator,
             timeout: config.timeout,
         },
         runtime.clock,
     );
-    let relay = Relay::spawn(
-        &db,
-        config.bus.clone(),
-        RelayConfig {
-            streams: vec![stream_config(SOURCE)],
-            ..RelayConfig::default()
-        },
-    );
+    core.publish();
     // Payment's and inventory's streams carry more than the two events each wanted
     // here, and a consumer has one filter: the process ignores the other types.
     let sources = [
@@ -203,21 +191,14 @@ pub async fn build_with(config: FulfilmentConfig, runtime: Runtime) -> Result<Fu
         SubscriberConfig::on_source(CONSUMER_PAYMENT, "payment"),
         SubscriberConfig::on_source(CONSUMER_INVENTORY, "inventory"),
     ];
-    let mut subscribers = Vec::new();
     for subscriber in sources {
         // A compensation target that is down holds the delivery until it is back (the
         // compensation is owed: tried again with backoff, without spending attempts);
         // max deliveries only bound other transient failures.
         let subscriber = subscriber.max_deliver(MAX_DELIVER).backoff(runtime.retry);
-        match Subscriber::spawn(&db, &config.bus, subscriber, manager.clone()).await {
-            Ok(handle) => subscribers.push(handle),
-            Err(error) => {
-                for started in subscribers {
-                    started.shutdown().await;
-                }
-                relay.shutdown().await;
-                return Err(error.into());
-            }
+        if let Err(error) = core.consume(subscriber, manager.clone()).await {
+            core.shutdown().await;
+            return Err(error.into());
         }
     }
     let timer = manager.spawn_timer(TimerConfig {
@@ -227,10 +208,8 @@ pub async fn build_with(config: FulfilmentConfig, runtime: Runtime) -> Result<Fu
     tracing::info!(timeout = ?config.timeout, "fulfilment started");
     Ok(Fulfilment {
         router: http::router(http::State { manager }, &internal),
-        db,
-        relay,
+        core,
         timer,
-        subscribers,
     })
 }
 

@@ -38,7 +38,8 @@ use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use agora_bus::SharedBus;
-use agora_messaging::{Db, Relay, RelayConfig, RelayHandle, stream_config};
+use agora_messaging::Db;
+use agora_service::Core;
 
 pub use admin::{ADMIN_EMAIL, ADMIN_PASSWORD_FILE, generate_password as generate_admin_password};
 pub use domain::{Email, Invalid, Name, Password};
@@ -110,8 +111,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Identity {
     router: axum::Router,
-    relay: RelayHandle,
-    db: Db,
+    core: Core,
 }
 
 impl Identity {
@@ -122,22 +122,21 @@ impl Identity {
 
     /// Its store, for tools and tests.
     pub fn db(&self) -> &Db {
-        &self.db
+        self.core.db()
     }
 
     /// Stops the outbox relay (events committed but not yet published are published by
     /// the next start).
     pub async fn shutdown(self) {
-        self.relay.shutdown().await;
+        self.core.shutdown().await;
     }
 }
 
 /// Opens the store, applies migrations, loads (or creates) the signing key and the
 /// admin user, and starts the outbox relay.
 pub async fn build(config: IdentityConfig) -> Result<Identity, Error> {
-    let db = Db::connect(&config.db_url).await?;
-    db.migrate_messaging().await?;
-    db.migrate(SOURCE, store::MIGRATIONS).await?;
+    let mut core = Core::open(SOURCE, &config.db_url, &config.bus, store::MIGRATIONS).await?;
+    let db = core.db().clone();
     let keys = load_or_create_keys(&db).await?;
     let hasher = password::Hasher::new(config.hashing);
     admin::bootstrap(&db, &config, &hasher).await?;
@@ -151,19 +150,11 @@ pub async fn build(config: IdentityConfig) -> Result<Identity, Error> {
         throttle: config.sign_in_throttle,
         swept_at_ms: Arc::new(AtomicI64::new(0)),
     };
-    let relay = Relay::spawn(
-        &db,
-        config.bus.clone(),
-        RelayConfig {
-            streams: vec![stream_config(SOURCE)],
-            ..RelayConfig::default()
-        },
-    );
+    core.publish();
     tracing::info!(kid = state.keys.signing().kid(), "identity started");
     Ok(Identity {
         router: http::router(state),
-        relay,
-        db,
+        core,
     })
 }
 

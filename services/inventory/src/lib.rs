@@ -38,13 +38,11 @@ mod store;
 
 use std::sync::Arc;
 
-use agora_auth::{InternalKey, KeySource, ServiceAuth};
+use agora_auth::{InternalKey, KeySource};
 use agora_bus::SharedBus;
 use agora_contracts::{OrderAccepted, ShipmentDispatched, bus_subject};
-use agora_messaging::{
-    Db, Outbox, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig, SubscriberHandle,
-    stream_config,
-};
+use agora_messaging::{Db, Outbox, SubscriberConfig};
+use agora_service::Core;
 use uuid::Uuid;
 
 pub use domain::{Invalid, MAX_ON_HAND};
@@ -123,11 +121,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Inventory {
     router: axum::Router,
-    relay: RelayHandle,
-    orders: SubscriberHandle,
-    shipments: SubscriberHandle,
-    auth: ServiceAuth,
-    db: Db,
+    core: Core,
 }
 
 impl Inventory {
@@ -138,70 +132,42 @@ impl Inventory {
 
     /// Its store, for tools and tests.
     pub fn db(&self) -> &Db {
-        &self.db
+        self.core.db()
     }
 
     /// Sets `on_hand` of each product, only when the store holds no stock at all (a
     /// fresh shop's demo stock); returns whether it did. Quantities over
     /// [`MAX_ON_HAND`] are capped.
     pub async fn seed(&self, stock: &[(Uuid, u32)]) -> Result<bool, Error> {
-        store::seed(&self.db, stock).await
+        store::seed(self.core.db(), stock).await
     }
 
     /// Stops the consumers, then the outbox relay (events committed but not yet
     /// published are published by the next start).
     pub async fn shutdown(self) {
-        tokio::join!(
-            self.orders.shutdown(),
-            self.shipments.shutdown(),
-            self.auth.shutdown()
-        );
-        self.relay.shutdown().await;
+        self.core.shutdown().await;
     }
 }
 
 /// Opens the store, applies migrations, and starts token verification, the consumers
 /// of `OrderAccepted` and `ShipmentDispatched` and the outbox relay.
 pub async fn build(config: InventoryConfig) -> Result<Inventory, Error> {
-    let db = Db::connect(&config.db_url).await?;
-    db.migrate_messaging().await?;
-    db.migrate(SOURCE, store::MIGRATIONS).await?;
-    let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
-    let orders = Subscriber::spawn(
-        &db,
-        &config.bus,
-        orders_subscriber_config(),
-        events::ReserveOnAcceptance,
-    )
-    .await?;
-    let shipments = Subscriber::spawn(
-        &db,
-        &config.bus,
-        shipments_subscriber_config(),
-        events::ShipOnDispatch,
-    )
-    .await?;
-    let relay = Relay::spawn(
-        &db,
-        config.bus.clone(),
-        RelayConfig {
-            streams: vec![stream_config(SOURCE)],
-            ..RelayConfig::default()
-        },
-    );
+    let mut core = Core::open(SOURCE, &config.db_url, &config.bus, store::MIGRATIONS).await?;
+    let verifier = core.check_tokens(config.keys.clone()).await?;
+    core.consume(orders_subscriber_config(), events::ReserveOnAcceptance)
+        .await?;
+    core.consume(shipments_subscriber_config(), events::ShipOnDispatch)
+        .await?;
+    core.publish();
     let state = http::State {
-        db: db.clone(),
-        outbox: Outbox::new(&db),
-        verifier: auth.verifier().clone(),
+        db: core.db().clone(),
+        outbox: Outbox::new(core.db()),
+        verifier,
     };
     tracing::info!("inventory started");
     Ok(Inventory {
         router: http::router(state, &config.internal.service(SOURCE)),
-        relay,
-        orders,
-        shipments,
-        auth,
-        db,
+        core,
     })
 }
 

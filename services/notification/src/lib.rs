@@ -34,10 +34,11 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_auth::{KeySource, ServiceAuth};
+use agora_auth::KeySource;
 use agora_bus::SharedBus;
 use agora_contracts::{ShipmentDispatched, UserSignedUp, bus_subject};
-use agora_messaging::{Backoff, Db, Subscriber, SubscriberConfig, SubscriberHandle};
+use agora_messaging::{Backoff, Db, SubscriberConfig};
+use agora_service::Core;
 
 /// The event source of notification (it publishes no events).
 pub const SOURCE: &str = "notification";
@@ -146,9 +147,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Notification {
     router: axum::Router,
-    consumers: Vec<SubscriberHandle>,
-    auth: ServiceAuth,
-    db: Db,
+    core: Core,
 }
 
 impl Notification {
@@ -159,59 +158,42 @@ impl Notification {
 
     /// Its store, for tools and tests.
     pub fn db(&self) -> &Db {
-        &self.db
+        self.core.db()
     }
 
     /// Stops the consumers (letting the messages under way finish).
     pub async fn shutdown(self) {
-        tokio::join!(
-            SubscriberHandle::shutdown_all(self.consumers),
-            self.auth.shutdown()
-        );
+        self.core.shutdown().await;
     }
 }
 
 /// Opens the store, applies migrations, and starts token verification and the four
 /// consumers.
 pub async fn build(config: NotificationConfig) -> Result<Notification, Error> {
-    let db = Db::connect(&config.db_url).await?;
-    db.migrate_messaging().await?;
-    db.migrate(SOURCE, store::MIGRATIONS).await?;
-    let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
-    let consumers = vec![
-        Subscriber::spawn(
-            &db,
-            &config.bus,
-            products_subscriber_config(),
-            events::Products,
-        )
-        .await?,
-        Subscriber::spawn(&db, &config.bus, users_subscriber_config(), events::Users).await?,
-        Subscriber::spawn(
-            &db,
-            &config.bus,
-            orders_subscriber_config(),
-            events::Orders::new(config.name_wait),
-        )
-        .await?,
-        Subscriber::spawn(
-            &db,
-            &config.bus,
-            shipments_subscriber_config(),
-            events::Shipments::new(config.name_wait),
-        )
-        .await?,
-    ];
+    let mut core = Core::open(SOURCE, &config.db_url, &config.bus, store::MIGRATIONS).await?;
+    let verifier = core.check_tokens(config.keys.clone()).await?;
+    core.consume(products_subscriber_config(), events::Products)
+        .await?;
+    core.consume(users_subscriber_config(), events::Users)
+        .await?;
+    core.consume(
+        orders_subscriber_config(),
+        events::Orders::new(config.name_wait),
+    )
+    .await?;
+    core.consume(
+        shipments_subscriber_config(),
+        events::Shipments::new(config.name_wait),
+    )
+    .await?;
     let state = http::State {
-        db: db.clone(),
-        verifier: auth.verifier().clone(),
+        db: core.db().clone(),
+        verifier,
     };
     tracing::info!(name_wait = ?config.name_wait, "notification started");
     Ok(Notification {
         router: http::router(state),
-        consumers,
-        auth,
-        db,
+        core,
     })
 }
 

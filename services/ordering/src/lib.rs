@@ -48,13 +48,13 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_auth::{InternalKey, KeySource, ServiceAuth};
+use agora_auth::{InternalKey, KeySource};
 use agora_bus::{BusError, DeliverPolicy, SharedBus};
 use agora_messaging::{
-    CatchUp, CatchUpHandle, Db, Feed, Relay, RelayConfig, RelayHandle, Subscriber,
-    SubscriberConfig, SubscriberHandle, stream_config,
+    CatchUp, CatchUpHandle, Db, Feed, Subscriber, SubscriberConfig, SubscriberHandle, stream_config,
 };
 use agora_resilience::{BreakerState, CircuitBreaker};
+use agora_service::Core;
 use tokio::sync::Mutex;
 
 pub use clients::{
@@ -219,10 +219,8 @@ pub struct ReplicaSnapshot {
 /// The running service: routes, outbox relay, replica consumers, token checking.
 pub struct Ordering {
     router: axum::Router,
-    db: Db,
-    bus: SharedBus,
-    relay: RelayHandle,
-    auth: ServiceAuth,
+    /// Its store, token checking and outbox relay.
+    core: Core,
     replicas: Arc<Mutex<Option<Replicas>>>,
     feeds: Option<ReplicaFeeds>,
     /// Follows a rebuild done by another instance sharing the store.
@@ -234,7 +232,7 @@ pub struct Ordering {
 impl std::fmt::Debug for Ordering {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ordering")
-            .field("db", &self.db)
+            .field("db", self.core.db())
             .finish_non_exhaustive()
     }
 }
@@ -477,18 +475,18 @@ impl Ordering {
 
     /// Its store, for tools and tests.
     pub fn db(&self) -> &Db {
-        &self.db
+        self.core.db()
     }
 
     /// Where checkout takes customer data from, as stored.
     pub async fn customer_data(&self) -> Result<CustomerData, Error> {
-        store::customer_data(&self.db).await
+        store::customer_data(self.core.db()).await
     }
 
     /// Switches where checkout takes customer data from; every process sharing the
     /// store follows from its next checkout.
     pub async fn set_customer_data(&self, mode: CustomerData) -> Result<(), Error> {
-        store::set_customer_data(&self.db, mode).await?;
+        store::set_customer_data(self.core.db(), mode).await?;
         tracing::info!(
             customer_data = mode.as_str(),
             "customer data setting changed"
@@ -498,12 +496,12 @@ impl Ordering {
 
     /// How many orders are stored (for tools and tests).
     pub async fn order_count(&self) -> Result<u64, Error> {
-        store::count_orders(&self.db).await
+        store::count_orders(self.core.db()).await
     }
 
     /// The replicas' contents, in a comparable form.
     pub async fn replica_snapshot(&self) -> Result<ReplicaSnapshot, Error> {
-        let (customers, products) = store::replica_contents(&self.db).await?;
+        let (customers, products) = store::replica_contents(self.core.db()).await?;
         Ok(ReplicaSnapshot {
             customers,
             products,
@@ -538,21 +536,28 @@ impl Ordering {
                 running.shutdown().await;
                 generation
             }
-            None => store::replica_generation(&self.db).await?,
+            None => store::replica_generation(self.core.db()).await?,
         };
         let switch = self
             .feeds
             .as_ref()
             .map(|_| std::time::SystemTime::now() - SWITCH_MARGIN);
-        let won = store::advance_replica_generation(&self.db, previous, switch).await?;
+        let won = store::advance_replica_generation(self.core.db(), previous, switch).await?;
         let generation = if won {
             previous + 1
         } else {
-            store::replica_generation(&self.db).await?
+            store::replica_generation(self.core.db()).await?
         };
         self.delete_replica_consumers(previous).await;
-        *replicas =
-            Some(Replicas::start(&self.db, &self.bus, generation, self.feeds.as_ref()).await?);
+        *replicas = Some(
+            Replicas::start(
+                self.core.db(),
+                self.core.bus(),
+                generation,
+                self.feeds.as_ref(),
+            )
+            .await?,
+        );
         if won {
             tracing::info!(
                 generation,
@@ -572,7 +577,8 @@ impl Ordering {
         let (customers, products) = consumer_names(generation);
         for (source, name) in [("customer", customers), ("catalog", products)] {
             match self
-                .bus
+                .core
+                .bus()
                 .delete_consumer(&stream_config(source).name, &name)
                 .await
             {
@@ -593,8 +599,11 @@ impl Ordering {
                 replicas.shutdown().await;
             }
         };
-        tokio::join!(self.statuses.shutdown(), replicas, self.auth.shutdown());
-        self.relay.shutdown().await;
+        self.core
+            .shutdown_with(async {
+                tokio::join!(self.statuses.shutdown(), replicas);
+            })
+            .await;
     }
 }
 
@@ -606,17 +615,17 @@ impl Ordering {
         prices: &[(uuid::Uuid, i64)],
         currency: &str,
     ) -> Result<usize, Error> {
-        if !store::prices(&self.db).await?.is_empty() {
+        if !store::prices(self.core.db()).await?.is_empty() {
             return Ok(0);
         }
-        let outbox = agora_messaging::Outbox::new(&self.db);
+        let outbox = agora_messaging::Outbox::new(self.core.db());
         let mut set = 0;
         for &(product_id, amount_cents) in prices {
             let price = domain::Price::parse(amount_cents, currency).map_err(|_| {
                 Error::Config(format!("invalid demo price {amount_cents} {currency}"))
             })?;
             if let prices::Set::Changed(_) =
-                prices::set(&self.db, &outbox, product_id, &price).await?
+                prices::set(self.core.db(), &outbox, product_id, &price).await?
             {
                 set += 1;
             }
@@ -629,10 +638,9 @@ impl Ordering {
 /// Opens the store, applies migrations, starts token checking, the replica and status
 /// consumers and the outbox relay.
 pub async fn build(config: OrderingConfig) -> Result<Ordering, Error> {
-    let db = Db::connect(&config.db_url).await?;
-    db.migrate_messaging().await?;
-    db.migrate(SOURCE, store::MIGRATIONS).await?;
-    let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
+    let mut core = Core::open(SOURCE, &config.db_url, &config.bus, store::MIGRATIONS).await?;
+    let verifier = core.check_tokens(config.keys.clone()).await?;
+    let db = core.db().clone();
     let generation = store::replica_generation(&db).await?;
     let replicas = Arc::new(Mutex::new(Some(
         Replicas::start(&db, &config.bus, generation, config.feeds.as_ref()).await?,
@@ -644,18 +652,11 @@ pub async fn build(config: OrderingConfig) -> Result<Ordering, Error> {
         replicas.clone(),
     );
     let statuses = StatusConsumers::start(&db, &config.bus).await?;
-    let relay = Relay::spawn(
-        &db,
-        config.bus.clone(),
-        RelayConfig {
-            streams: vec![stream_config(SOURCE)],
-            ..RelayConfig::default()
-        },
-    );
+    core.publish();
     let state = http::State {
         db: db.clone(),
         outbox: agora_messaging::Outbox::new(&db),
-        verifier: auth.verifier().clone(),
+        verifier,
         payment: config.payment.clone(),
         customer: config.customer.clone(),
         limits: Arc::new(checkout::Limits {
@@ -669,10 +670,7 @@ pub async fn build(config: OrderingConfig) -> Result<Ordering, Error> {
     tracing::info!("ordering started");
     Ok(Ordering {
         router: http::router(state, &config.internal.service(SOURCE)),
-        db,
-        bus: config.bus,
-        relay,
-        auth,
+        core,
         follower,
         replicas,
         feeds: config.feeds,

@@ -45,10 +45,8 @@ use std::time::Duration;
 use agora_auth::{InternalKey, KeySource};
 use agora_bus::SharedBus;
 use agora_contracts::{OrderAccepted, bus_subject};
-use agora_messaging::{
-    Backoff, Db, Outbox, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig,
-    SubscriberHandle, stream_config,
-};
+use agora_messaging::{Backoff, Db, Outbox, SubscriberConfig};
+use agora_service::Core;
 
 pub use domain::{AmountCents, Currency, Invalid, PaymentToken};
 pub use orphans::{
@@ -160,11 +158,8 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Payment {
     router: axum::Router,
-    relay: RelayHandle,
-    orders: SubscriberHandle,
-    acceptances: SubscriberHandle,
+    core: Core,
     orphans: orphans::Sweeper,
-    db: Db,
 }
 
 impl Payment {
@@ -175,28 +170,22 @@ impl Payment {
 
     /// Its store, for tools and tests.
     pub fn db(&self) -> &Db {
-        &self.db
+        self.core.db()
     }
 
-    /// Stops the capture consumer (letting the capture under way finish), then the
-    /// outbox relay (events committed but not yet published are published by the next
+    /// Stops the consumers and the orphan sweeper (letting the capture under way
+    /// finish), then the outbox relay (events committed but not yet published are published by the next
     /// start).
     pub async fn shutdown(self) {
-        tokio::join!(
-            self.orphans.shutdown(),
-            self.acceptances.shutdown(),
-            self.orders.shutdown()
-        );
-        self.relay.shutdown().await;
+        self.core.shutdown_with(self.orphans.shutdown()).await;
     }
 }
 
 /// Opens the store, applies migrations, starts the outbox relay and the capture
 /// consumer (creating ordering's stream if it does not exist yet).
 pub async fn build(config: PaymentConfig) -> Result<Payment, Error> {
-    let db = Db::connect(&config.db_url).await?;
-    db.migrate_messaging().await?;
-    db.migrate(SOURCE, store::MIGRATIONS).await?;
+    let mut core = Core::open(SOURCE, &config.db_url, &config.bus, store::MIGRATIONS).await?;
+    let db = core.db().clone();
     let authorizer = authorize::Authorizer {
         db: db.clone(),
         outbox: Outbox::new(&db),
@@ -210,9 +199,7 @@ pub async fn build(config: PaymentConfig) -> Result<Payment, Error> {
         provider: config.provider.clone(),
         provider_timeout: config.provider_timeout,
     };
-    let orders = Subscriber::spawn(
-        &db,
-        &config.bus,
+    core.consume(
         orders_subscriber_config()
             .backoff(config.capture_retry)
             .max_deliver(config.capture_max_deliveries.max(1)),
@@ -222,21 +209,9 @@ pub async fn build(config: PaymentConfig) -> Result<Payment, Error> {
         },
     )
     .await?;
-    let acceptances = Subscriber::spawn(
-        &db,
-        &config.bus,
-        acceptances_subscriber_config(),
-        orphans::Acceptances,
-    )
-    .await?;
-    let relay = Relay::spawn(
-        &db,
-        config.bus.clone(),
-        RelayConfig {
-            streams: vec![stream_config(SOURCE)],
-            ..RelayConfig::default()
-        },
-    );
+    core.consume(acceptances_subscriber_config(), orphans::Acceptances)
+        .await?;
+    core.publish();
     let orphans = orphans::Sweeper::spawn(
         settler.clone(),
         config.bus.clone(),
@@ -246,11 +221,8 @@ pub async fn build(config: PaymentConfig) -> Result<Payment, Error> {
     tracing::info!(provider_timeout = ?config.provider_timeout, orphan_hold = ?config.orphan_hold, "payment started");
     Ok(Payment {
         router: http::router(authorizer, settler, &config.internal.service(SOURCE)),
-        relay,
-        orders,
-        acceptances,
+        core,
         orphans,
-        db,
     })
 }
 

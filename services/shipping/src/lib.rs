@@ -27,13 +27,11 @@ mod store;
 
 use std::sync::Arc;
 
-use agora_auth::{KeySource, ServiceAuth};
+use agora_auth::KeySource;
 use agora_bus::SharedBus;
 use agora_contracts::{OrderAccepted, OrderReadyForShipping, bus_subject};
-use agora_messaging::{
-    Db, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig, SubscriberHandle,
-    stream_config,
-};
+use agora_messaging::{Db, SubscriberConfig};
+use agora_service::Core;
 
 /// The event source and the stream of shipping's events.
 pub const SOURCE: &str = "shipping";
@@ -106,11 +104,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Shipping {
     router: axum::Router,
-    relay: RelayHandle,
-    orders: SubscriberHandle,
-    ready: SubscriberHandle,
-    auth: ServiceAuth,
-    db: Db,
+    core: Core,
 }
 
 impl Shipping {
@@ -121,62 +115,34 @@ impl Shipping {
 
     /// Its store, for tools and tests.
     pub fn db(&self) -> &Db {
-        &self.db
+        self.core.db()
     }
 
     /// Stops the consumers, then the outbox relay (events committed but not yet
     /// published are published by the next start).
     pub async fn shutdown(self) {
-        tokio::join!(
-            self.orders.shutdown(),
-            self.ready.shutdown(),
-            self.auth.shutdown()
-        );
-        self.relay.shutdown().await;
+        self.core.shutdown().await;
     }
 }
 
 /// Opens the store, applies migrations, and starts token verification, the two
 /// consumers and the outbox relay.
 pub async fn build(config: ShippingConfig) -> Result<Shipping, Error> {
-    let db = Db::connect(&config.db_url).await?;
-    db.migrate_messaging().await?;
-    db.migrate(SOURCE, store::MIGRATIONS).await?;
-    let auth = ServiceAuth::start(SOURCE, &db, &config.bus, config.keys.clone()).await?;
-    let orders = Subscriber::spawn(
-        &db,
-        &config.bus,
-        orders_subscriber_config(),
-        events::RecordAcceptedOrder,
-    )
-    .await?;
-    let ready = Subscriber::spawn(
-        &db,
-        &config.bus,
-        ready_subscriber_config(),
-        events::DispatchWhenReady,
-    )
-    .await?;
-    let relay = Relay::spawn(
-        &db,
-        config.bus.clone(),
-        RelayConfig {
-            streams: vec![stream_config(SOURCE)],
-            ..RelayConfig::default()
-        },
-    );
+    let mut core = Core::open(SOURCE, &config.db_url, &config.bus, store::MIGRATIONS).await?;
+    let verifier = core.check_tokens(config.keys.clone()).await?;
+    core.consume(orders_subscriber_config(), events::RecordAcceptedOrder)
+        .await?;
+    core.consume(ready_subscriber_config(), events::DispatchWhenReady)
+        .await?;
+    core.publish();
     let state = http::State {
-        db: db.clone(),
-        verifier: auth.verifier().clone(),
+        db: core.db().clone(),
+        verifier,
     };
     tracing::info!("shipping started");
     Ok(Shipping {
         router: http::router(state),
-        relay,
-        orders,
-        ready,
-        auth,
-        db,
+        core,
     })
 }
 
