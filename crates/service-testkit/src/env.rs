@@ -10,7 +10,7 @@ use agora_auth::{InternalKey, TestIssuer};
 use agora_bus::embedded::EmbeddedBus;
 use agora_bus::{Bus, ConsumerConfig, SharedBus};
 use agora_contracts::Event;
-use agora_messaging::{Context, Db, Envelope, Outbox, stream_config};
+use agora_messaging::{Context, Db, Envelope, Outbox, SubscriberConfig, stream_config};
 use agora_testkit::{Backend, PgDatabase};
 
 use crate::events::{EventReader, eventually};
@@ -151,6 +151,23 @@ impl TestEnv {
             info.pending == 0 && info.ack_pending == 0
         })
         .await;
+    }
+
+    /// Waits until the consumers of every one of `subscribers` have settled every
+    /// message and, if given, the relay of `outbox`'s store has published everything.
+    pub async fn consumers_settled(&self, subscribers: &[SubscriberConfig], outbox: Option<&Db>) {
+        for subscriber in subscribers {
+            self.consumer_settled(&subscriber.consumer_config()).await;
+        }
+        if let Some(db) = outbox {
+            outbox_published(db).await;
+        }
+    }
+
+    /// Every event `source` published, read until nothing more comes: all there is
+    /// once its producer is settled.
+    pub async fn all_published(&self, source: &str) -> Vec<Envelope> {
+        self.reader_of(source).await.read_all().await
     }
 
     /// Waits until the durable consumer of `config` has tried some message more than

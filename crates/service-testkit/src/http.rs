@@ -118,6 +118,23 @@ pub fn json(body: &Value) -> (&'static str, Vec<u8>) {
     ("application/json", body.to_string().into_bytes())
 }
 
+/// One request through `router` like [`send`], with `token` as its bearer token if
+/// given (before `headers`).
+pub async fn send_as(
+    router: &Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Answer {
+    let authorization = token.map(bearer);
+    let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
+    all.extend(authorization.as_deref().map(|a| ("authorization", a)));
+    all.extend_from_slice(headers);
+    send(router, method, path, &all, body).await
+}
+
 /// One JSON request through `router`, with `token` as its bearer token if given.
 pub async fn call(
     router: &Router,
@@ -126,10 +143,5 @@ pub async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Answer {
-    let authorization = token.map(bearer);
-    let headers: Vec<(&str, &str)> = authorization
-        .as_deref()
-        .map(|a| vec![("authorization", a)])
-        .unwrap_or_default();
-    send(router, method, path, &headers, body.as_ref().map(json)).await
+    send_as(router, method, path, token, &[], body.as_ref().map(json)).await
 }

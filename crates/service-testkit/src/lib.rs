@@ -23,6 +23,35 @@ mod env;
 mod events;
 pub mod http;
 
+/// The shipping address the services' fixtures use: Unter den Linden 1, 10117 Berlin.
+pub fn address() -> agora_contracts::Address {
+    agora_contracts::Address {
+        line1: "Unter den Linden 1".into(),
+        line2: None,
+        city: "Berlin".into(),
+        postal_code: "10117".into(),
+        country: "DE".into(),
+    }
+}
+
 pub use agora_testkit::{Backend, on_both_backends};
+
+/// `Deref<Target = TestEnv>` for a service's own `Env` that wraps one: `env_deref!(Env)`
+/// for `struct Env(TestEnv)`, `env_deref!(Env.app)` for a field `app: TestEnv`, so that
+/// `env.bus`, `env.issuer`, `env.publish(…)` reach the shared part.
+#[macro_export]
+macro_rules! env_deref {
+    ($env:ident) => {
+        $crate::env_deref!($env.0);
+    };
+    ($env:ident . $field:tt) => {
+        impl ::std::ops::Deref for $env {
+            type Target = $crate::TestEnv;
+            fn deref(&self) -> &$crate::TestEnv {
+                &self.$field
+            }
+        }
+    };
+}
 pub use env::{TEST_PLANE, TestEnv, outbox_published, service_token};
 pub use events::{EVENTUALLY, EventReader, eventually};

@@ -1,12 +1,10 @@
 //! Catalog's own part of the harness (`agora-service-testkit` has the rest): its
 //! config, and HTTP calls with extra headers.
 
-use std::ops::Deref;
-
 use agora_catalog::{Catalog, CatalogConfig};
 use agora_messaging::Envelope;
 use agora_service_testkit::TestEnv;
-use agora_service_testkit::http::{self, bearer};
+use agora_service_testkit::http;
 use axum::http::Method;
 
 pub use agora_service_testkit::Backend;
@@ -15,12 +13,7 @@ pub use agora_service_testkit::http::{Answer, call};
 /// A store, a bus and a token issuer that outlive restarts of catalog.
 pub struct Env(TestEnv);
 
-impl Deref for Env {
-    type Target = TestEnv;
-    fn deref(&self) -> &TestEnv {
-        &self.0
-    }
-}
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
@@ -66,8 +59,5 @@ pub async fn call_raw(
     headers: &[(&str, &str)],
     body: Option<(&str, Vec<u8>)>,
 ) -> Answer {
-    let authorization = token.map(bearer);
-    let mut all = headers.to_vec();
-    all.extend(authorization.as_deref().map(|a| ("authorization", a)));
-    http::send(router, method, path, &all, body).await
+    http::send_as(router, method, path, token, headers, body).await
 }

@@ -1,8 +1,6 @@
 //! Customer's own part of the harness (`agora-service-testkit` has the rest): its
 //! config, a publisher of identity's sign-ups, and its routes with their fixtures.
 
-use std::ops::Deref;
-
 use agora_contracts::{Role, UserSignedUp, bus_subject};
 use agora_customer::{Customer, CustomerConfig};
 use agora_messaging::{Envelope, SubscriberConfig};
@@ -19,12 +17,7 @@ pub use agora_service_testkit::{Backend, eventually};
 /// customer is given) that outlive restarts of customer.
 pub struct Env(TestEnv);
 
-impl Deref for Env {
-    type Target = TestEnv;
-    fn deref(&self) -> &TestEnv {
-        &self.0
-    }
-}
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.

@@ -2,7 +2,6 @@
 //! manual clock and a fake compensator that outlive restarts of fulfilment, the
 //! outcomes it committed, and the events the other services publish about an order.
 
-use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -107,12 +106,7 @@ pub struct Env {
     pub compensator: Arc<FakeCompensator>,
 }
 
-impl Deref for Env {
-    type Target = TestEnv;
-    fn deref(&self) -> &TestEnv {
-        &self.app
-    }
-}
+agora_service_testkit::env_deref!(Env.app);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.

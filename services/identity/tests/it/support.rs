@@ -1,7 +1,6 @@
 //! Identity's own part of the harness (`agora-service-testkit` has the rest): its
 //! config and data directory, and its routes.
 
-use std::ops::Deref;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,12 +19,7 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// A store, a bus and a data directory that outlive restarts of identity.
 pub struct Env(TestEnv);
 
-impl Deref for Env {
-    type Target = TestEnv;
-    fn deref(&self) -> &TestEnv {
-        &self.0
-    }
-}
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.

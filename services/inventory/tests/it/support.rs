@@ -2,30 +2,23 @@
 //! config, publishers of the events it consumes, and its routes (an `/internal` one
 //! with fulfilment's service token).
 
-use std::ops::Deref;
-
-use agora_contracts::{Address, AddressSource, OrderAccepted, OrderLine, ShipmentDispatched};
+use agora_contracts::{AddressSource, OrderAccepted, OrderLine, ShipmentDispatched};
 use agora_inventory::{Inventory, InventoryConfig};
 use agora_messaging::Envelope;
-use agora_service_testkit::http::{self, bearer, json};
-use agora_service_testkit::{TestEnv, outbox_published};
+use agora_service_testkit::TestEnv;
+use agora_service_testkit::http::{self, json};
 use axum::http::{Method, StatusCode};
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use agora_service_testkit::http::Answer;
-pub use agora_service_testkit::{Backend, TEST_PLANE};
+pub use agora_service_testkit::{Backend, TEST_PLANE, address};
 
 /// A store, a bus and a token issuer that outlive restarts of inventory.
 pub struct Env(TestEnv);
 
-impl Deref for Env {
-    type Target = TestEnv;
-    fn deref(&self) -> &TestEnv {
-        &self.0
-    }
-}
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
@@ -70,30 +63,18 @@ impl Env {
     /// Waits until both consumers have settled every message and the outbox is
     /// published.
     pub async fn settled(&self, inventory: &Inventory) {
-        for config in [
+        let consumers = [
             agora_inventory::orders_subscriber_config(),
             agora_inventory::shipments_subscriber_config(),
-        ] {
-            self.consumer_settled(&config.consumer_config()).await;
-        }
-        outbox_published(inventory.db()).await;
+        ];
+        self.consumers_settled(&consumers, Some(inventory.db()))
+            .await;
     }
 
     /// Every event inventory published, once everything is settled.
     pub async fn events(&self, inventory: &Inventory) -> Vec<Envelope> {
         self.settled(inventory).await;
-        let mut reader = self.reader_of(agora_inventory::SOURCE).await;
-        reader.read_all().await
-    }
-}
-
-pub fn address() -> Address {
-    Address {
-        line1: "Unter den Linden 1".into(),
-        line2: None,
-        city: "Berlin".into(),
-        postal_code: "10117".into(),
-        country: "DE".into(),
+        self.all_published(agora_inventory::SOURCE).await
     }
 }
 
@@ -141,12 +122,15 @@ pub async fn send(
     body: Option<(&str, Vec<u8>)>,
 ) -> Answer {
     let service = path.starts_with("/internal/").then(service_token);
-    let authorization = token.or(service.as_deref()).map(bearer);
-    let headers: Vec<(&str, &str)> = authorization
-        .as_deref()
-        .map(|a| vec![("authorization", a)])
-        .unwrap_or_default();
-    http::send(router, method, path, &headers, body).await
+    http::send_as(
+        router,
+        method,
+        path,
+        token.or(service.as_deref()),
+        &[],
+        body,
+    )
+    .await
 }
 
 /// One JSON request, like [`send`].

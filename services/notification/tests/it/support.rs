@@ -1,10 +1,8 @@
 //! Notification's own part of the harness (`agora-service-testkit` has the rest): its
 //! config, publishers of the events it consumes, and the mailbox route.
 
-use std::ops::Deref;
-
 use agora_contracts::{
-    Address, AddressSource, CancelReason, OrderAccepted, OrderCancelled, OrderLine, OrderShipped,
+    AddressSource, CancelReason, OrderAccepted, OrderCancelled, OrderLine, OrderShipped,
     ProductAdded, ProductDeleted, ProductUpdated, Role, ShipmentDispatched, UserSignedUp,
 };
 use agora_messaging::Envelope;
@@ -16,17 +14,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use agora_service_testkit::http::{Answer, call};
-pub use agora_service_testkit::{Backend, eventually};
+pub use agora_service_testkit::{Backend, address, eventually};
 
 /// A store, a bus and a token issuer that outlive restarts of notification.
 pub struct Env(TestEnv);
 
-impl Deref for Env {
-    type Target = TestEnv;
-    fn deref(&self) -> &TestEnv {
-        &self.0
-    }
-}
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
@@ -147,14 +140,13 @@ impl Env {
 
     /// Waits until every consumer has settled every message.
     pub async fn settled(&self) {
-        for config in [
+        let consumers = [
             agora_notification::products_subscriber_config(),
             agora_notification::users_subscriber_config(),
             agora_notification::orders_subscriber_config(),
             agora_notification::shipments_subscriber_config(),
-        ] {
-            self.consumer_settled(&config.consumer_config()).await;
-        }
+        ];
+        self.consumers_settled(&consumers, None).await;
     }
 
     /// Waits until the shipments consumer has tried some message more than once.
@@ -167,16 +159,6 @@ impl Env {
     pub async fn orders_retried(&self) {
         let config = agora_notification::orders_subscriber_config();
         self.consumer_retried(&config.consumer_config()).await;
-    }
-}
-
-pub fn address() -> Address {
-    Address {
-        line1: "Unter den Linden 1".into(),
-        line2: None,
-        city: "Berlin".into(),
-        postal_code: "10117".into(),
-        country: "DE".into(),
     }
 }
 

@@ -2,7 +2,6 @@
 //! payment and customer clients, its config, its replicas' events, and its routes
 //! (the `/internal` ones with the gateway's service token).
 
-use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use agora_ordering::{
     CustomerReplicaHandler, Ordering, OrderingConfig, PaymentClient, PaymentError,
     ProductReplicaHandler,
 };
-use agora_service_testkit::http::{self, bearer, json};
+use agora_service_testkit::http::{self, json};
 use agora_service_testkit::{TEST_PLANE, TestEnv};
 use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
@@ -173,12 +172,7 @@ pub struct Env {
     pub customer: Arc<FakeCustomer>,
 }
 
-impl Deref for Env {
-    type Target = TestEnv;
-    fn deref(&self) -> &TestEnv {
-        &self.app
-    }
-}
+agora_service_testkit::env_deref!(Env.app);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
@@ -340,13 +334,16 @@ pub async fn request(
     body: Option<Value>,
 ) -> Answer {
     let service = path.starts_with("/internal/").then(service_token);
-    let authorization = token.or(service.as_deref()).map(bearer);
-    let mut all: Vec<(&str, &str)> = authorization
-        .as_deref()
-        .map(|a| vec![("authorization", a)])
-        .unwrap_or_default();
-    all.extend_from_slice(headers);
-    http::send(router, method, path, &all, body.as_ref().map(json)).await
+    let token = token.or(service.as_deref());
+    http::send_as(
+        router,
+        method,
+        path,
+        token,
+        headers,
+        body.as_ref().map(json),
+    )
+    .await
 }
 
 /// One request: status, content type and JSON body.

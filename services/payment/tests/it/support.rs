@@ -3,7 +3,6 @@
 //! internal routes with ordering's service token.
 
 use std::collections::VecDeque;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -231,12 +230,7 @@ async fn answer_with<T>(answer: Answer, ok: impl FnOnce() -> T) -> Result<T, Pro
 /// A store and a bus for one test.
 pub struct Env(TestEnv);
 
-impl Deref for Env {
-    type Target = TestEnv;
-    fn deref(&self) -> &TestEnv {
-        &self.0
-    }
-}
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.

@@ -1,28 +1,21 @@
 //! Shipping's own part of the harness (`agora-service-testkit` has the rest): its
 //! config, publishers of the events it consumes, and its routes.
 
-use std::ops::Deref;
-
-use agora_contracts::{Address, AddressSource, OrderAccepted, OrderLine, OrderReadyForShipping};
+use agora_contracts::{AddressSource, OrderAccepted, OrderLine, OrderReadyForShipping};
 use agora_messaging::Envelope;
-use agora_service_testkit::{TestEnv, outbox_published};
+use agora_service_testkit::TestEnv;
 use agora_shipping::{Shipping, ShippingConfig};
 use axum::http::Method;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use agora_service_testkit::Backend;
 pub use agora_service_testkit::http::{Answer, call};
+pub use agora_service_testkit::{Backend, address};
 
 /// A store, a bus and a token issuer that outlive restarts of shipping.
 pub struct Env(TestEnv);
 
-impl Deref for Env {
-    type Target = TestEnv;
-    fn deref(&self) -> &TestEnv {
-        &self.0
-    }
-}
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
@@ -61,30 +54,18 @@ impl Env {
     /// Waits until both consumers have settled every message and the outbox is
     /// published.
     pub async fn settled(&self, shipping: &Shipping) {
-        for config in [
+        let consumers = [
             agora_shipping::orders_subscriber_config(),
             agora_shipping::ready_subscriber_config(),
-        ] {
-            self.consumer_settled(&config.consumer_config()).await;
-        }
-        outbox_published(shipping.db()).await;
+        ];
+        self.consumers_settled(&consumers, Some(shipping.db()))
+            .await;
     }
 
     /// Every event shipping published, once everything is settled.
     pub async fn events(&self, shipping: &Shipping) -> Vec<Envelope> {
         self.settled(shipping).await;
-        let mut reader = self.reader_of(agora_shipping::SOURCE).await;
-        reader.read_all().await
-    }
-}
-
-pub fn address() -> Address {
-    Address {
-        line1: "Unter den Linden 1".into(),
-        line2: None,
-        city: "Berlin".into(),
-        postal_code: "10117".into(),
-        country: "DE".into(),
+        self.all_published(agora_shipping::SOURCE).await
     }
 }
 
