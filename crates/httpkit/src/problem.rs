@@ -13,9 +13,11 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An error answer, as `application/problem+json`.
 ///
-/// `type` is a stable URI per kind of problem (`urn:agora:problem:<code>`, one
-/// [`ErrorCode`] of the table): clients branch on it, never on `title` or `detail`,
-/// which are for people.
+/// `type` is a stable URI per kind of problem (`urn:agora:problem:<code>`): clients
+/// branch on it, never on `title` or `detail`, which are for people.
+//
+// The codes, with their statuses and titles, are the `ErrorCode` table's (not in the
+// doc comment above, which is the schema's description in the OpenAPI document).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]

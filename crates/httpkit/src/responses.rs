@@ -78,6 +78,12 @@ pub struct NotJsonMediaType(pub Problem);
 )]
 pub struct NoValidToken(pub Problem);
 
+/// 403: the caller is not an admin.
+#[derive(Debug, IntoResponses)]
+#[response(status = 403, description = "The caller is not an admin",
+    content_type = "application/problem+json")]
+pub struct NotAdmin(pub Problem);
+
 /// 401, 403: an operation for admins only.
 #[derive(Debug, IntoResponses)]
 pub enum AdminProblems {
@@ -158,6 +164,7 @@ mod tests {
             (BodyTooLarge::responses(), vec!["413"]),
             (NotJsonMediaType::responses(), vec!["415"]),
             (NoValidToken::responses(), vec!["401"]),
+            (NotAdmin::responses(), vec!["403"]),
             (AdminProblems::responses(), vec!["401", "403"]),
             (CustomerProblems::responses(), vec!["401", "403"]),
             (InvalidFields::responses(), vec!["422"]),
