@@ -80,8 +80,11 @@ pub struct NoValidToken(pub Problem);
 
 /// 403: the caller is not an admin.
 #[derive(Debug, IntoResponses)]
-#[response(status = 403, description = "The caller is not an admin",
-    content_type = "application/problem+json")]
+#[response(
+    status = 403,
+    description = "The caller is not an admin",
+    content_type = "application/problem+json"
+)]
 pub struct NotAdmin(pub Problem);
 
 /// 401, 403: an operation for admins only.
