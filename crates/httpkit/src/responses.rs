@@ -14,139 +14,80 @@
 //! document using them lists `Problem` in its `components(schemas(...))`). An answer
 //! whose description says something of the operation's own stays a tuple.
 
+use std::collections::BTreeMap;
+
 use utoipa::IntoResponses;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::response::Response;
 
 use crate::Problem;
 
-/// 400, 413, 415: a JSON body refused before the handler reads it (not JSON, over
-/// 64 KiB, not `application/json`).
-#[derive(Debug, IntoResponses)]
-pub enum JsonBodyProblems {
-    #[response(
-        status = 400,
-        description = "The body is not JSON",
-        content_type = "application/problem+json"
-    )]
-    NotJson(Problem),
-    #[response(
-        status = 413,
-        description = "The body is over 64 KiB",
-        content_type = "application/problem+json"
-    )]
-    TooLarge(Problem),
-    #[response(
-        status = 415,
-        description = "The body is not application/json",
-        content_type = "application/problem+json"
-    )]
-    NotJsonMediaType(Problem),
+/// Problem answers, one type each: `status`, `description`, `application/problem+json`
+/// with the `Problem` schema.
+macro_rules! problem_answers {
+    ($($(#[$doc:meta])* $name:ident = ($status:literal, $description:literal);)+) => {$(
+        $(#[$doc])*
+        #[derive(Debug, IntoResponses)]
+        #[response(
+            status = $status,
+            description = $description,
+            content_type = "application/problem+json"
+        )]
+        pub struct $name(pub Problem);
+    )+};
 }
 
-/// 400: the body is not JSON.
-#[derive(Debug, IntoResponses)]
-#[response(
-    status = 400,
-    description = "The body is not JSON",
-    content_type = "application/problem+json"
-)]
-pub struct NotJson(pub Problem);
+/// A set of problem answers: all the answers of its members.
+macro_rules! problem_set {
+    ($(#[$doc:meta])* $name:ident = $($member:ident)|+) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name;
 
-/// 413: the body is over 64 KiB.
-#[derive(Debug, IntoResponses)]
-#[response(
-    status = 413,
-    description = "The body is over 64 KiB",
-    content_type = "application/problem+json"
-)]
-pub struct BodyTooLarge(pub Problem);
-
-/// 415: the body is not `application/json`.
-#[derive(Debug, IntoResponses)]
-#[response(
-    status = 415,
-    description = "The body is not application/json",
-    content_type = "application/problem+json"
-)]
-pub struct NotJsonMediaType(pub Problem);
-
-/// 401: no valid bearer token.
-#[derive(Debug, IntoResponses)]
-#[response(
-    status = 401,
-    description = "No valid bearer token",
-    content_type = "application/problem+json"
-)]
-pub struct NoValidToken(pub Problem);
-
-/// 403: the caller is not an admin.
-#[derive(Debug, IntoResponses)]
-#[response(
-    status = 403,
-    description = "The caller is not an admin",
-    content_type = "application/problem+json"
-)]
-pub struct NotAdmin(pub Problem);
-
-/// 401, 403: an operation for admins only.
-#[derive(Debug, IntoResponses)]
-pub enum AdminProblems {
-    #[response(
-        status = 401,
-        description = "No valid bearer token",
-        content_type = "application/problem+json"
-    )]
-    NoValidToken(Problem),
-    #[response(
-        status = 403,
-        description = "The caller is not an admin",
-        content_type = "application/problem+json"
-    )]
-    NotAdmin(Problem),
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                let mut all = BTreeMap::new();
+                $(all.extend($member::responses());)+
+                all
+            }
+        }
+    };
 }
 
-/// 401, 403: an operation for customers only.
-#[derive(Debug, IntoResponses)]
-pub enum CustomerProblems {
-    #[response(
-        status = 401,
-        description = "No valid bearer token",
-        content_type = "application/problem+json"
-    )]
-    NoValidToken(Problem),
-    #[response(
-        status = 403,
-        description = "The caller is not a customer",
-        content_type = "application/problem+json"
-    )]
-    NotCustomer(Problem),
+problem_answers! {
+    /// 400: the body is not JSON.
+    NotJson = (400, "The body is not JSON");
+    /// 413: the body is over 64 KiB.
+    BodyTooLarge = (413, "The body is over 64 KiB");
+    /// 415: the body is not `application/json`.
+    NotJsonMediaType = (415, "The body is not application/json");
+    /// 401: no valid bearer token.
+    NoValidToken = (401, "No valid bearer token");
+    /// 403: the caller is not an admin.
+    NotAdmin = (403, "The caller is not an admin");
+    /// 403: the caller is not a customer.
+    NotCustomer = (403, "The caller is not a customer");
+    /// 422: invalid fields, named in `errors`.
+    InvalidFields = (422, "Invalid fields; `errors` names them");
+    /// 500: something failed that the client cannot fix.
+    InternalError = (500, "An internal error");
+    /// 504: the caller's time budget (`Agora-Budget-Ms`) was spent.
+    BudgetSpent = (504, "The caller's time budget (`Agora-Budget-Ms`) was spent");
 }
 
-/// 422: invalid fields, named in `errors`.
-#[derive(Debug, IntoResponses)]
-#[response(
-    status = 422,
-    description = "Invalid fields; `errors` names them",
-    content_type = "application/problem+json"
-)]
-pub struct InvalidFields(pub Problem);
-
-/// 500: something failed that the client cannot fix.
-#[derive(Debug, IntoResponses)]
-#[response(
-    status = 500,
-    description = "An internal error",
-    content_type = "application/problem+json"
-)]
-pub struct InternalError(pub Problem);
-
-/// 504: the caller's time budget was spent (`Agora-Budget-Ms`).
-#[derive(Debug, IntoResponses)]
-#[response(
-    status = 504,
-    description = "The caller's time budget (`Agora-Budget-Ms`) was spent",
-    content_type = "application/problem+json"
-)]
-pub struct BudgetSpent(pub Problem);
+problem_set!(
+    /// 400, 413, 415: a JSON body refused before the handler reads it (not JSON, over
+    /// 64 KiB, not `application/json`).
+    JsonBodyProblems = NotJson | BodyTooLarge | NotJsonMediaType
+);
+problem_set!(
+    /// 401, 403: an operation for admins only.
+    AdminProblems = NoValidToken | NotAdmin
+);
+problem_set!(
+    /// 401, 403: an operation for customers only.
+    CustomerProblems = NoValidToken | NotCustomer
+);
 
 #[cfg(test)]
 mod tests {
@@ -168,6 +109,7 @@ mod tests {
             (NotJsonMediaType::responses(), vec!["415"]),
             (NoValidToken::responses(), vec!["401"]),
             (NotAdmin::responses(), vec!["403"]),
+            (NotCustomer::responses(), vec!["403"]),
             (AdminProblems::responses(), vec!["401", "403"]),
             (CustomerProblems::responses(), vec!["401", "403"]),
             (InvalidFields::responses(), vec!["422"]),
