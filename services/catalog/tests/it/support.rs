@@ -1,14 +1,14 @@
 //! Catalog's own part of the harness (`agora-service-testkit` has the rest): its
-//! config, and HTTP calls with extra headers.
+//! config.
 
 use agora_catalog::{Catalog, CatalogConfig};
 use agora_messaging::Envelope;
 use agora_service_testkit::TestEnv;
-use agora_service_testkit::http;
-use axum::http::Method;
 
 pub use agora_service_testkit::Backend;
-pub use agora_service_testkit::http::{Answer, call};
+pub use agora_service_testkit::http::call;
+/// One request through the router, with a token, extra headers and a raw body.
+pub use agora_service_testkit::http::send_as as call_raw;
 
 /// A store, a bus and a token issuer that outlive restarts of catalog.
 pub struct Env(TestEnv);
@@ -47,17 +47,4 @@ pub async fn start(backend: Backend) -> Option<(Env, Catalog)> {
     let env = Env::new(backend).await?;
     let catalog = env.start().await;
     Some((env, catalog))
-}
-
-/// One request through the router, with extra headers and a raw body and content
-/// type.
-pub async fn call_raw(
-    router: &axum::Router,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    headers: &[(&str, &str)],
-    body: Option<(&str, Vec<u8>)>,
-) -> Answer {
-    http::send_as(router, method, path, token, headers, body).await
 }
