@@ -8,10 +8,16 @@
 //!   body that is not JSON is a 400, JSON of the wrong shape a 422 naming the field, a
 //!   missing `Content-Type` a 415, a body over the limit a 413.
 //!
+//! - [`ErrorCode`]: the one table of problem codes (each `type`, its status, title and
+//!   meaning), from which `Problem`'s constructors take theirs and `docs/errors.md` is
+//!   generated;
 //! - [`BearerSecurity`]: the `bearer` security scheme of every OpenAPI document;
+//! - [`responses`]: the problem answers many operations share, for `responses(...)`
+//!   of `#[utoipa::path]` (`JsonBodyProblems`, `AdminProblems`, …);
 //! - [`BODY_LIMIT`]: the one request body limit.
 //!
-//! Both derive `utoipa::ToSchema`: document error answers with
+//! `Problem` and `FieldError` derive `utoipa::ToSchema`: document an operation's own
+//! error answers with
 //! `body = agora_httpkit::Problem, content_type = "application/problem+json"`.
 //!
 //! What this crate must never do: put internals in an answer. A problem's text is
@@ -21,10 +27,13 @@
 
 #![forbid(unsafe_code)]
 
+mod code;
 mod json;
 mod openapi;
 mod problem;
+pub mod responses;
 
+pub use code::{ErrorCode, PROBLEM_TYPE_PREFIX};
 pub use json::Json;
 pub use openapi::BearerSecurity;
 pub use problem::{FieldError, PROBLEM_JSON, Problem};

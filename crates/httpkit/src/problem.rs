@@ -6,6 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::code::ErrorCode;
+
 /// The media type of a problem.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -13,6 +15,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 ///
 /// `type` is a stable URI per kind of problem (`urn:agora:problem:<code>`): clients
 /// branch on it, never on `title` or `detail`, which are for people.
+//
+// The codes, with their statuses and titles, are the `ErrorCode` table's (not in the
+// doc comment above, which is the schema's description in the OpenAPI document).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -47,16 +52,37 @@ impl FieldError {
 }
 
 impl Problem {
-    /// A problem of kind `code` (the last segment of its `type`).
+    /// A problem of kind `code`, with its status and title from the table.
+    pub fn of(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            problem_type: code.type_uri(),
+            title: code.title().to_owned(),
+            status: code.status().as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// A problem of kind `code` (the last segment of its `type`), which must be one of
+    /// the [`ErrorCode`] table with that status and title (checked in debug builds:
+    /// a new kind of problem is added to the table, and so to `docs/errors.md`).
+    /// [`Problem::of`] takes them from the table.
     pub fn new(
         status: StatusCode,
         code: &str,
         title: impl Into<String>,
         detail: impl Into<String>,
     ) -> Self {
+        let title = title.into();
+        debug_assert!(
+            ErrorCode::from_code(code)
+                .is_some_and(|known| known.status() == status && known.title() == title),
+            "problem `{code}` ({status}, {title:?}) is not in httpkit's ErrorCode table"
+        );
         Self {
-            problem_type: format!("urn:agora:problem:{code}"),
-            title: title.into(),
+            problem_type: format!("{}{code}", crate::code::PROBLEM_TYPE_PREFIX),
+            title,
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
@@ -66,85 +92,54 @@ impl Problem {
 
     /// 400: the request cannot be understood (e.g. a body that is not JSON).
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "Bad request",
-            detail,
-        )
+        Self::of(ErrorCode::BadRequest, detail)
     }
 
     /// 401: no valid credentials. The answer carries `WWW-Authenticate: Bearer`.
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unauthorized",
-            "A valid bearer token is required.",
-        )
+        Self::of(ErrorCode::Unauthorized, "A valid bearer token is required.")
     }
 
     /// 403: valid credentials, but not allowed to do this.
     pub fn forbidden() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Forbidden",
-            "You are not allowed to do this.",
-        )
+        Self::of(ErrorCode::Forbidden, "You are not allowed to do this.")
     }
 
     /// 404: no such resource, or one whose existence is not revealed to the caller.
     pub fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            "There is nothing at this address.",
-        )
+        Self::of(ErrorCode::NotFound, "There is nothing at this address.")
     }
 
     /// 405: the path exists, the method does not.
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            "Method not allowed",
+        Self::of(
+            ErrorCode::MethodNotAllowed,
             "This method is not allowed on this address.",
         )
     }
 
     /// 409: the request conflicts with the current state (e.g. a taken email).
     pub fn conflict(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+        Self::of(ErrorCode::Conflict, detail)
     }
 
     /// 413: the body is over the limit.
     pub fn payload_too_large() -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "Payload too large",
-            "The request body is too large.",
-        )
+        Self::of(ErrorCode::PayloadTooLarge, "The request body is too large.")
     }
 
     /// 415: the body is not `application/json`.
     pub fn unsupported_media_type() -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
+        Self::of(
+            ErrorCode::UnsupportedMediaType,
             "The request body must be application/json.",
         )
     }
 
     /// 422: the request is well-formed but invalid; `errors` says which fields.
     pub fn unprocessable(errors: Vec<FieldError>) -> Self {
-        let mut problem = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
-            "Invalid request",
+        let mut problem = Self::of(
+            ErrorCode::Validation,
             "Some fields are invalid; see errors.",
         );
         problem.errors = errors;
@@ -153,12 +148,7 @@ impl Problem {
 
     /// 429: too many requests; try again after `retry_after`.
     pub fn too_many_requests(retry_after: Duration) -> Self {
-        let mut problem = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too-many-requests",
-            "Too many requests",
-            "Slow down and try again later.",
-        );
+        let mut problem = Self::of(ErrorCode::TooManyRequests, "Slow down and try again later.");
         problem.retry_after = Some(retry_after);
         problem
     }
@@ -166,20 +156,13 @@ impl Problem {
     /// 500: something failed that the client cannot fix. Log the cause; never put it
     /// in the answer.
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            "Something went wrong on our side.",
-        )
+        Self::of(ErrorCode::Internal, "Something went wrong on our side.")
     }
 
     /// 503: a dependency cannot be reached in time; try again after `retry_after`.
     pub fn service_unavailable(retry_after: Duration) -> Self {
-        let mut problem = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
+        let mut problem = Self::of(
+            ErrorCode::Unavailable,
             "The service cannot answer right now; try again later.",
         );
         problem.retry_after = Some(retry_after);
@@ -241,6 +224,44 @@ mod tests {
                 "detail": "Some fields are invalid; see errors.",
                 "errors": [{"field": "email", "message": "is not an email"}],
             })
+        );
+    }
+
+    #[test]
+    fn every_constructor_answers_a_code_of_the_table_with_its_status_and_title() {
+        for problem in [
+            Problem::bad_request("x"),
+            Problem::unauthorized(),
+            Problem::forbidden(),
+            Problem::not_found(),
+            Problem::method_not_allowed(),
+            Problem::conflict("x"),
+            Problem::payload_too_large(),
+            Problem::unsupported_media_type(),
+            Problem::unprocessable(Vec::new()),
+            Problem::too_many_requests(Duration::from_secs(1)),
+            Problem::internal(),
+            Problem::service_unavailable(Duration::from_secs(1)),
+        ] {
+            let code = problem
+                .problem_type
+                .strip_prefix(crate::code::PROBLEM_TYPE_PREFIX)
+                .and_then(ErrorCode::from_code)
+                .unwrap_or_else(|| panic!("{} is not in the table", problem.problem_type));
+            assert_eq!(problem.status, code.status().as_u16());
+            assert_eq!(problem.title, code.title());
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "not in httpkit's ErrorCode table")]
+    fn a_code_outside_the_table_is_refused_in_debug_builds() {
+        let _ = Problem::new(
+            StatusCode::IM_A_TEAPOT,
+            "teapot",
+            "Teapot",
+            "Short and stout.",
         );
     }
 

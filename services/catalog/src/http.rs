@@ -3,7 +3,7 @@
 
 use agora_auth::{Caller, Verifier};
 use agora_contracts::Role;
-use agora_httpkit::{BearerSecurity, FieldError, Json, Problem};
+use agora_httpkit::{BearerSecurity, FieldError, Json, Problem, responses};
 use agora_messaging::{Context, Db, Outbox};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, Path, State as AxumState};
@@ -237,18 +237,7 @@ async fn get_product(
     responses(
         (status = 201, description = "The new product", body = ProductResponse,
             headers(("Location" = String, description = "The product's address"))),
-        (status = 400, description = "The body is not JSON",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an admin",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields; see errors",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
+        responses::JsonBodyProblems, responses::AdminProblems, responses::InvalidFields,
     )
 )]
 async fn add_product(
@@ -292,20 +281,9 @@ async fn add_product(
     request_body = ProductRequest,
     responses(
         (status = 200, description = "The product as it is now", body = ProductResponse),
-        (status = 400, description = "The body is not JSON",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an admin",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product, or it was deleted",
             body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields; see errors",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
+        responses::JsonBodyProblems, responses::AdminProblems, responses::InvalidFields,
     )
 )]
 async fn update_product(
@@ -356,12 +334,9 @@ async fn update_product(
     params(("id" = String, Path, description = "The product's id (a UUID; anything else is not found)")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid bearer token",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an admin",
-            body = agora_httpkit::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product, or it was deleted already",
             body = agora_httpkit::Problem, content_type = "application/problem+json"),
+        responses::AdminProblems,
     )
 )]
 async fn delete_product(

@@ -4,7 +4,7 @@
 
 use agora_auth::{Caller, InternalAuth, Verifier};
 use agora_contracts::{CustomerAddressChanged, PaymentMethodChanged, Role};
-use agora_httpkit::{BearerSecurity, FieldError, Json, Problem};
+use agora_httpkit::{BearerSecurity, FieldError, Json, Problem, responses};
 use agora_messaging::{Context, Db, Envelope, Outbox};
 use agora_resilience::{Deadline, ReceiveDeadlineLayer, deadline_exceeded_problem};
 use axum::Router;
@@ -242,14 +242,9 @@ struct InternalCustomerBody {
     responses(
         (status = 200, description = "The caller's profile (name and email empty until \
             the sign-up has reached the customer service).", body = CustomerBody),
-        (status = 401, description = "No valid bearer token.", body = Problem,
-            content_type = "application/problem+json"),
         (status = 403, description = "Neither the customer nor the admin role.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "An internal error.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 504, description = "The caller's time budget (`Agora-Budget-Ms`) was \
-            spent.", body = Problem, content_type = "application/problem+json"),
+        responses::NoValidToken, responses::InternalError, responses::BudgetSpent,
     )
 )]
 async fn get_me(
@@ -277,22 +272,10 @@ async fn get_me(
     responses(
         (status = 200, description = "The profile with its new address. Setting the \
             address it holds already changes nothing (same version).", body = CustomerBody),
-        (status = 400, description = "The body is not JSON.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token.", body = Problem,
-            content_type = "application/problem+json"),
         (status = 403, description = "Neither the customer nor the admin role.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 415, description = "The body is not `application/json`.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields; `errors` names them.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 500, description = "An internal error.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 504, description = "The caller's time budget (`Agora-Budget-Ms`) was \
-            spent.", body = Problem, content_type = "application/problem+json"),
+        responses::JsonBodyProblems, responses::NoValidToken, responses::InvalidFields,
+        responses::InternalError, responses::BudgetSpent,
     )
 )]
 async fn put_address(
@@ -350,22 +333,10 @@ async fn put_address(
     responses(
         (status = 200, description = "The profile with its new payment method. Setting \
             the method it holds already changes nothing (same version).", body = CustomerBody),
-        (status = 400, description = "The body is not JSON.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token.", body = Problem,
-            content_type = "application/problem+json"),
         (status = 403, description = "Neither the customer nor the admin role.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 415, description = "The body is not `application/json`.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields; `errors` names them.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 500, description = "An internal error.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 504, description = "The caller's time budget (`Agora-Budget-Ms`) was \
-            spent.", body = Problem, content_type = "application/problem+json"),
+        responses::JsonBodyProblems, responses::NoValidToken, responses::InvalidFields,
+        responses::InternalError, responses::BudgetSpent,
     )
 )]
 async fn put_payment_method(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use agora_auth::Caller;
 use agora_contracts::Role;
 use agora_httpkit::Json as HttpJson;
-use agora_httpkit::Problem;
+use agora_httpkit::{Problem, responses};
 use agora_resilience::BreakerState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -80,8 +80,7 @@ pub struct Settings {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The status", body = Status),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        responses::AdminProblems,
     ))]
 pub(crate) async fn status(AxumState(state): AxumState<State>, caller: Caller) -> Response {
     if let Err(error) = caller.require(Role::Admin) {
@@ -302,12 +301,10 @@ pub(crate) fn breaker_state(state: BreakerState) -> &'static str {
     request_body = Chaos,
     responses(
         (status = 200, description = "Applied", body = Chaos),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid setting", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Some instance did not take the change", body = Problem, content_type = "application/problem+json"),
+        responses::NotJson, responses::NotJsonMediaType, responses::NotAdmin,
     ))]
 pub(crate) async fn set_chaos(
     AxumState(state): AxumState<State>,
@@ -353,11 +350,9 @@ pub struct BusState {
     request_body = BusState,
     responses(
         (status = 200, description = "Applied", body = BusState),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Some instance did not take the change", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        responses::NotJson, responses::NotJsonMediaType, responses::NotAdmin,
     ))]
 pub(crate) async fn set_bus(
     AxumState(state): AxumState<State>,
@@ -401,11 +396,9 @@ pub struct SettingsChange {
     request_body = SettingsChange,
     responses(
         (status = 200, description = "Applied", body = Settings),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid setting", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Ordering cannot be reached", body = Problem, content_type = "application/problem+json"),
+        responses::NotJson, responses::NotJsonMediaType, responses::NotAdmin,
     ))]
 pub(crate) async fn set_settings(
     AxumState(state): AxumState<State>,
@@ -491,8 +484,8 @@ pub struct DeadLetterView {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The dead letters, oldest first", body = [DeadLetterView]),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The bus cannot be reached", body = Problem, content_type = "application/problem+json"),
+        responses::NotAdmin,
     ))]
 pub(crate) async fn dead_letters(AxumState(state): AxumState<State>, caller: Caller) -> Response {
     if let Err(error) = caller.require(Role::Admin) {
@@ -534,9 +527,9 @@ pub(crate) async fn dead_letters(AxumState(state): AxumState<State>, caller: Cal
     responses(
         (status = 202, description = "Published again"),
         (status = 400, description = "Not a dead letter id", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The bus cannot be reached", body = Problem, content_type = "application/problem+json"),
+        responses::NotAdmin,
     ))]
 pub(crate) async fn redrive(
     AxumState(state): AxumState<State>,
@@ -580,7 +573,7 @@ pub struct EventsQuery {
     responses(
         (status = 200, description = "The events, oldest first", body = [TimelineEvent]),
         (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        responses::NotAdmin,
     ))]
 pub(crate) async fn events(
     AxumState(state): AxumState<State>,

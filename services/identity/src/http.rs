@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agora_auth::Claims;
 use agora_contracts::{PasswordChanged, Role, UserSignedIn, UserSignedOut};
-use agora_httpkit::{FieldError, Json, Problem};
+use agora_httpkit::{FieldError, Json, Problem, responses};
 use agora_messaging::{Context, Db, Envelope, Outbox};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State as AxumState};
@@ -177,12 +177,11 @@ struct ChangePasswordRequest {
     request_body = SignUpRequest,
     responses(
         (status = 201, description = "Signed up", body = UserResponse),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The email is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (password under 10 characters, bad email, …)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many passwords are being hashed at once; try again after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        responses::NotJson, responses::NotJsonMediaType,
     ))]
 async fn sign_up(
     AxumState(state): AxumState<State>,
@@ -244,14 +243,13 @@ async fn sign_up(
     request_body = TokenRequest,
     responses(
         (status = 200, description = "A token", body = TokenResponse),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing or of the wrong type", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "After 5 sign-ins without a success for this email address (whether an account has it or not), attempts are refused unchecked for 1 s, then 2 s, 4 s, … up to 15 minutes; a success starts afresh", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until an attempt is checked again"))),
         (status = 503, description = "Too many passwords are being checked at once; try again after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        responses::NotJson, responses::NotJsonMediaType,
     ))]
 async fn issue_token(
     AxumState(state): AxumState<State>,
@@ -387,7 +385,7 @@ async fn issue_for(state: &State, verified: &Verified) -> Result<Issued, ApiErro
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Signed out: this token is refused by every service within about 2 s (by identity at once)"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        responses::NoValidToken,
     ))]
 async fn sign_out(
     AxumState(state): AxumState<State>,
@@ -429,12 +427,10 @@ async fn sign_out(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Changed; tokens issued before are refused everywhere within 2 s"),
-        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid new password, or wrong current password", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many passwords are being hashed at once; try again after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        responses::NotJson, responses::NotJsonMediaType, responses::NoValidToken,
     ))]
 async fn change_password(
     AxumState(state): AxumState<State>,

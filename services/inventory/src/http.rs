@@ -4,7 +4,7 @@
 
 use agora_auth::{Caller, InternalAuth, Verifier};
 use agora_contracts::{CancelReason, Role, StockLine, StockReleased};
-use agora_httpkit::{BearerSecurity, FieldError, Json, Problem};
+use agora_httpkit::{BearerSecurity, FieldError, Json, Problem, responses};
 use agora_messaging::{Context, Db, Envelope, Outbox};
 use axum::Router;
 use axum::body::Bytes;
@@ -182,8 +182,7 @@ fn product_id(text: &str) -> Result<Uuid, ApiError> {
         (status = 200, description = "The product's stock.", body = StockBody),
         (status = 404, description = "Inventory has never stocked this product.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "An internal error.", body = Problem,
-            content_type = "application/problem+json"),
+        responses::InternalError,
     )
 )]
 async fn get_stock(
@@ -211,23 +210,12 @@ async fn get_stock(
     request_body = StockRequest,
     responses(
         (status = 200, description = "The product's stock, as set.", body = StockBody),
-        (status = 400, description = "The body is not JSON.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin.", body = Problem,
-            content_type = "application/problem+json"),
         (status = 404, description = "The product id is not a UUID.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB.", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 415, description = "The body is not `application/json`.", body = Problem,
             content_type = "application/problem+json"),
         (status = 422, description = "`on_hand` is out of range or below what is \
             reserved; `errors` names it.", body = Problem,
             content_type = "application/problem+json"),
-        (status = 500, description = "An internal error.", body = Problem,
-            content_type = "application/problem+json"),
+        responses::JsonBodyProblems, responses::AdminProblems, responses::InternalError,
     )
 )]
 async fn put_stock(

@@ -3,7 +3,7 @@
 
 use agora_auth::{Caller, Verifier};
 use agora_contracts::Role;
-use agora_httpkit::{BearerSecurity, Json, Problem};
+use agora_httpkit::{BearerSecurity, Json, Problem, responses};
 use agora_messaging::Db;
 use axum::Router;
 use axum::extract::{FromRef, State as AxumState};
@@ -119,12 +119,9 @@ impl From<Message> for MessageBody {
     responses(
         (status = 200, description = "The caller's messages, newest first.",
             body = [MessageBody]),
-        (status = 401, description = "No valid bearer token.", body = Problem,
-            content_type = "application/problem+json"),
         (status = 403, description = "Neither the customer nor the admin role.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "An internal error.", body = Problem,
-            content_type = "application/problem+json"),
+        responses::NoValidToken, responses::InternalError,
     )
 )]
 async fn my_messages(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agora_auth::{Caller, InternalAuth, Verifier};
 use agora_contracts::{Address, OrderReference, Role};
-use agora_httpkit::{BearerSecurity, FieldError, Json, Problem};
+use agora_httpkit::{BearerSecurity, ErrorCode, FieldError, Json, Problem, responses};
 use agora_messaging::{Db, Outbox};
 use agora_resilience::{BreakerState, CircuitBreaker};
 use axum::Router;
@@ -112,10 +112,8 @@ impl ApiError {
                 "Idempotency-Key",
                 "was already used with another request body",
             )]),
-            ApiError::Declined => Problem::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "payment-declined",
-                "Payment declined",
+            ApiError::Declined => Problem::of(
+                ErrorCode::PaymentDeclined,
                 "The payment method was declined; no order was placed.",
             ),
             ApiError::Unavailable(dependency) => Problem::service_unavailable(RETRY_AFTER)
@@ -162,24 +160,6 @@ impl IntoResponse for ApiError {
 agora_httpkit::internal_from!(ApiError: agora_messaging::Error, sqlx::Error);
 
 // Wire types: what clients send and receive, apart from the domain types.
-
-/// A problem (RFC 9457), as every error answer carries it.
-#[derive(Serialize, ToSchema)]
-pub struct ProblemView {
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// For 422: what is wrong with which field.
-    pub errors: Option<Vec<FieldErrorView>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct FieldErrorView {
-    pub field: String,
-    pub message: String,
-}
 
 /// A price to set.
 #[derive(Deserialize, ToSchema)]
@@ -419,13 +399,9 @@ async fn list_prices(AxumState(state): AxumState<State>) -> Result<Json<Vec<Pric
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The price as set", body = PriceView),
-        (status = 400, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = ProblemView, content_type = "application/problem+json"),
-        (status = 409, description = "A concurrent change won", body = ProblemView, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = ProblemView, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = ProblemView, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid price", body = ProblemView, content_type = "application/problem+json"),
+        (status = 409, description = "A concurrent change won", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid price", body = Problem, content_type = "application/problem+json"),
+        responses::JsonBodyProblems, responses::AdminProblems,
     )
 )]
 async fn set_price(
@@ -469,14 +445,10 @@ async fn set_price(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The preview", body = PreviewView),
-        (status = 400, description = "Not JSON", body = ProblemView, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
-        (status = 403, description = "Not a customer", body = ProblemView, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = ProblemView, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = ProblemView, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid lines or unknown product", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "Customer unavailable (sync mode)", body = ProblemView, content_type = "application/problem+json",
+        (status = 422, description = "Invalid lines or unknown product", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Customer unavailable (sync mode)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
+        responses::JsonBodyProblems, responses::CustomerProblems,
     )
 )]
 async fn preview(
@@ -556,17 +528,14 @@ fn count_checkout(answer: &Result<checkout::Answer, ApiError>) {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Order accepted", body = OrderView),
-        (status = 400, description = "No or bad Idempotency-Key, or not JSON", body = ProblemView, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
-        (status = 402, description = "Payment declined; no order", body = ProblemView, content_type = "application/problem+json"),
-        (status = 403, description = "Not a customer", body = ProblemView, content_type = "application/problem+json"),
-        (status = 409, description = "The same key is in progress", body = ProblemView, content_type = "application/problem+json",
+        (status = 400, description = "No or bad Idempotency-Key, or not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "Payment declined; no order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The same key is in progress", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
-        (status = 413, description = "Body too large", body = ProblemView, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = ProblemView, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid lines, unknown product, no address, no payment method, key reused", body = ProblemView, content_type = "application/problem+json"),
-        (status = 503, description = "Payment (or customer, sync mode) unavailable; no order", body = ProblemView, content_type = "application/problem+json",
+        (status = 422, description = "Invalid lines, unknown product, no address, no payment method, key reused", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Payment (or customer, sync mode) unavailable; no order", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
+        responses::CustomerProblems, responses::BodyTooLarge, responses::NotJsonMediaType,
     )
 )]
 async fn place_order(
@@ -641,9 +610,8 @@ pub const MAX_PAGE: u32 = 100;
     responses(
         (status = 200, description = "My orders, newest first", body = [OrderView],
             headers(("Link" = String, description = "The next page (RFC 8288 `rel=\"next\"`), when there is one"))),
-        (status = 400, description = "A limit outside 1..=100 or a cursor this service did not give", body = ProblemView, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
-        (status = 403, description = "Not a customer", body = ProblemView, content_type = "application/problem+json"),
+        (status = 400, description = "A limit outside 1..=100 or a cursor this service did not give", body = Problem, content_type = "application/problem+json"),
+        responses::CustomerProblems,
     )
 )]
 async fn my_orders(
@@ -690,9 +658,9 @@ async fn my_orders(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The order", body = OrderView),
-        (status = 401, description = "No valid token", body = ProblemView, content_type = "application/problem+json"),
-        (status = 404, description = "No such order of yours", body = ProblemView, content_type = "application/problem+json"),
-        (status = 409, description = "An admin's reference names more than one order: use the id", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No such order of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin's reference names more than one order: use the id", body = Problem, content_type = "application/problem+json"),
+        responses::NoValidToken,
     )
 )]
 async fn get_order(
@@ -775,8 +743,8 @@ async fn get_breakers(AxumState(state): AxumState<State>) -> Json<Vec<BreakerVie
     info(title = "Agora ordering", description = "Prices, checkout and orders."),
     paths(list_prices, set_price, preview, place_order, my_orders, get_order),
     components(schemas(
-        ProblemView,
-        FieldErrorView,
+        Problem,
+        FieldError,
         PriceBody,
         PriceView,
         LineRequest,

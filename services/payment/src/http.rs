@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use agora_auth::InternalAuth;
-use agora_httpkit::{FieldError, Json, Problem};
+use agora_httpkit::{ErrorCode, FieldError, Json, Problem};
 use agora_messaging::Context;
 use agora_resilience::{ReceiveDeadlineLayer, deadline_exceeded_problem};
 use axum::Router;
@@ -83,10 +83,8 @@ impl ApiError {
     fn problem(&self) -> Problem {
         match self {
             ApiError::Invalid(errors) => Problem::unprocessable(errors.clone()),
-            ApiError::Declined(reason) => Problem::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "payment-declined",
-                "Payment declined",
+            ApiError::Declined(reason) => Problem::of(
+                ErrorCode::PaymentDeclined,
                 format!("The payment provider declined the payment ({reason})."),
             ),
             ApiError::NotFound => {
@@ -96,10 +94,8 @@ impl ApiError {
                 "order_id",
                 "is not the order of this authorization",
             )]),
-            ApiError::Refused(reason) => Problem::new(
-                StatusCode::BAD_GATEWAY,
-                "payment-provider-refused",
-                "Payment provider refused",
+            ApiError::Refused(reason) => Problem::of(
+                ErrorCode::PaymentProviderRefused,
                 format!("The payment provider refused to give the money back ({reason})."),
             ),
             ApiError::Authorize(AuthorizeError::RequestIdReused) => {

@@ -3,7 +3,7 @@
 
 use agora_auth::{Caller, Verifier};
 use agora_contracts::Role;
-use agora_httpkit::{BearerSecurity, FieldError, Json, Problem};
+use agora_httpkit::{BearerSecurity, FieldError, Json, Problem, responses};
 use agora_messaging::Db;
 use axum::Router;
 use axum::extract::{FromRef, Query, State as AxumState};
@@ -147,15 +147,12 @@ pub struct ShipmentsQuery {
     responses(
         (status = 200, description = "The order's shipments (none yet, or not the \
             caller's order: empty).", body = [ShipmentBody]),
-        (status = 401, description = "No valid bearer token.", body = Problem,
-            content_type = "application/problem+json"),
         (status = 403, description = "Neither the customer nor the admin role.",
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`order_id` is missing, or neither an order id (UUID) \
             nor an order reference.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "An internal error.", body = Problem,
-            content_type = "application/problem+json"),
+        responses::NoValidToken, responses::InternalError,
     )
 )]
 async fn list_shipments(

@@ -1,15 +1,11 @@
-//! What the tests share: a store, a bus, a manual clock and a fake compensator that
-//! outlive restarts of fulfilment; publishers of the events it consumes; a reader of
-//! what it published.
+//! Fulfilment's own part of the harness (`agora-service-testkit` has the rest): a
+//! manual clock and a fake compensator that outlive restarts of fulfilment, the
+//! outcomes it committed, and the events the other services publish about an order.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agora_auth::TestIssuer;
-use agora_bus::embedded::EmbeddedBus;
-use agora_bus::{Bus, SharedBus};
 use agora_contracts::{
     Address, AddressSource, CancelReason, CustomerBilled, FulfilmentFailed, Money, OrderAccepted,
     OrderLine, OrderReadyForShipping, PaymentFailed, PaymentOperation, StockLine,
@@ -17,18 +13,17 @@ use agora_contracts::{
 };
 use agora_fulfilment::{CompensationError, Compensator, Fulfilment, FulfilmentConfig, Runtime};
 use agora_messaging::{Context, Envelope, Inbox, ManualClock};
-use agora_testkit::PgDatabase;
+use agora_service_testkit::http::{self, bearer};
+use agora_service_testkit::{TEST_PLANE, TestEnv, service_token};
 use async_trait::async_trait;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use serde_json::Value;
 use time::OffsetDateTime;
-use tower::ServiceExt;
 use uuid::Uuid;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-pub use agora_testkit::Backend;
+pub use agora_service_testkit::{Backend, eventually};
 
 /// A compensation call the fake received and answered with success.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,45 +101,27 @@ impl Compensator for FakeCompensator {
 
 /// A store, a bus, a clock and a compensator that outlive restarts of fulfilment.
 pub struct Env {
-    pub db_url: String,
-    pub bus: Arc<EmbeddedBus>,
+    app: TestEnv,
     pub clock: Arc<ManualClock>,
     pub compensator: Arc<FakeCompensator>,
-    pub issuer: TestIssuer,
-    _dir: tempfile::TempDir,
-    _pg: Option<PgDatabase>,
 }
+
+agora_service_testkit::env_deref!(Env.app);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
     pub async fn new(backend: Backend) -> Option<Env> {
-        let dir = tempfile::tempdir().unwrap();
-        let (db_url, pg) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite://{}", dir.path().join("fulfilment.db").display()),
-                None,
-            ),
-            Backend::Postgres => {
-                let pg = PgDatabase::create().await?;
-                (pg.url().to_owned(), Some(pg))
-            }
-        };
-        let bus = EmbeddedBus::open(dir.path().join("bus.db")).await.unwrap();
         Some(Env {
-            db_url,
-            bus: Arc::new(bus),
+            app: TestEnv::new(backend, "fulfilment", &[]).await?,
             clock: Arc::new(ManualClock::starting_now()),
             compensator: Arc::new(FakeCompensator::default()),
-            issuer: TestIssuer::new(),
-            _dir: dir,
-            _pg: pg,
         })
     }
 
     pub fn config(&self) -> FulfilmentConfig {
         FulfilmentConfig {
             db_url: self.db_url.clone(),
-            bus: self.bus.clone() as SharedBus,
+            bus: self.shared_bus(),
             keys: self.issuer.keys(),
             // Never called: the fake compensator stands in for both.
             payment_url: "http://127.0.0.1:9".into(),
@@ -169,13 +146,6 @@ impl Env {
             .expect("fulfilment starts")
     }
 
-    pub async fn publish(&self, envelope: &Envelope) {
-        self.bus
-            .publish(envelope.to_message().unwrap())
-            .await
-            .unwrap();
-    }
-
     /// Publishes `envelope` and waits until `service` processed it.
     pub async fn deliver(&self, service: &Fulfilment, envelope: &Envelope) {
         self.publish(envelope).await;
@@ -190,7 +160,6 @@ impl Env {
         })
         .await;
     }
-
     /// The outcomes fulfilment committed to its outbox for `order_id`, in order.
     pub async fn outcomes(&self, service: &Fulfilment, order_id: Uuid) -> Vec<Outcome> {
         let rows: Vec<(String, String)> = sqlx::query_as(
@@ -229,30 +198,14 @@ impl Env {
     }
 }
 
-/// The internal-plane key of every fulfilment the tests start.
-pub static TEST_PLANE: std::sync::LazyLock<agora_auth::InternalKey> =
-    std::sync::LazyLock::new(agora_auth::InternalKey::generate);
-
 /// `GET /internal/fulfilment/processes/{order_id}` with the gateway's service token:
 /// the status and the JSON body.
 pub async fn get_process(service: &Fulfilment, order_id: &str) -> (StatusCode, Value) {
-    let token = TEST_PLANE
-        .service("gateway")
-        .token_for("fulfilment")
-        .expect("a service token");
-    let request = Request::get(format!("/internal/fulfilment/processes/{order_id}"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    let response = service.router().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let authorization = bearer(&service_token("gateway", "fulfilment"));
+    let path = format!("/internal/fulfilment/processes/{order_id}");
+    let headers = [("authorization", authorization.as_str())];
+    let answer = http::send(&service.router(), Method::GET, &path, &headers, None).await;
+    (answer.status, answer.body)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -363,21 +316,5 @@ impl Order {
             version: 1,
         };
         Envelope::new(&event, &self.context()).unwrap()
-    }
-}
-
-/// Polls `condition` every 10 ms until it holds; panics after 15 s.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

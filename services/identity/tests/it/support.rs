@@ -1,66 +1,41 @@
-//! What the tests share: a running identity on either backend, HTTP helpers, and a
-//! reader of the events it published.
+//! Identity's own part of the harness (`agora-service-testkit` has the rest): its
+//! config and data directory, and its routes.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agora_bus::embedded::EmbeddedBus;
-use agora_bus::{Bus, ConsumerConfig, SharedBus};
 use agora_identity::{Identity, IdentityConfig};
-use agora_messaging::{Envelope, stream_config};
-use agora_testkit::PgDatabase;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use agora_messaging::Envelope;
+use agora_service_testkit::TestEnv;
+use agora_service_testkit::http;
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-pub use agora_testkit::Backend;
+pub use agora_service_testkit::Backend;
+pub use agora_service_testkit::http::assert_problem;
 
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
 /// A store, a bus and a data directory that outlive restarts of identity.
-pub struct Env {
-    pub db_url: String,
-    pub bus: Arc<EmbeddedBus>,
-    pub dir: tempfile::TempDir,
-    _pg: Option<PgDatabase>,
-}
+pub struct Env(TestEnv);
+
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
     pub async fn new(backend: Backend) -> Option<Env> {
-        let dir = tempfile::tempdir().unwrap();
-        let (db_url, pg) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite://{}", dir.path().join("identity.db").display()),
-                None,
-            ),
-            Backend::Postgres => {
-                let pg = PgDatabase::create().await?;
-                (pg.url().to_owned(), Some(pg))
-            }
-        };
-        let bus = EmbeddedBus::open(dir.path().join("bus.db")).await.unwrap();
-        bus.ensure_stream(&stream_config(agora_identity::SOURCE))
-            .await
-            .unwrap();
-        Some(Env {
-            db_url,
-            bus: Arc::new(bus),
-            dir,
-            _pg: pg,
-        })
+        let sources = [agora_identity::SOURCE];
+        TestEnv::new(backend, "identity", &sources).await.map(Env)
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("data")
+        self.dir().join("data")
     }
 
     pub fn config(&self, admin_password: Option<&str>) -> IdentityConfig {
         IdentityConfig {
             db_url: self.db_url.clone(),
-            bus: self.bus.clone() as SharedBus,
+            bus: self.shared_bus(),
             data_dir: self.data_dir(),
             admin_password: admin_password.map(str::to_owned),
             token_ttl: Duration::from_secs(600),
@@ -77,7 +52,7 @@ impl Env {
 
     /// Every event identity published so far (waiting until there are `at_least`).
     pub async fn events(&self, at_least: usize) -> Vec<Envelope> {
-        read_events(&self.bus, at_least).await
+        self.published(agora_identity::SOURCE, at_least).await
     }
 }
 
@@ -86,36 +61,6 @@ pub async fn start(backend: Backend) -> Option<(Env, Identity)> {
     let env = Env::new(backend).await?;
     let identity = env.start().await;
     Some((env, identity))
-}
-
-static CONSUMERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-async fn read_events(bus: &EmbeddedBus, at_least: usize) -> Vec<Envelope> {
-    let n = CONSUMERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let consumer = bus
-        .consumer(&ConsumerConfig::new("IDENTITY", format!("test-{n}")))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut events = Vec::new();
-    loop {
-        for delivery in consumer
-            .fetch(100, Duration::from_millis(100))
-            .await
-            .unwrap()
-        {
-            events.push(Envelope::from_json(&delivery.payload).unwrap());
-            delivery.ack().await.unwrap();
-        }
-        if events.len() >= at_least {
-            return events;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} events published, expected at least {at_least}",
-            events.len()
-        );
-    }
 }
 
 /// One request through the router: the status, the content type and the JSON body
@@ -127,37 +72,8 @@ pub async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, String, Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let body = match body {
-        Some(body) => {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-            Body::from(body.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = router
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (status, content_type, json)
+    let answer = http::call(router, method, path, token, body).await;
+    (answer.status, answer.content_type, answer.body)
 }
 
 pub async fn sign_up(router: &axum::Router, email: &str, password: &str) -> (StatusCode, Value) {
@@ -205,14 +121,6 @@ pub async fn change_password(
         Some(json!({"current_password": current, "new_password": new})),
     )
     .await
-}
-
-/// Asserts a problem+json answer with `status`.
-pub fn assert_problem(status: StatusCode, content_type: &str, body: &Value, expected: StatusCode) {
-    assert_eq!(status, expected, "{body}");
-    assert_eq!(content_type, "application/problem+json");
-    assert_eq!(body["status"], expected.as_u16());
-    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
 }
 
 /// The claims of `token`, verified with the JWKS served by `router`.

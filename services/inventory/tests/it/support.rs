@@ -1,71 +1,36 @@
-//! What the tests share: a running inventory on either backend, tokens, HTTP helpers,
-//! publishers of the events inventory consumes and a reader of those it publishes.
+//! Inventory's own part of the harness (`agora-service-testkit` has the rest): its
+//! config, publishers of the events it consumes, and its routes (an `/internal` one
+//! with fulfilment's service token).
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
-
-use agora_auth::{InternalKey, TestIssuer};
-use agora_bus::embedded::EmbeddedBus;
-use agora_bus::{Bus, ConsumerConfig, SharedBus};
-use agora_contracts::{Address, AddressSource, OrderAccepted, OrderLine, ShipmentDispatched};
+use agora_contracts::{AddressSource, OrderAccepted, OrderLine, ShipmentDispatched};
 use agora_inventory::{Inventory, InventoryConfig};
-use agora_messaging::{Context, Envelope, Outbox, stream_config};
-use agora_testkit::PgDatabase;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use agora_messaging::Envelope;
+use agora_service_testkit::TestEnv;
+use agora_service_testkit::http::{self, json};
+use axum::http::{Method, StatusCode};
 use serde_json::Value;
 use time::OffsetDateTime;
-use tower::ServiceExt;
 use uuid::Uuid;
 
-pub use agora_testkit::Backend;
+pub use agora_service_testkit::http::Answer;
+pub use agora_service_testkit::{Backend, TEST_PLANE, address};
 
 /// A store, a bus and a token issuer that outlive restarts of inventory.
-pub struct Env {
-    pub db_url: String,
-    pub bus: Arc<EmbeddedBus>,
-    pub issuer: TestIssuer,
-    _dir: tempfile::TempDir,
-    _pg: Option<PgDatabase>,
-}
+pub struct Env(TestEnv);
+
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
     pub async fn new(backend: Backend) -> Option<Env> {
-        let dir = tempfile::tempdir().unwrap();
-        let (db_url, pg) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite://{}", dir.path().join("inventory.db").display()),
-                None,
-            ),
-            Backend::Postgres => {
-                let pg = PgDatabase::create().await?;
-                (pg.url().to_owned(), Some(pg))
-            }
-        };
-        let bus = EmbeddedBus::open(dir.path().join("bus.db")).await.unwrap();
-        for source in [agora_inventory::SOURCE, "ordering", "shipping"] {
-            bus.ensure_stream(&stream_config(source)).await.unwrap();
-        }
-        Some(Env {
-            db_url,
-            bus: Arc::new(bus),
-            issuer: TestIssuer::new(),
-            _dir: dir,
-            _pg: pg,
-        })
+        let sources = [agora_inventory::SOURCE, "ordering", "shipping"];
+        TestEnv::new(backend, "inventory", &sources).await.map(Env)
     }
 
     pub fn config(&self) -> InventoryConfig {
         InventoryConfig {
             internal: TEST_PLANE.clone(),
-            ..InventoryConfig::new(
-                self.db_url.clone(),
-                self.bus.clone() as SharedBus,
-                self.issuer.keys(),
-            )
+            ..InventoryConfig::new(self.db_url.clone(), self.shared_bus(), self.issuer.keys())
         }
     }
 
@@ -75,22 +40,9 @@ impl Env {
             .expect("inventory starts")
     }
 
-    pub async fn publish(&self, envelope: &Envelope) {
-        self.bus
-            .publish(envelope.to_message().unwrap())
-            .await
-            .unwrap();
-    }
-
     /// Publishes ordering's `OrderAccepted` for `lines`; returns the envelope.
     pub async fn accept(&self, order_id: Uuid, lines: &[(Uuid, u32)]) -> Envelope {
-        let envelope = Envelope::new(
-            &order_accepted(order_id, lines),
-            &Context::new(order_id.to_string()),
-        )
-        .unwrap();
-        self.publish(&envelope).await;
-        envelope
+        self.emit(&order_accepted(order_id, lines), order_id).await
     }
 
     /// Publishes shipping's `ShipmentDispatched` for `order_id`; returns the envelope.
@@ -105,67 +57,24 @@ impl Env {
             dispatched_at: OffsetDateTime::now_utc(),
             version: 1,
         };
-        let envelope = Envelope::new(&event, &Context::new(order_id.to_string())).unwrap();
-        self.publish(&envelope).await;
-        envelope
+        self.emit(&event, order_id).await
     }
 
     /// Waits until both consumers have settled every message and the outbox is
     /// published.
     pub async fn settled(&self, inventory: &Inventory) {
-        for config in [
+        let consumers = [
             agora_inventory::orders_subscriber_config(),
             agora_inventory::shipments_subscriber_config(),
-        ] {
-            let consumer = self.bus.consumer(&config.consumer_config()).await.unwrap();
-            eventually("the consumer is settled", || async {
-                let info = consumer.info().await.unwrap();
-                info.pending == 0 && info.ack_pending == 0
-            })
+        ];
+        self.consumers_settled(&consumers, Some(inventory.db()))
             .await;
-        }
-        let outbox = Outbox::new(inventory.db());
-        eventually("the outbox is published", || async {
-            outbox.unpublished().await.unwrap() == 0
-        })
-        .await;
     }
 
     /// Every event inventory published, once everything is settled.
     pub async fn events(&self, inventory: &Inventory) -> Vec<Envelope> {
         self.settled(inventory).await;
-        let n = READERS.fetch_add(1, Ordering::SeqCst);
-        let consumer = self
-            .bus
-            .consumer(&ConsumerConfig::new("INVENTORY", format!("test-{n}")))
-            .await
-            .unwrap();
-        let mut seen = Vec::new();
-        loop {
-            let batch = consumer
-                .fetch(100, Duration::from_millis(50))
-                .await
-                .unwrap();
-            if batch.is_empty() {
-                return seen;
-            }
-            for delivery in batch {
-                seen.push(Envelope::from_json(&delivery.payload).unwrap());
-                delivery.ack().await.unwrap();
-            }
-        }
-    }
-}
-
-static READERS: AtomicU32 = AtomicU32::new(0);
-
-pub fn address() -> Address {
-    Address {
-        line1: "Unter den Linden 1".into(),
-        line2: None,
-        city: "Berlin".into(),
-        postal_code: "10117".into(),
-        country: "DE".into(),
+        self.all_published(agora_inventory::SOURCE).await
     }
 }
 
@@ -198,60 +107,13 @@ pub async fn start(backend: Backend) -> Option<(Env, Inventory)> {
     Some((env, inventory))
 }
 
-/// Polls `condition` until it holds; fails after 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// An answer: status, content type and the JSON body (`Value::Null` when empty).
-pub struct Answer {
-    pub status: StatusCode,
-    pub content_type: String,
-    pub body: Value,
-}
-
-impl Answer {
-    /// Asserts a problem+json answer with `expected`.
-    pub fn assert_problem(&self, expected: StatusCode) {
-        assert_eq!(self.status, expected, "{}", self.body);
-        assert_eq!(self.content_type, "application/problem+json");
-        assert_eq!(self.body["status"], expected.as_u16());
-    }
-
-    /// The fields named by a 422's `errors`.
-    pub fn invalid_fields(&self) -> Vec<String> {
-        self.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
-        self.body["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-/// One request through the router, with a raw body and its content type.
-/// The internal-plane key of every inventory the tests start.
-pub static TEST_PLANE: std::sync::LazyLock<InternalKey> =
-    std::sync::LazyLock::new(InternalKey::generate);
-
 /// A service token of fulfilment's for inventory.
 pub fn service_token() -> String {
-    TEST_PLANE
-        .service("fulfilment")
-        .token_for("inventory")
-        .expect("a service token")
+    agora_service_testkit::service_token("fulfilment", "inventory")
 }
 
-/// One request; to an `/internal` path without `token`, with a [`service_token`].
+/// One request with a raw body and its content type; to an `/internal` path without
+/// `token`, with a [`service_token`].
 pub async fn send(
     router: &axum::Router,
     method: Method,
@@ -259,45 +121,19 @@ pub async fn send(
     token: Option<&str>,
     body: Option<(&str, Vec<u8>)>,
 ) -> Answer {
-    let mut request = Request::builder().method(method).uri(path);
     let service = path.starts_with("/internal/").then(service_token);
-    if let Some(token) = token.or(service.as_deref()) {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let body = match body {
-        Some((content_type, bytes)) => {
-            request = request.header(header::CONTENT_TYPE, content_type);
-            Body::from(bytes)
-        }
-        None => Body::empty(),
-    };
-    let response = router
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    Answer {
-        status,
-        content_type,
+    http::send_as(
+        router,
+        method,
+        path,
+        token.or(service.as_deref()),
+        &[],
         body,
-    }
+    )
+    .await
 }
 
-/// One JSON request, with a bearer token if given.
+/// One JSON request, like [`send`].
 pub async fn call(
     router: &axum::Router,
     method: Method,
@@ -305,8 +141,7 @@ pub async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Answer {
-    let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
-    send(router, method, path, token, body).await
+    send(router, method, path, token, body.as_ref().map(json)).await
 }
 
 pub async fn get_stock(router: &axum::Router, product_id: Uuid) -> Answer {
@@ -316,7 +151,7 @@ pub async fn get_stock(router: &axum::Router, product_id: Uuid) -> Answer {
 
 /// Sets `on_hand` as the admin; asserts 200.
 pub async fn set_stock(env: &Env, router: &axum::Router, product_id: Uuid, on_hand: u32) {
-    let (_, admin) = env.issuer.admin();
+    let admin = env.admin();
     let path = format!("/api/inventory/stock/{product_id}");
     let answer = call(
         router,

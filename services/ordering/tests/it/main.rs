@@ -3,7 +3,7 @@
 //! Tests that touch the store run on SQLite and on PostgreSQL (skipped loudly when
 //! PostgreSQL is unreachable).
 
-pub use agora_testkit::on_both_backends;
+pub use agora_service_testkit::on_both_backends;
 
 mod support;
 

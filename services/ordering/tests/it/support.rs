@@ -1,33 +1,31 @@
-//! What the tests share: a running ordering on either backend with fake payment and
-//! customer clients, HTTP helpers, event helpers.
+//! Ordering's own part of the harness (`agora-service-testkit` has the rest): fake
+//! payment and customer clients, its config, its replicas' events, and its routes
+//! (the `/internal` ones with the gateway's service token).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agora_auth::{InternalKey, TestIssuer};
-use agora_bus::embedded::EmbeddedBus;
-use agora_bus::{Bus, ConsumerConfig, SharedBus};
 use agora_contracts::{
     Address, CustomerAddressChanged, Event, PaymentMethod, PaymentMethodChanged, ProductAdded,
 };
-use agora_messaging::{Context, Envelope, Handler, stream_config};
+use agora_messaging::{Context, Envelope, Handler};
 use agora_ordering::{
     Authorization, AuthorizationRequest, CustomerClient, CustomerError, CustomerRecord,
     CustomerReplicaHandler, Ordering, OrderingConfig, PaymentClient, PaymentError,
     ProductReplicaHandler,
 };
-use agora_testkit::PgDatabase;
+use agora_service_testkit::http::{self, json};
+use agora_service_testkit::{TEST_PLANE, TestEnv};
 use async_trait::async_trait;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
-use tower::ServiceExt;
 use uuid::Uuid;
 
-pub use agora_testkit::Backend;
+pub use agora_service_testkit::http::Answer;
+pub use agora_service_testkit::{Backend, eventually};
 
 /// How the fake payment answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,41 +167,21 @@ impl CustomerClient for FakeCustomer {
 
 /// A store, a bus, an issuer and the fakes, outliving restarts of ordering.
 pub struct Env {
-    pub db_url: String,
-    pub bus: Arc<EmbeddedBus>,
-    pub issuer: TestIssuer,
+    app: TestEnv,
     pub payment: Arc<FakePayment>,
     pub customer: Arc<FakeCustomer>,
-    _dir: tempfile::TempDir,
-    _pg: Option<PgDatabase>,
 }
+
+agora_service_testkit::env_deref!(Env.app);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
     pub async fn new(backend: Backend) -> Option<Env> {
-        let dir = tempfile::tempdir().unwrap();
-        let (db_url, pg) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite://{}", dir.path().join("ordering.db").display()),
-                None,
-            ),
-            Backend::Postgres => {
-                let pg = PgDatabase::create().await?;
-                (pg.url().to_owned(), Some(pg))
-            }
-        };
-        let bus = EmbeddedBus::open(dir.path().join("bus.db")).await.unwrap();
-        for source in ["ordering", "customer", "catalog", "identity"] {
-            bus.ensure_stream(&stream_config(source)).await.unwrap();
-        }
+        let sources = ["ordering", "customer", "catalog", "identity"];
         Some(Env {
-            db_url,
-            bus: Arc::new(bus),
-            issuer: TestIssuer::new(),
+            app: TestEnv::new(backend, "ordering", &sources).await?,
             payment: FakePayment::new(PaymentMode::Approve),
             customer: FakeCustomer::new(CustomerMode::Down),
-            _dir: dir,
-            _pg: pg,
         })
     }
 
@@ -212,7 +190,7 @@ impl Env {
             internal: TEST_PLANE.clone(),
             ..OrderingConfig::new(
                 self.db_url.clone(),
-                self.bus.clone() as SharedBus,
+                self.shared_bus(),
                 self.issuer.keys(),
                 self.payment.clone(),
                 self.customer.clone(),
@@ -228,36 +206,9 @@ impl Env {
 
     /// Every event ordering published so far (waiting until there are `at_least`).
     pub async fn ordering_events(&self, at_least: usize) -> Vec<Envelope> {
-        let n = CONSUMERS.fetch_add(1, AtomicOrdering::SeqCst);
-        let consumer = self
-            .bus
-            .consumer(&ConsumerConfig::new("ORDERING", format!("test-{n}")))
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut events = Vec::new();
-        loop {
-            for delivery in consumer
-                .fetch(100, Duration::from_millis(50))
-                .await
-                .unwrap()
-            {
-                events.push(Envelope::from_json(&delivery.payload).unwrap());
-                delivery.ack().await.unwrap();
-            }
-            if events.len() >= at_least {
-                return events;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} events published, expected at least {at_least}",
-                events.len()
-            );
-        }
+        self.published(agora_ordering::SOURCE, at_least).await
     }
 }
-
-static CONSUMERS: AtomicUsize = AtomicUsize::new(0);
 
 /// A started ordering on a fresh store: `None` when the backend is unreachable.
 pub async fn start(backend: Backend) -> Option<(Env, Ordering)> {
@@ -368,23 +319,9 @@ pub async fn set_price(env: &Env, ordering: &Ordering, id: Uuid, cents: i64, cur
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-/// The answer to one request: status, headers, JSON body (`Null` when empty).
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-/// The internal-plane key of every ordering the tests start.
-pub static TEST_PLANE: std::sync::LazyLock<InternalKey> =
-    std::sync::LazyLock::new(InternalKey::generate);
-
 /// A service token of the gateway's for ordering (what the ops console's calls carry).
 pub fn service_token() -> String {
-    TEST_PLANE
-        .service("gateway")
-        .token_for("ordering")
-        .expect("a service token")
+    agora_service_testkit::service_token("gateway", "ordering")
 }
 
 /// One request; to an `/internal` path without `token`, with a [`service_token`].
@@ -396,41 +333,17 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Answer {
-    let mut request = Request::builder().method(method).uri(path);
     let service = path.starts_with("/internal/").then(service_token);
-    if let Some(token) = token.or(service.as_deref()) {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let body = match body {
-        Some(body) => {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-            Body::from(body.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = router
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    Answer {
-        status,
+    let token = token.or(service.as_deref());
+    http::send_as(
+        router,
+        method,
+        path,
+        token,
         headers,
-        body,
-    }
+        body.as_ref().map(json),
+    )
+    .await
 }
 
 /// One request: status, content type and JSON body.
@@ -443,12 +356,7 @@ pub async fn call(
     body: Option<Value>,
 ) -> (StatusCode, String, Value) {
     let answer = request(router, method, path, token, headers, body).await;
-    let content_type = answer
-        .headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (answer.status, content_type, answer.body)
+    (answer.status, answer.content_type, answer.body)
 }
 
 /// `POST /api/ordering/orders` with `key` (none when `None`).
@@ -481,37 +389,10 @@ pub fn lines(items: &[(Uuid, u32)]) -> Value {
 
 /// Asserts a problem+json answer with `expected`.
 pub fn assert_problem(answer: &Answer, expected: StatusCode) {
-    assert_eq!(answer.status, expected, "{}", answer.body);
-    assert_eq!(
-        answer.headers.get(header::CONTENT_TYPE).unwrap(),
-        "application/problem+json"
-    );
-    assert_eq!(answer.body["status"], expected.as_u16());
-    assert!(answer.body["type"].is_string() && answer.body["detail"].is_string());
+    answer.assert_problem(expected);
 }
 
 /// The field paths of a 422's errors.
 pub fn error_fields(answer: &Answer) -> Vec<String> {
-    answer.body["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| e["field"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Polls `check` until it holds, for at most 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    answer.error_fields()
 }

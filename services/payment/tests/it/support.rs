@@ -1,28 +1,28 @@
-//! What the tests share: a running payment on either backend with a scripted,
-//! counting provider, HTTP helpers, and a reader of the events it published.
+//! Payment's own part of the harness (`agora-service-testkit` has the rest): a
+//! scripted, counting provider, its config, ordering's accepted orders, and its
+//! internal routes with ordering's service token.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agora_auth::{InternalKey, TestIssuer};
-use agora_bus::embedded::EmbeddedBus;
-use agora_bus::{Bus, ConsumerConfig, SharedBus};
 use agora_contracts::{Address, AddressSource, Money, OrderAccepted, OrderLine};
-use agora_messaging::{Backoff, Context, Envelope, stream_config};
+use agora_messaging::{Backoff, Envelope};
 use agora_payment::{
     Payment, PaymentConfig, PaymentProvider, ProviderAuthorization, ProviderCapture, ProviderError,
     ProviderRefund,
 };
-use agora_testkit::PgDatabase;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use agora_service_testkit::TestEnv;
+use agora_service_testkit::http::{self, bearer};
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use uuid::Uuid;
 
-pub use agora_testkit::Backend;
+/// One answer of payment's (the harness's `Answer`: `Answer` here is the fake
+/// provider's).
+pub use agora_service_testkit::http::Answer as Reply;
+pub use agora_service_testkit::{Backend, TEST_PLANE};
 
 /// What the fake provider answers to one call.
 #[derive(Clone, Copy, Debug)]
@@ -228,37 +228,15 @@ async fn answer_with<T>(answer: Answer, ok: impl FnOnce() -> T) -> Result<T, Pro
 }
 
 /// A store and a bus for one test.
-pub struct Env {
-    pub db_url: String,
-    pub bus: Arc<EmbeddedBus>,
-    _dir: tempfile::TempDir,
-    _pg: Option<PgDatabase>,
-}
+pub struct Env(TestEnv);
+
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
     pub async fn new(backend: Backend) -> Option<Env> {
-        let dir = tempfile::tempdir().unwrap();
-        let (db_url, pg) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite://{}", dir.path().join("payment.db").display()),
-                None,
-            ),
-            Backend::Postgres => {
-                let pg = PgDatabase::create().await?;
-                (pg.url().to_owned(), Some(pg))
-            }
-        };
-        let bus = EmbeddedBus::open(dir.path().join("bus.db")).await.unwrap();
-        bus.ensure_stream(&stream_config(agora_payment::SOURCE))
-            .await
-            .unwrap();
-        Some(Env {
-            db_url,
-            bus: Arc::new(bus),
-            _dir: dir,
-            _pg: pg,
-        })
+        let sources = [agora_payment::SOURCE];
+        TestEnv::new(backend, "payment", &sources).await.map(Env)
     }
 
     pub fn config(&self, provider: Arc<dyn PaymentProvider>) -> PaymentConfig {
@@ -267,11 +245,7 @@ impl Env {
             provider_timeout: Duration::from_secs(5),
             capture_retry: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
             internal: TEST_PLANE.clone(),
-            ..PaymentConfig::new(
-                self.db_url.clone(),
-                self.bus.clone() as SharedBus,
-                TestIssuer::new().keys(),
-            )
+            ..PaymentConfig::new(self.db_url.clone(), self.shared_bus(), self.issuer.keys())
         }
     }
 
@@ -285,7 +259,7 @@ impl Env {
 
     /// Every event payment published so far (waiting until there are `at_least`).
     pub async fn events(&self, at_least: usize) -> Vec<Envelope> {
-        read_events(&self.bus, at_least).await
+        self.published(agora_payment::SOURCE, at_least).await
     }
 
     /// Every event payment published before a sentinel: a fresh authorization made
@@ -298,9 +272,10 @@ impl Env {
             .as_str()
             .unwrap()
             .to_owned();
+        let mut reader = self.reader_of(agora_payment::SOURCE).await;
         let mut at_least = 1;
         loop {
-            let events = read_events(&self.bus, at_least).await;
+            let events = reader.read(at_least).await;
             if let Some(at) = events.iter().position(|e| e.subject == id) {
                 return events[..at].to_vec();
             }
@@ -308,43 +283,18 @@ impl Env {
         }
     }
 
-    /// Publishes `envelope` on the bus, as ordering's relay would.
-    pub async fn publish(&self, envelope: &Envelope) {
-        self.bus
-            .publish(envelope.to_message().unwrap())
-            .await
-            .unwrap();
-    }
-
     /// Publishes ordering's `OrderAccepted` for `authorization` (an answer body of
     /// `POST /internal/payment/authorizations`); returns its envelope.
     pub async fn accept_order(&self, authorization: &Value) -> Envelope {
-        let envelope = Envelope::new(
-            &order_accepted(authorization),
-            &Context::new(authorization["order_id"].as_str().unwrap()),
-        )
-        .unwrap();
-        self.publish(&envelope).await;
-        envelope
+        let order_id = authorization["order_id"].as_str().unwrap();
+        self.emit(&order_accepted(authorization), order_id).await
     }
 
     /// Waits until payment's consumer of accepted orders has settled every message
     /// (acked, or dead-lettered).
     pub async fn orders_settled(&self) {
         let config = agora_payment::orders_subscriber_config().consumer_config();
-        let consumer = self.bus.consumer(&config).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let info = consumer.info().await.unwrap();
-            if info.pending == 0 && info.ack_pending == 0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "accepted orders not settled: {info:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.consumer_settled(&config).await;
     }
 }
 
@@ -375,36 +325,6 @@ pub fn order_accepted(authorization: &Value) -> OrderAccepted {
     }
 }
 
-static CONSUMERS: AtomicUsize = AtomicUsize::new(0);
-
-async fn read_events(bus: &EmbeddedBus, at_least: usize) -> Vec<Envelope> {
-    let n = CONSUMERS.fetch_add(1, Ordering::SeqCst);
-    let consumer = bus
-        .consumer(&ConsumerConfig::new("PAYMENT", format!("test-{n}")))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut events = Vec::new();
-    loop {
-        for delivery in consumer
-            .fetch(100, Duration::from_millis(100))
-            .await
-            .unwrap()
-        {
-            events.push(Envelope::from_json(&delivery.payload).unwrap());
-            delivery.ack().await.unwrap();
-        }
-        if events.len() >= at_least {
-            return events;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} events published, expected at least {at_least}",
-            events.len()
-        );
-    }
-}
-
 /// A valid authorization request body with a fresh request id.
 pub fn request_body() -> Value {
     json!({
@@ -417,27 +337,6 @@ pub fn request_body() -> Value {
     })
 }
 
-/// One answer: status, headers and the JSON body (`Value::Null` when empty).
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-impl Reply {
-    /// Asserts a problem+json answer with `expected`.
-    pub fn assert_problem(&self, expected: StatusCode) {
-        assert_eq!(self.status, expected, "{}", self.body);
-        assert_eq!(
-            self.headers[header::CONTENT_TYPE],
-            "application/problem+json"
-        );
-        assert_eq!(self.body["status"], expected.as_u16());
-        assert!(self.body["type"].is_string() && self.body["detail"].is_string());
-    }
-}
-
 /// One request through the router, with a raw body and content type.
 pub async fn call_raw(
     router: &axum::Router,
@@ -448,17 +347,9 @@ pub async fn call_raw(
     call_with_headers(router, method, path, &[], body).await
 }
 
-/// The internal-plane key of every payment the tests start.
-pub static TEST_PLANE: std::sync::LazyLock<InternalKey> =
-    std::sync::LazyLock::new(InternalKey::generate);
-
 /// `Bearer <a service token of ordering's for payment>`.
 pub fn service_authorization() -> String {
-    let token = TEST_PLANE
-        .service("ordering")
-        .token_for("payment")
-        .expect("a service token");
-    format!("Bearer {token}")
+    bearer(&agora_service_testkit::service_token("ordering", "payment"))
 }
 
 /// One request through the router, with extra headers; with a service token unless
@@ -470,43 +361,16 @@ pub async fn call_with_headers(
     headers: &[(&str, &str)],
     body: Option<(&str, Vec<u8>)>,
 ) -> Reply {
-    let mut request = Request::builder().method(method).uri(path);
+    let authorization = service_authorization();
+    let mut all = Vec::new();
     if !headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
     {
-        request = request.header(header::AUTHORIZATION, service_authorization());
+        all.push(("authorization", authorization.as_str()));
     }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let body = match body {
-        Some((content_type, bytes)) => {
-            request = request.header(header::CONTENT_TYPE, content_type);
-            Body::from(bytes)
-        }
-        None => Body::empty(),
-    };
-    let response = router
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    all.extend_from_slice(headers);
+    http::send(router, method, path, &all, body).await
 }
 
 /// `POST /internal/payment/authorizations` with `body`.

@@ -2,7 +2,7 @@
 //! `Router::oneshot`, events via an embedded bus. Every test that touches the store
 //! runs on SQLite and on PostgreSQL (skipped loudly when PostgreSQL is unreachable).
 
-pub use agora_testkit::on_both_backends;
+pub use agora_service_testkit::on_both_backends;
 
 mod support;
 

@@ -1,69 +1,31 @@
-//! What the tests share: a running shipping on either backend, tokens, HTTP helpers,
-//! publishers of the events shipping consumes and a reader of those it publishes.
+//! Shipping's own part of the harness (`agora-service-testkit` has the rest): its
+//! config, publishers of the events it consumes, and its routes.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
-
-use agora_auth::TestIssuer;
-use agora_bus::embedded::EmbeddedBus;
-use agora_bus::{Bus, ConsumerConfig, SharedBus};
-use agora_contracts::{Address, AddressSource, OrderAccepted, OrderLine, OrderReadyForShipping};
-use agora_messaging::{Context, Envelope, Outbox, stream_config};
+use agora_contracts::{AddressSource, OrderAccepted, OrderLine, OrderReadyForShipping};
+use agora_messaging::Envelope;
+use agora_service_testkit::TestEnv;
 use agora_shipping::{Shipping, ShippingConfig};
-use agora_testkit::PgDatabase;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use serde_json::Value;
+use axum::http::Method;
 use time::OffsetDateTime;
-use tower::ServiceExt;
 use uuid::Uuid;
 
-pub use agora_testkit::Backend;
+pub use agora_service_testkit::http::{Answer, call};
+pub use agora_service_testkit::{Backend, address};
 
 /// A store, a bus and a token issuer that outlive restarts of shipping.
-pub struct Env {
-    pub db_url: String,
-    pub bus: Arc<EmbeddedBus>,
-    pub issuer: TestIssuer,
-    _dir: tempfile::TempDir,
-    _pg: Option<PgDatabase>,
-}
+pub struct Env(TestEnv);
+
+agora_service_testkit::env_deref!(Env);
 
 impl Env {
     /// `None` (after a loud skip) when the backend is unreachable.
     pub async fn new(backend: Backend) -> Option<Env> {
-        let dir = tempfile::tempdir().unwrap();
-        let (db_url, pg) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite://{}", dir.path().join("shipping.db").display()),
-                None,
-            ),
-            Backend::Postgres => {
-                let pg = PgDatabase::create().await?;
-                (pg.url().to_owned(), Some(pg))
-            }
-        };
-        let bus = EmbeddedBus::open(dir.path().join("bus.db")).await.unwrap();
-        for source in [agora_shipping::SOURCE, "ordering", "fulfilment"] {
-            bus.ensure_stream(&stream_config(source)).await.unwrap();
-        }
-        Some(Env {
-            db_url,
-            bus: Arc::new(bus),
-            issuer: TestIssuer::new(),
-            _dir: dir,
-            _pg: pg,
-        })
+        let sources = [agora_shipping::SOURCE, "ordering", "fulfilment"];
+        TestEnv::new(backend, "shipping", &sources).await.map(Env)
     }
 
     pub fn config(&self) -> ShippingConfig {
-        ShippingConfig::new(
-            self.db_url.clone(),
-            self.bus.clone() as SharedBus,
-            self.issuer.keys(),
-        )
+        ShippingConfig::new(self.db_url.clone(), self.shared_bus(), self.issuer.keys())
     }
 
     pub async fn start(&self) -> Shipping {
@@ -72,22 +34,10 @@ impl Env {
             .expect("shipping starts")
     }
 
-    pub async fn publish(&self, envelope: &Envelope) {
-        self.bus
-            .publish(envelope.to_message().unwrap())
-            .await
-            .unwrap();
-    }
-
     /// Publishes ordering's `OrderAccepted` of `customer_id`; returns the envelope.
     pub async fn accept(&self, order_id: Uuid, customer_id: Uuid) -> Envelope {
-        let envelope = Envelope::new(
-            &order_accepted(order_id, customer_id),
-            &Context::new(order_id.to_string()),
-        )
-        .unwrap();
-        self.publish(&envelope).await;
-        envelope
+        self.emit(&order_accepted(order_id, customer_id), order_id)
+            .await
     }
 
     /// Publishes fulfilment's `OrderReadyForShipping`; returns the envelope.
@@ -98,67 +48,24 @@ impl Env {
             ready_at: OffsetDateTime::now_utc(),
             version: 1,
         };
-        let envelope = Envelope::new(&event, &Context::new(order_id.to_string())).unwrap();
-        self.publish(&envelope).await;
-        envelope
+        self.emit(&event, order_id).await
     }
 
     /// Waits until both consumers have settled every message and the outbox is
     /// published.
     pub async fn settled(&self, shipping: &Shipping) {
-        for config in [
+        let consumers = [
             agora_shipping::orders_subscriber_config(),
             agora_shipping::ready_subscriber_config(),
-        ] {
-            let consumer = self.bus.consumer(&config.consumer_config()).await.unwrap();
-            eventually("the consumer is settled", || async {
-                let info = consumer.info().await.unwrap();
-                info.pending == 0 && info.ack_pending == 0
-            })
+        ];
+        self.consumers_settled(&consumers, Some(shipping.db()))
             .await;
-        }
-        let outbox = Outbox::new(shipping.db());
-        eventually("the outbox is published", || async {
-            outbox.unpublished().await.unwrap() == 0
-        })
-        .await;
     }
 
     /// Every event shipping published, once everything is settled.
     pub async fn events(&self, shipping: &Shipping) -> Vec<Envelope> {
         self.settled(shipping).await;
-        let n = READERS.fetch_add(1, Ordering::SeqCst);
-        let consumer = self
-            .bus
-            .consumer(&ConsumerConfig::new("SHIPPING", format!("test-{n}")))
-            .await
-            .unwrap();
-        let mut seen = Vec::new();
-        loop {
-            let batch = consumer
-                .fetch(100, Duration::from_millis(50))
-                .await
-                .unwrap();
-            if batch.is_empty() {
-                return seen;
-            }
-            for delivery in batch {
-                seen.push(Envelope::from_json(&delivery.payload).unwrap());
-                delivery.ack().await.unwrap();
-            }
-        }
-    }
-}
-
-static READERS: AtomicU32 = AtomicU32::new(0);
-
-pub fn address() -> Address {
-    Address {
-        line1: "Unter den Linden 1".into(),
-        line2: None,
-        city: "Berlin".into(),
-        postal_code: "10117".into(),
-        country: "DE".into(),
+        self.all_published(agora_shipping::SOURCE).await
     }
 }
 
@@ -186,103 +93,6 @@ pub async fn start(backend: Backend) -> Option<(Env, Shipping)> {
     let env = Env::new(backend).await?;
     let shipping = env.start().await;
     Some((env, shipping))
-}
-
-/// Polls `condition` until it holds; fails after 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// An answer: status, content type and the JSON body (`Value::Null` when empty).
-pub struct Answer {
-    pub status: StatusCode,
-    pub content_type: String,
-    pub body: Value,
-}
-
-impl Answer {
-    /// Asserts a problem+json answer with `expected`.
-    pub fn assert_problem(&self, expected: StatusCode) {
-        assert_eq!(self.status, expected, "{}", self.body);
-        assert_eq!(self.content_type, "application/problem+json");
-        assert_eq!(self.body["status"], expected.as_u16());
-    }
-
-    /// The fields named by a 422's `errors`.
-    pub fn invalid_fields(&self) -> Vec<String> {
-        self.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
-        self.body["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-/// One request through the router, with a raw body and its content type.
-pub async fn send(
-    router: &axum::Router,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<(&str, Vec<u8>)>,
-) -> Answer {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let body = match body {
-        Some((content_type, bytes)) => {
-            request = request.header(header::CONTENT_TYPE, content_type);
-            Body::from(bytes)
-        }
-        None => Body::empty(),
-    };
-    let response = router
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    Answer {
-        status,
-        content_type,
-        body,
-    }
-}
-
-/// One JSON request, with a bearer token if given.
-pub async fn call(
-    router: &axum::Router,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> Answer {
-    let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
-    send(router, method, path, token, body).await
 }
 
 pub async fn shipments(router: &axum::Router, order_id: &str, token: &str) -> Answer {
