@@ -107,6 +107,25 @@ impl Error {
     }
 }
 
+/// Whether `error`, or an error it wraps (its `source` chain), is the store failing
+/// rather than the request: a messaging [`Error`] or an `sqlx::Error` that
+/// [`is_the_stores`].
+pub fn is_store_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            return is_the_stores(error);
+        }
+        if let Some(error) = error.downcast_ref::<Error>()
+            && error.is_store_unavailable()
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 /// Exponential backoff: `initial`, doubled each attempt, at most `max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {

@@ -16,13 +16,32 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agora_auth::{KeySource, ServiceAuth, Verifier};
 use agora_bus::SharedBus;
+use agora_httpkit::Problem;
 use agora_messaging::{
     Db, Handler, Migration, Relay, RelayConfig, RelayHandle, Subscriber, SubscriberConfig,
     SubscriberHandle, stream_config,
 };
+
+/// How long a client is asked to wait when the store cannot answer.
+pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The answer to a request that failed inside `service` with `error`: a 503 with
+/// `Retry-After` when the store could not answer (unreachable, restarting, busy: the
+/// request may well succeed in a moment), else a 500. The cause goes to the log, never
+/// to the client.
+pub fn internal_problem(service: &str, error: &(dyn std::error::Error + 'static)) -> Problem {
+    if agora_messaging::is_store_failure(error) {
+        tracing::warn!(%service, %error, "the store cannot answer");
+        Problem::service_unavailable(STORE_RETRY_AFTER)
+    } else {
+        tracing::error!(%service, %error, "request failed");
+        Problem::internal()
+    }
+}
 
 /// A service's store, token checking, consumers and relay. Stop it with
 /// [`Core::shutdown`]; dropping it aborts its consumers and relay where they are.
@@ -132,5 +151,60 @@ impl Core {
         if let Some(relay) = self.relay {
             relay.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agora_httpkit::Problem;
+
+    use super::*;
+
+    /// A service's error wrapping the store's, as each service's `Error` does.
+    #[derive(Debug, thiserror::Error)]
+    enum ServiceError {
+        #[error("store: {0}")]
+        Messaging(#[from] agora_messaging::Error),
+        #[error("database: {0}")]
+        Database(#[from] sqlx::Error),
+        #[error("stored {0} is corrupt")]
+        Corrupt(&'static str),
+    }
+
+    fn status(problem: &Problem) -> u16 {
+        problem.status_code().as_u16()
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_answer_is_a_503_anything_else_a_500() {
+        let dir = std::env::temp_dir().join(format!("agora-service-{}", std::process::id()));
+        let url = format!("sqlite://{}/store.db", dir.display());
+        let db = Db::connect(&url).await.expect("connect");
+        let statement = sqlx::query("SELECT nothing FROM nowhere")
+            .execute(db.pool())
+            .await
+            .expect_err("no such table");
+        db.pool().close().await;
+        let closed = db.begin().await.expect_err("closed");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let unavailable = internal_problem("test", &ServiceError::Messaging(closed));
+        assert_eq!(status(&unavailable), 503);
+        assert_eq!(unavailable.retry_after, Some(STORE_RETRY_AFTER));
+        let pool_closed = ServiceError::Database(sqlx::Error::PoolClosed);
+        assert_eq!(status(&internal_problem("test", &pool_closed)), 503);
+
+        assert_eq!(
+            status(&internal_problem(
+                "test",
+                &ServiceError::Database(statement)
+            )),
+            500,
+            "a statement the store refused is the request's fault"
+        );
+        assert_eq!(
+            status(&internal_problem("test", &ServiceError::Corrupt("row"))),
+            500
+        );
     }
 }

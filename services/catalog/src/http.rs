@@ -66,11 +66,7 @@ impl ApiError {
                 Problem::forbidden().with_detail("Only an admin may change the catalog.")
             }
             ApiError::Auth(error) => error.into(),
-            ApiError::Internal(error) => {
-                // The cause goes to the log, never to the client.
-                tracing::error!(%error, "catalog request failed");
-                Problem::internal()
-            }
+            ApiError::Internal(error) => agora_service::internal_problem("catalog", error),
         }
     }
 }

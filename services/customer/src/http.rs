@@ -80,11 +80,7 @@ impl ApiError {
             }
             ApiError::NotFound => Problem::not_found().with_detail("There is no such customer."),
             ApiError::DeadlineExceeded => deadline_exceeded_problem(),
-            ApiError::Internal(error) => {
-                // The cause goes to the log, never to the client.
-                tracing::error!(%error, "customer request failed");
-                Problem::internal()
-            }
+            ApiError::Internal(error) => agora_service::internal_problem("customer", error),
         }
     }
 }

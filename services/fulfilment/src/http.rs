@@ -47,10 +47,7 @@ impl ApiError {
     fn problem(&self) -> Problem {
         match self {
             ApiError::NotFound => Problem::not_found(),
-            ApiError::Internal(error) => {
-                tracing::error!(%error, "reading a process instance failed");
-                Problem::internal()
-            }
+            ApiError::Internal(error) => agora_service::internal_problem("fulfilment", error),
         }
     }
 }

@@ -95,11 +95,7 @@ impl ApiError {
                 .with_detail("Too many failed sign-ins for this account; try again later."),
             ApiError::Busy => Problem::service_unavailable(Duration::from_secs(1))
                 .with_detail("Too many sign-ins at once; try again in a moment."),
-            ApiError::Internal(error) => {
-                // The cause goes to the log (it names no secret), never to the client.
-                tracing::error!(%error, "identity request failed");
-                Problem::internal()
-            }
+            ApiError::Internal(error) => agora_service::internal_problem("identity", error),
         }
     }
 }

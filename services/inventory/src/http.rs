@@ -83,11 +83,7 @@ impl ApiError {
             ApiError::NotFound => {
                 Problem::not_found().with_detail("Inventory has never stocked this product.")
             }
-            ApiError::Internal(error) => {
-                // The cause goes to the log, never to the client.
-                tracing::error!(%error, "inventory request failed");
-                Problem::internal()
-            }
+            ApiError::Internal(error) => agora_service::internal_problem("inventory", error),
         }
     }
 }

@@ -139,14 +139,7 @@ impl ApiError {
             }
             ApiError::BadQuery(what) => Problem::bad_request(*what),
             ApiError::Auth(error) => error.into(),
-            ApiError::Internal(error) if error.is_store_unavailable() => {
-                tracing::warn!(%error, "ordering's store cannot answer");
-                Problem::service_unavailable(RETRY_AFTER)
-            }
-            ApiError::Internal(error) => {
-                tracing::error!(%error, "ordering request failed");
-                Problem::internal()
-            }
+            ApiError::Internal(error) => agora_service::internal_problem("ordering", error),
         }
     }
 }

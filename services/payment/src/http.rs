@@ -114,9 +114,7 @@ impl ApiError {
             }
             ApiError::Authorize(AuthorizeError::DeadlineExceeded) => deadline_exceeded_problem(),
             ApiError::Authorize(AuthorizeError::Internal(error)) => {
-                // The cause goes to the log, never to the client.
-                tracing::error!(%error, "payment request failed");
-                Problem::internal()
+                agora_service::internal_problem("payment", error)
             }
         }
     }

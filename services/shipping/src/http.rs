@@ -56,11 +56,7 @@ impl ApiError {
             ApiError::Forbidden => {
                 Problem::forbidden().with_detail("This needs the customer or the admin role.")
             }
-            ApiError::Internal(error) => {
-                // The cause goes to the log, never to the client.
-                tracing::error!(%error, "shipping request failed");
-                Problem::internal()
-            }
+            ApiError::Internal(error) => agora_service::internal_problem("shipping", error),
         }
     }
 }

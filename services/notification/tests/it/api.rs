@@ -7,8 +7,26 @@ use crate::support::{Backend, mailbox_answer, start};
 
 crate::on_both_backends!(
     an_empty_mailbox_is_an_empty_list,
-    it_needs_a_token_and_a_role
+    it_needs_a_token_and_a_role,
+    a_store_that_cannot_answer_is_a_503_to_retry,
 );
+
+/// Its store out of reach (a database restarting): 503 with `Retry-After`, not a 500.
+async fn a_store_that_cannot_answer_is_a_503_to_retry(backend: Backend) {
+    let Some((env, notification)) = start(backend).await else {
+        return;
+    };
+    let (_, token) = env.issuer.customer();
+    notification.db().pool().close().await;
+    let answer = mailbox_answer(&notification.router(), Some(&token)).await;
+    answer.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        answer.headers.contains_key("retry-after"),
+        "{:?}",
+        answer.headers
+    );
+    notification.shutdown().await;
+}
 
 async fn an_empty_mailbox_is_an_empty_list(backend: Backend) {
     let Some((env, notification)) = start(backend).await else {

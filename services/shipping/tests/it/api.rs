@@ -12,7 +12,25 @@ crate::on_both_backends!(
     it_needs_a_token_and_a_role,
     the_order_id_must_be_a_uuid,
     an_order_reference_finds_the_shipment_of_its_owner_only,
+    a_store_that_cannot_answer_is_a_503_to_retry,
 );
+
+/// Its store out of reach (a database restarting): 503 with `Retry-After`, not a 500.
+async fn a_store_that_cannot_answer_is_a_503_to_retry(backend: Backend) {
+    let Some((env, shipping)) = start(backend).await else {
+        return;
+    };
+    let (_, token) = env.issuer.customer();
+    shipping.db().pool().close().await;
+    let answer = shipments(&shipping.router(), &Uuid::now_v7().to_string(), &token).await;
+    answer.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        answer.headers.contains_key("retry-after"),
+        "{:?}",
+        answer.headers
+    );
+    shipping.shutdown().await;
+}
 
 async fn the_owner_and_an_admin_see_the_shipment(backend: Backend) {
     let Some((env, shipping)) = start(backend).await else {
