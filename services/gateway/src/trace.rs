@@ -1,5 +1,6 @@
 //! W3C trace context at the edge: every request gets a `traceparent` (the caller's
-//! trace id, or a new one), passed to the service and returned to the caller.
+//! trace id, or a new one), passed to the service and returned to the caller; an API
+//! request is the gateway's server span of the trace.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -62,19 +63,53 @@ fn random_hex<const N: usize>() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Sets the request's `traceparent` to this hop, and the response's to the same.
+/// Handles an API request (`/api/…`) in the gateway's server span: the caller's
+/// `traceparent` is its parent, its context is what the request carries on to the
+/// services (the resilient client sends its own call span's) and what the answer
+/// carries back. Other paths (the UI's files, probes) are not traced, and get a
+/// `traceparent` of this hop all the same.
 pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
-    let trace = TraceParent::continue_or_start(request.headers().get(TRACEPARENT));
-    let value = trace.header_value();
+    let incoming = request.headers().get(TRACEPARENT).cloned();
+    // This hop's ids when no tracer records the span (tests, tools): for the logs
+    // and the answer.
+    let fallback = TraceParent::continue_or_start(incoming.as_ref());
+    let path = request.uri().path();
+    let span = if path.starts_with("/api/") {
+        let method = agora_telemetry::method_label(request.method());
+        agora_telemetry::trace::server_span("gateway", method, &route_of(path), incoming.as_ref())
+    } else {
+        tracing::info_span!(
+            "request",
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty
+        )
+    };
+    let value = match agora_telemetry::trace::traceparent_of(&span)
+        .and_then(|value| HeaderValue::from_str(&value).ok())
+    {
+        Some(value) => value,
+        None => {
+            span.record("trace_id", fallback.trace_id.as_str());
+            span.record("span_id", fallback.span_id.as_str());
+            fallback.header_value()
+        }
+    };
     request.headers_mut().insert(TRACEPARENT, value.clone());
-    let span = tracing::info_span!(
-        "request",
-        trace_id = %trace.trace_id,
-        span_id = %trace.span_id
-    );
-    let mut response = next.run(request).instrument(span).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    agora_telemetry::trace::record_status(&span, response.status().as_u16());
     response.headers_mut().insert(TRACEPARENT, value);
     response
+}
+
+/// A span name's route: the first two segments of an API path (`/api/ordering`,
+/// `/api/ops`), never the ids after them.
+fn route_of(path: &str) -> String {
+    let mut segments = path.split('/').filter(|s| !s.is_empty()).take(2);
+    match (segments.next(), segments.next()) {
+        (Some(first), Some(second)) => format!("/{first}/{second}"),
+        (Some(first), None) => format!("/{first}"),
+        _ => "/".to_owned(),
+    }
 }
 
 #[cfg(test)]
