@@ -7,7 +7,7 @@
 //! brings the detail back.
 //!
 //! A span that handles a request or a delivery records a `trace_id` and a `span_id`
-//! (see [`agora_messaging::trace`]). Such spans are always on, whatever the filter, so
+//! (see [`agora_telemetry::trace`]). Such spans are always on, whatever the filter, so
 //! that a warning inside one carries its trace; a JSON line also has the innermost
 //! span's `trace_id` and `span_id` at its top level, beside its fields and its spans.
 

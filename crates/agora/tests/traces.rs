@@ -3,6 +3,9 @@
 //! through gateway → ordering → payment, the outbox and the bus → inventory, payment's
 //! capture, fulfilment → shipping → notification, each span linked to its parent.
 //!
+//! The same trace is then read back as the ops console draws it: from the spans the
+//! process keeps in memory (`/api/ops/traces`).
+//!
 //! Its own test binary, because the tracer and the subscriber are process-wide (as the
 //! metrics recorder is for `tests/metrics.rs`).
 
@@ -249,6 +252,78 @@ async fn one_checkout_is_one_trace_across_the_services() {
             );
         }
     }
+
+    // The same trace, as the ops console draws it from the spans `agora up` keeps:
+    // found by the order (its id or its reference), every span there, offsets from
+    // the trace's start.
+    let admin = shop.admin_token().await;
+    let reference = order["reference"].as_str().expect("a reference").to_owned();
+    for about in [order_id.as_str(), reference.as_str()] {
+        let answer = shop
+            .client
+            .get(shop.url(&format!("/api/ops/traces?correlation_id={about}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{about}");
+        let traces: Value = answer.json().await.unwrap();
+        assert_eq!(
+            traces[0]["trace_id"],
+            trace_id.as_str(),
+            "{about}: {traces}"
+        );
+        assert_eq!(traces[0]["root"], "POST /api/ordering", "{traces}");
+    }
+    let answer = shop
+        .client
+        .get(shop.url(&format!("/api/ops/traces/{trace_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let waterfall: Value = answer.json().await.unwrap();
+    let drawn = waterfall["spans"].as_array().expect("spans");
+    for span in &spans {
+        let shown = drawn
+            .iter()
+            .find(|s| s["span_id"] == span.span_id.as_str())
+            .unwrap_or_else(|| panic!("{} {} is not in the waterfall", span.service, span.name));
+        assert_eq!(shown["service"], span.service.as_str());
+        assert_eq!(shown["name"], span.name.as_str());
+        assert_eq!(
+            shown["parent_span_id"].as_str(),
+            span.parent_span_id.as_deref()
+        );
+    }
+    assert_eq!(
+        drawn[0]["span_id"],
+        root.span_id.as_str(),
+        "the root starts the trace"
+    );
+    assert_eq!(drawn[0]["start_offset_us"], 0);
+    let total = waterfall["duration_us"].as_u64().expect("a duration");
+    for span in drawn {
+        let end = span["start_offset_us"].as_u64().unwrap() + span["duration_us"].as_u64().unwrap();
+        assert!(end <= total, "{span} ends within the trace");
+    }
+    assert!(
+        waterfall["services"].as_array().unwrap().len() >= 7,
+        "{}",
+        waterfall["services"]
+    );
+    // A consumer starts after the producer span it descends from ended: the bus hop.
+    let accepted_end = drawn
+        .iter()
+        .find(|s| s["span_id"] == accepted.span_id.as_str())
+        .map(|s| s["start_offset_us"].as_u64().unwrap() + s["duration_us"].as_u64().unwrap())
+        .unwrap();
+    let shipped = drawn
+        .iter()
+        .find(|s| s["service"] == "shipping" && s["kind"] == "consumer")
+        .expect("shipping's delivery");
+    assert!(shipped["start_offset_us"].as_u64().unwrap() >= accepted_end);
 
     shop.stop().await;
     tokio::task::spawn_blocking(move || tracing.shutdown())

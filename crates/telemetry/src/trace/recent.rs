@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use super::{CORRELATION_ATTRIBUTE, SERVICE_ATTRIBUTE};
 
-/// How many spans `agora up` keeps by default (a checkout's trace has about 25).
+/// How many spans `agora up` keeps by default (a checkout's trace has about 45).
 pub const DEFAULT_CAPACITY: usize = 20_000;
 
 /// One finished span, as the waterfall needs it.
