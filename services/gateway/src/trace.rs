@@ -102,13 +102,21 @@ pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
 }
 
 /// A span name's route: the first two segments of an API path (`/api/ordering`,
-/// `/api/ops`), never the ids after them.
+/// `/api/ops`), never the ids after them; a second segment that cannot be a
+/// service's prefix (too long, or more than lower-case letters, digits, `.` and `-`)
+/// is not repeated: whatever a caller puts in a path stays out of the trace.
 fn route_of(path: &str) -> String {
-    let mut segments = path.split('/').filter(|s| !s.is_empty()).take(2);
-    match (segments.next(), segments.next()) {
-        (Some(first), Some(second)) => format!("/{first}/{second}"),
-        (Some(first), None) => format!("/{first}"),
-        _ => "/".to_owned(),
+    let second = path
+        .strip_prefix("/api/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|s| {
+            (1..=32).contains(&s.len())
+                && s.bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
+        });
+    match second {
+        Some(second) => format!("/api/{second}"),
+        None => "/api/{other}".to_owned(),
     }
 }
 
@@ -135,5 +143,18 @@ mod tests {
         }
         let value = TraceParent::continue_or_start(None).header_value();
         assert!(parse_trace_id(value.to_str().expect("ascii")).is_some());
+    }
+
+    #[test]
+    fn span_names_keep_the_prefix_and_nothing_a_caller_made_up() {
+        assert_eq!(route_of("/api/ordering/orders/0193"), "/api/ordering");
+        assert_eq!(route_of("/api/openapi.json"), "/api/openapi.json");
+        assert_eq!(route_of("/api/ops/traces/4bf9"), "/api/ops");
+        assert_eq!(
+            route_of(&format!("/api/{}/x", "a".repeat(33))),
+            "/api/{other}"
+        );
+        assert_eq!(route_of("/api/eyJhbGciOi.J9_x/orders"), "/api/{other}");
+        assert_eq!(route_of("/api/"), "/api/{other}");
     }
 }

@@ -59,8 +59,9 @@ pub const CORRELATION_ATTRIBUTE: &str = "agora.correlation_id";
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// The tracing layer that turns [`TARGET`]'s spans into OpenTelemetry spans, for the
-/// process's subscriber; it does nothing until [`install`] has run. Spans of other
-/// targets and log events are not its business (a per-layer filter).
+/// process's subscriber: call it after [`install`] (before, there is no tracer, and the
+/// layer it returns does nothing). Spans of other targets and log events are not its
+/// business (a per-layer filter).
 pub fn layer<S>() -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
