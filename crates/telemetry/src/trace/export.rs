@@ -116,6 +116,10 @@ pub struct TraceConfig {
     pub export: ExportSettings,
 }
 
+/// The longest a stopping process waits for its last spans to be exported: it has
+/// already spent up to 8 s stopping, of the 10 s an orchestrator gives before SIGKILL.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
 /// The installed tracer: flush it with [`Tracing::shutdown`] before the process exits.
 #[derive(Debug)]
 pub struct Tracing {
@@ -134,11 +138,11 @@ impl Tracing {
         self.exporting
     }
 
-    /// Exports what is still buffered (waiting at most a few seconds) and stops.
+    /// Exports what is still buffered (waiting at most [`SHUTDOWN_WAIT`]) and stops.
     /// Blocks: call it from a blocking thread (`spawn_blocking`) while the runtime that
     /// built the exporter still runs.
     pub fn shutdown(self) {
-        if let Err(error) = self.provider.shutdown_with_timeout(Duration::from_secs(5)) {
+        if let Err(error) = self.provider.shutdown_with_timeout(SHUTDOWN_WAIT) {
             tracing::warn!(%error, "traces not all exported at shutdown");
         }
     }
