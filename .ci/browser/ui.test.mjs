@@ -426,6 +426,32 @@ async function walk(viewport, label) {
     await checkPage(ops, "the order (admin)");
     await shoot(ops, "order-timeline-admin");
   });
+
+  await stepAt("from the timeline, the admin opens the checkout's trace as a waterfall", async () => {
+    await ops.getByRole("link", { name: "Waterfall of the checkout's trace" }).click();
+    await ops.getByRole("heading", { name: /^Trace …[0-9a-f]{8}$/ }).waitFor();
+    const table = ops.locator("#trace-waterfall");
+    // Until the last delivery of the flow is in (the page shows what is kept now).
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      await table.locator("tbody tr").first().waitFor();
+      const done = await table.locator('tr[data-service="notification"][data-kind="consumer"]').count();
+      if (done >= 2) break;
+      assert.ok(Date.now() < deadline, "the trace never reached notification twice");
+      await ops.reload();
+    }
+    const services = new Set(await table.locator("tbody tr").evaluateAll(
+      (rows) => rows.map((row) => row.dataset.service)));
+    for (const service of ["gateway", "ordering", "payment", "inventory", "fulfilment", "shipping", "notification"]) {
+      assert.ok(services.has(service), `${service} in the waterfall (${[...services]})`);
+    }
+    // The root is the gateway's request; deliveries say how long they waited on the bus.
+    assert.match(await table.locator("tbody tr").first().textContent(), /gateway.*POST \/api\/ordering/);
+    assert.ok(await table.locator("tbody tr", { hasText: "on the bus" }).count() >= 5, "bus hops are shown");
+    assert.ok(await table.locator(".track .hop").count() >= 5, "bus hops are drawn as gaps");
+    await checkPage(ops, "the trace waterfall");
+    await shoot(ops, "trace-waterfall");
+  });
   await stepAt("customer switched down from the console: it shows there, and checkout still succeeds from the replica", async () => {
     await ops.goto(`${base}/#/ops`);
     await ops.locator("#chaos-customer-mode").selectOption("down");

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use agora_gateway::{Chaos, ChaosMode};
 use agora_httpkit::Problem;
-use agora_messaging::trace::TraceParent;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -31,7 +30,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
-use tracing::Instrument as _;
 
 /// How a listener treats its connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,27 +402,6 @@ pub fn service_router(router: Router, cell: ChaosCell) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { Problem::not_found() })
         .layer(axum::middleware::from_fn_with_state(cell, chaos))
-        .layer(axum::middleware::from_fn(traced))
-}
-
-/// Handles a request that carries a trace context (the gateway always sends one) in
-/// a span that records its `trace_id` and a `span_id` of this request's, so that the
-/// service's log lines about it can be joined with the rest of the trace.
-async fn traced(request: Request, next: Next) -> Response {
-    let trace = request
-        .headers()
-        .get("traceparent")
-        .and_then(|value| value.to_str().ok())
-        .and_then(TraceParent::parse);
-    match trace {
-        Some(trace) => {
-            let span_id = format!("{:016x}", rand::random::<u64>().max(1));
-            let span =
-                tracing::info_span!("request", trace_id = %trace.trace_id, span_id = %span_id);
-            next.run(request).instrument(span).await
-        }
-        None => next.run(request).await,
-    }
 }
 
 /// The chaos setting of one service, shared by its router and the ops controls.

@@ -17,3 +17,4 @@ pub mod runtime;
 pub mod secrets;
 pub mod shop;
 pub mod topology;
+pub mod traces;

@@ -7,7 +7,7 @@
 //! brings the detail back.
 //!
 //! A span that handles a request or a delivery records a `trace_id` and a `span_id`
-//! (see [`agora_messaging::trace`]). Such spans are always on, whatever the filter, so
+//! (see [`agora_telemetry::trace`]). Such spans are always on, whatever the filter, so
 //! that a warning inside one carries its trace; a JSON line also has the innermost
 //! span's `trace_id` and `span_id` at its top level, beside its fields and its spans.
 
@@ -87,8 +87,11 @@ pub fn filter_from_env(default: &str) -> anyhow::Result<EnvFilter> {
 pub fn init(format: LogFormat, filter: EnvFilter) {
     // Spans that carry a trace are on even when their level is filtered out.
     let filter = filter.or(filter_fn(carries_a_trace));
-    let registry =
-        tracing_subscriber::registry().with(TraceIds.with_filter(filter_fn(carries_a_trace)));
+    // Spans of `agora_telemetry::trace::TARGET` also become OpenTelemetry spans, once a
+    // tracer is installed (`agora_telemetry::trace::install`).
+    let registry = tracing_subscriber::registry()
+        .with(agora_telemetry::trace::layer())
+        .with(TraceIds.with_filter(filter_fn(carries_a_trace)));
     match format {
         LogFormat::Text => registry
             .with(

@@ -137,9 +137,22 @@ fn main() -> anyhow::Result<()> {
         _ => agora::logging::QUIET,
     };
     let filter = agora::logging::filter_from_env(default_filter)?;
-    agora::logging::init(format, filter);
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    // The tracer before the logger (its layer is part of the subscriber), inside the
+    // runtime (the OTLP exporter runs on it). The shop's commands only: the measuring
+    // ones measure the shop, not themselves.
+    let traces = match &cli.command {
+        Command::Up(_) => Some(agora::traces::install(None)?),
+        Command::Run(args) => Some(agora::traces::install(Some(args.service()))?),
+        _ => None,
+    }
+    .map(|install| {
+        let _entered = runtime.enter();
+        install()
+    })
+    .transpose()?;
+    agora::logging::init(format, filter);
+    let outcome = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Run(args) => run::run(args).await,
@@ -199,5 +212,13 @@ fn main() -> anyhow::Result<()> {
             Command::Loadgen(args) => loadgen::run(args).await,
             Command::Nemesis(args) => nemesis::run(args).await,
         }
-    })
+    });
+    if let Some(traces) = traces {
+        // What the batch processor still holds goes out before the runtime it
+        // exports on stops.
+        runtime.block_on(async {
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        });
+    }
+    outcome
 }

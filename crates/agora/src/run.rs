@@ -47,6 +47,13 @@ pub struct RunArgs {
     settings: crate::up::SettingsArgs,
 }
 
+impl RunArgs {
+    /// The service this process runs.
+    pub fn service(&self) -> ServiceName {
+        self.service
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let name = args.service;
     let shutdown = crate::up::shutdown_signal()?;

@@ -101,8 +101,22 @@ impl Context {
 
 impl Envelope {
     /// Wraps `event` with a fresh id and the current time.
+    ///
+    /// Its `traceparent` is the one place where events join traces: the context of
+    /// the event's producer span (`create <source>.<type>`,
+    /// [`agora_telemetry::trace::producer_span`]), a child of the current span (the
+    /// request, or the delivery being handled, whose transaction writes the event) or
+    /// else of `context.traceparent`. Without a tracer it is `context.traceparent`.
     pub fn new<E: Event>(event: &E, context: &Context) -> Result<Envelope, Error> {
         let data = serde_json::to_value(event).map_err(|e| Error::Encode(e.to_string()))?;
+        let subject = format!("{}.{}", E::SOURCE, E::TYPE);
+        let traceparent = agora_telemetry::trace::producer_span(
+            E::SOURCE,
+            &subject,
+            &context.correlation_id,
+            context.traceparent.as_deref(),
+        )
+        .or_else(|| context.traceparent.clone());
         Ok(Envelope {
             specversion: SPEC_VERSION.to_owned(),
             id: Uuid::now_v7(),
@@ -113,7 +127,7 @@ impl Envelope {
             datacontenttype: JSON.to_owned(),
             correlation_id: context.correlation_id.clone(),
             causation_id: context.causation_id.clone(),
-            traceparent: context.traceparent.clone(),
+            traceparent,
             data,
         })
     }

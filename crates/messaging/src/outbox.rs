@@ -295,6 +295,8 @@ async fn run(db: Db, bus: SharedBus, config: RelayConfig, mut stopped: watch::Re
 struct RelayMetrics {
     published: metrics::Counter,
     latency: metrics::Histogram,
+    /// The service whose outbox it is (its trace spans').
+    service: String,
 }
 
 impl RelayMetrics {
@@ -306,7 +308,8 @@ impl RelayMetrics {
             .map_or_else(|| "unknown".to_owned(), |s| s.name.to_lowercase());
         Self {
             published: metrics::counter!(names::OUTBOX_PUBLISHED, "service" => service.clone()),
-            latency: metrics::histogram!(names::OUTBOX_RELAY_LATENCY, "service" => service),
+            latency: metrics::histogram!(names::OUTBOX_RELAY_LATENCY, "service" => service.clone()),
+            service,
         }
     }
 
@@ -314,6 +317,7 @@ impl RelayMetrics {
         Self {
             published: metrics::Counter::noop(),
             latency: metrics::Histogram::noop(),
+            service: "unknown".to_owned(),
         }
     }
 }
@@ -407,8 +411,28 @@ async fn publish(
     metrics: &RelayMetrics,
 ) -> Result<(), Error> {
     faults.checkpoint(CrashPoint::RelayBeforePublish).await;
+    // Each event's `send` span, a child of the context it carries, open while the
+    // batch is published: in its trace, the time from its creation to the bus.
+    let spans: Vec<tracing::Span> = rows
+        .iter()
+        .map(|row| {
+            agora_telemetry::trace::send_span(
+                &metrics.service,
+                &row.message.subject,
+                row.message
+                    .headers
+                    .get(crate::envelope::header::TRACEPARENT)
+                    .map(String::as_str),
+            )
+        })
+        .collect();
     let messages = rows.iter().map(|row| row.message.clone()).collect();
-    bus.publish_batch(messages).await?;
+    let published = bus.publish_batch(messages).await;
+    if published.is_err() {
+        spans.iter().for_each(agora_telemetry::trace::record_error);
+    }
+    drop(spans);
+    published?;
     let now = crate::now_ms();
     metrics.published.increment(rows.len() as u64);
     for row in rows {

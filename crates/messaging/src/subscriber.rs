@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::db::Db;
 use crate::envelope::Envelope;
 use crate::fault::{CrashPoint, FaultPlan};
-use crate::trace::{TraceParent, span_id_of};
+use crate::trace::span_id_of;
 use crate::{Backoff, Error};
 
 /// The longest reason a nak or a dead letter carries; handler errors can be long.
@@ -563,7 +563,12 @@ impl Worker {
                 self.metrics.redeliveries.increment(1);
             }
             match Envelope::from_json(&delivery.payload) {
-                Ok(envelope) => decoded.push((delivery, envelope)),
+                Ok(envelope) => {
+                    // One span per delivery, its handling and its settling; a child of
+                    // the producer's context in the envelope.
+                    let span = span_of(&delivery, Some(&envelope));
+                    decoded.push((delivery, envelope, span));
+                }
                 Err(error) => {
                     // Never crash on bad bytes: retry like any failure (a newer build of
                     // this consumer may read them), then the bus dead-letters them.
@@ -597,13 +602,15 @@ impl Worker {
                 config.faults.checkpoint(CrashPoint::CommitBeforeAck).await;
             }
             let mut again = Vec::new();
-            for ((delivery, envelope), outcome) in held.into_iter().zip(outcomes) {
+            for ((delivery, envelope, span), outcome) in held.into_iter().zip(outcomes) {
                 match outcome {
                     Err(error) if error.is_not_the_message() => {
-                        again.push((delivery, envelope, error));
+                        again.push((delivery, envelope, span, error));
                     }
                     outcome => {
-                        let span = span_of(&delivery, Some(&envelope));
+                        if outcome.is_err() {
+                            agora_telemetry::trace::record_error(&span);
+                        }
                         self.settle(delivery, outcome).instrument(span).await;
                     }
                 }
@@ -614,12 +621,12 @@ impl Worker {
             attempt = attempt.saturating_add(1);
             let delay = config.backoff.delay(attempt);
             tracing::warn!(
-                reason = truncate(again[0].2.reason(), MAX_REASON_BYTES),
+                reason = truncate(again[0].3.reason(), MAX_REASON_BYTES),
                 deliveries = again.len(),
                 ?delay,
                 "the store failed or another worker got there first; holding the deliveries and trying again"
             );
-            held = again.into_iter().map(|(d, e, _)| (d, e)).collect();
+            held = again.into_iter().map(|(d, e, s, _)| (d, e, s)).collect();
             if !self.hold(&held, delay, stopped).await {
                 // Shutting down: unsettled, they come back after their ack wait.
                 return;
@@ -632,7 +639,7 @@ impl Worker {
     /// handlers, a slow store) is not delivered again to another worker meanwhile.
     async fn apply_in_time(
         &self,
-        batch: &[(Delivery, Envelope)],
+        batch: &[(Delivery, Envelope, tracing::Span)],
     ) -> Result<Vec<Result<Outcome, HandlerError>>, HandlerError> {
         let tick = (self.config.ack_wait / 3).max(Duration::from_millis(1));
         let work = self.apply(batch);
@@ -649,7 +656,7 @@ impl Worker {
     /// restarted at least every third of it). `false` if the subscriber is stopping.
     async fn hold(
         &self,
-        held: &[(Delivery, Envelope)],
+        held: &[(Delivery, Envelope, tracing::Span)],
         delay: Duration,
         stopped: &watch::Receiver<bool>,
     ) -> bool {
@@ -678,13 +685,13 @@ impl Worker {
     /// the delivery is not applied. Two statements fewer per event.
     async fn apply(
         &self,
-        decoded: &[(Delivery, Envelope)],
+        decoded: &[(Delivery, Envelope, tracing::Span)],
     ) -> Result<Vec<Result<Outcome, HandlerError>>, HandlerError> {
         let config = &self.config;
         let mut tx = self.db.begin().await?;
         let alone = decoded.len() == 1;
         let mut outcomes = Vec::with_capacity(decoded.len());
-        for (delivery, envelope) in decoded {
+        for (_, envelope, span) in decoded {
             config.faults.checkpoint(CrashPoint::BeforeHandle).await;
             let started = tokio::time::Instant::now();
             let work = async {
@@ -696,7 +703,7 @@ impl Worker {
             };
             let outcome = AssertUnwindSafe(work)
                 .catch_unwind()
-                .instrument(span_of(delivery, Some(envelope)))
+                .instrument(span.clone())
                 .await
                 .unwrap_or_else(|_| Err(HandlerError::transient("the handler panicked")));
             self.metrics
@@ -797,33 +804,31 @@ impl Worker {
 }
 
 /// Restarts the ack wait of every delivery of `batch` (still being worked on).
-async fn keep_alive(batch: &[(Delivery, Envelope)]) {
-    for (delivery, _) in batch {
+async fn keep_alive(batch: &[(Delivery, Envelope, tracing::Span)]) {
+    for (delivery, _, _) in batch {
         if let Err(error) = delivery.progress().await {
             tracing::warn!(%error, "cannot extend the ack wait; the message may come back");
         }
     }
 }
 
-/// The span a delivery's handling is logged in. When the event carries a trace
-/// context, the span records its `trace_id` and a `span_id` of this delivery's (the
-/// same for its handling and its settling, another for each redelivery).
+/// The span of a delivery's handling ([`agora_telemetry::trace::consumer_span`]): a
+/// child of the producer's context the envelope carries, current while the handler
+/// runs (so the events it writes are its children) and while the delivery is settled.
+/// Its logs carry its ids; without a tracer, the envelope's trace id and a span id of
+/// this delivery's (another for each redelivery).
 fn span_of(delivery: &Delivery, envelope: Option<&Envelope>) -> tracing::Span {
-    let trace = envelope
-        .and_then(|e| e.traceparent.as_deref())
-        .and_then(TraceParent::parse);
-    let span_id = trace
-        .as_ref()
-        .map(|_| span_id_of((&delivery.message_id, delivery.deliveries)));
-    tracing::info_span!(
-        "handle",
-        message_id = %delivery.message_id,
-        subject = %delivery.subject,
-        deliveries = delivery.deliveries,
-        event_type = envelope.map(|e| e.event_type.as_str()),
-        correlation_id = envelope.map(|e| e.correlation_id.as_str()),
-        trace_id = trace.as_ref().map(|t| t.trace_id.as_str()),
-        span_id = span_id.as_deref(),
+    agora_telemetry::trace::consumer_span(
+        agora_telemetry::trace::Delivery {
+            consumer: &delivery.consumer,
+            subject: &delivery.subject,
+            message_id: &delivery.message_id,
+            deliveries: u64::from(delivery.deliveries),
+            event_type: envelope.map(|e| e.event_type.as_str()),
+            correlation_id: envelope.map(|e| e.correlation_id.as_str()),
+            traceparent: envelope.and_then(|e| e.traceparent.as_deref()),
+        },
+        || span_id_of((&delivery.message_id, delivery.deliveries)),
     )
 }
 

@@ -2,8 +2,9 @@
 //! delivery records the `trace_id` it belongs to and a `span_id` of its own, so that
 //! every log line written inside it can be joined with the other lines of the trace.
 //!
-//! This is not a tracer: nothing is exported, and a span's id is known to its own log
-//! lines only.
+//! This is not the tracer (that is `agora_telemetry::trace`, whose spans record their
+//! own ids): these are the checks the logger applies to recorded ids, and the span ids
+//! a delivery's span records when no tracer is installed (tests, tools).
 
 use std::hash::{Hash, Hasher};
 

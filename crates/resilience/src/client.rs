@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tracing::Instrument as _;
 
 use agora_telemetry::http::ClientMetrics;
 
@@ -250,6 +251,8 @@ pub struct ResilientClient {
     service: ResilientService,
     credentials: Option<Credentials>,
     metrics: Arc<ClientMetrics>,
+    /// The calling service (its trace spans').
+    caller: &'static str,
 }
 
 /// The resilient client of the target `name` (the breaker's name, e.g. `"payment"`) at
@@ -335,6 +338,7 @@ impl ResilientClient {
             service,
             credentials: None,
             metrics: Arc::new(ClientMetrics::new(config.caller, name)),
+            caller: config.caller,
         })
     }
 
@@ -393,7 +397,28 @@ impl ResilientClient {
         }
         let started = tokio::time::Instant::now();
         let method = agora_telemetry::method_label(request.method());
-        let result = self.service.clone().oneshot(request).await;
+        // The call's span, a child of the caller's current one; the target's server
+        // span is its child (its `traceparent` replaces any the request had).
+        let span = agora_telemetry::trace::client_span(self.caller, &self.name, method);
+        if let Some(traceparent) = agora_telemetry::trace::traceparent_of(&span)
+            && let Ok(value) = HeaderValue::from_str(&traceparent)
+        {
+            request
+                .headers_mut()
+                .insert(agora_telemetry::trace::TRACEPARENT, value);
+        }
+        let result = self
+            .service
+            .clone()
+            .oneshot(request)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(response) => {
+                agora_telemetry::trace::record_status(&span, response.status().as_u16())
+            }
+            Err(_) => agora_telemetry::trace::record_error(&span),
+        }
         let outcome = match &result {
             Ok(response) => agora_telemetry::status_class(response.status().as_u16()),
             Err(CallError::Timeout) => "timeout",

@@ -16,6 +16,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram, SharedString};
+use tracing::Instrument as _;
 
 use crate::names;
 
@@ -92,12 +93,23 @@ pub const UNMATCHED: &str = "unmatched";
 /// [`names::HTTP_SERVER_DURATION`] for `service`. Add it with `Router::layer` after
 /// the routes (`axum::middleware::from_fn_with_state(service, http::server)`), so
 /// that each route's template is known.
+///
+/// It also handles the request in its trace span ([`crate::trace::server_span`]): the
+/// caller's `traceparent` is its parent, and the span is current while the service
+/// works (its calls and the events it writes are its children).
 pub async fn server(State(service): State<&'static str>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = crate::method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
     let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    let span = crate::trace::server_span(
+        service,
+        method,
+        route,
+        request.headers().get(crate::trace::TRACEPARENT),
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    crate::trace::record_status(&span, response.status().as_u16());
     record_server(
         service,
         route,

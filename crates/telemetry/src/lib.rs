@@ -17,6 +17,7 @@
 
 pub mod http;
 pub mod names;
+pub mod trace;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -14,7 +14,7 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
-use crate::{State, compose, forwarded, ops, path, trace, ui};
+use crate::{State, compose, forwarded, ops, path, trace, traces, ui};
 
 /// The public router. The path check wraps all of it, routing included: a path that
 /// could be read two ways is refused before anything looks at it.
@@ -40,6 +40,8 @@ fn routes(state: State) -> Router {
         .route("/api/ops/settings", put(ops::set_settings))
         .route("/api/ops/dead-letters", get(ops::dead_letters))
         .route("/api/ops/dead-letters/{id}/redrive", post(ops::redrive))
+        .route("/api/ops/traces", get(traces::traces))
+        .route("/api/ops/traces/{trace_id}", get(traces::trace))
         .merge(ui::routes())
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .fallback(forward)

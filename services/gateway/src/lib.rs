@@ -30,6 +30,7 @@ mod proxy;
 mod remote;
 mod timeline;
 mod trace;
+mod traces;
 mod ui;
 
 use std::net::IpAddr;

@@ -27,6 +27,8 @@ use utoipa::openapi::{Content, Header, OpenApi, Ref, RefOr};
         crate::ops::events,
         crate::ops::dead_letters,
         crate::ops::redrive,
+        crate::traces::traces,
+        crate::traces::trace,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerSecurity),

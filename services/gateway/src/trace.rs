@@ -1,5 +1,6 @@
 //! W3C trace context at the edge: every request gets a `traceparent` (the caller's
-//! trace id, or a new one), passed to the service and returned to the caller.
+//! trace id, or a new one), passed to the service and returned to the caller; an API
+//! request is the gateway's server span of the trace.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -62,19 +63,61 @@ fn random_hex<const N: usize>() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Sets the request's `traceparent` to this hop, and the response's to the same.
+/// Handles an API request (`/api/…`) in the gateway's server span: the caller's
+/// `traceparent` is its parent, its context is what the request carries on to the
+/// services (the resilient client sends its own call span's) and what the answer
+/// carries back. Other paths (the UI's files, probes) are not traced, and get a
+/// `traceparent` of this hop all the same.
 pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
-    let trace = TraceParent::continue_or_start(request.headers().get(TRACEPARENT));
-    let value = trace.header_value();
+    let incoming = request.headers().get(TRACEPARENT).cloned();
+    // This hop's ids when no tracer records the span (tests, tools): for the logs
+    // and the answer.
+    let fallback = TraceParent::continue_or_start(incoming.as_ref());
+    let path = request.uri().path();
+    let span = if path.starts_with("/api/") {
+        let method = agora_telemetry::method_label(request.method());
+        agora_telemetry::trace::server_span("gateway", method, &route_of(path), incoming.as_ref())
+    } else {
+        tracing::info_span!(
+            "request",
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty
+        )
+    };
+    let value = match agora_telemetry::trace::traceparent_of(&span)
+        .and_then(|value| HeaderValue::from_str(&value).ok())
+    {
+        Some(value) => value,
+        None => {
+            span.record("trace_id", fallback.trace_id.as_str());
+            span.record("span_id", fallback.span_id.as_str());
+            fallback.header_value()
+        }
+    };
     request.headers_mut().insert(TRACEPARENT, value.clone());
-    let span = tracing::info_span!(
-        "request",
-        trace_id = %trace.trace_id,
-        span_id = %trace.span_id
-    );
-    let mut response = next.run(request).instrument(span).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    agora_telemetry::trace::record_status(&span, response.status().as_u16());
     response.headers_mut().insert(TRACEPARENT, value);
     response
+}
+
+/// A span name's route: the first two segments of an API path (`/api/ordering`,
+/// `/api/ops`), never the ids after them; a second segment that cannot be a
+/// service's prefix (too long, or more than lower-case letters, digits, `.` and `-`)
+/// is not repeated: whatever a caller puts in a path stays out of the trace.
+fn route_of(path: &str) -> String {
+    let second = path
+        .strip_prefix("/api/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|s| {
+            (1..=32).contains(&s.len())
+                && s.bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
+        });
+    match second {
+        Some(second) => format!("/api/{second}"),
+        None => "/api/{other}".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -100,5 +143,18 @@ mod tests {
         }
         let value = TraceParent::continue_or_start(None).header_value();
         assert!(parse_trace_id(value.to_str().expect("ascii")).is_some());
+    }
+
+    #[test]
+    fn span_names_keep_the_prefix_and_nothing_a_caller_made_up() {
+        assert_eq!(route_of("/api/ordering/orders/0193"), "/api/ordering");
+        assert_eq!(route_of("/api/openapi.json"), "/api/openapi.json");
+        assert_eq!(route_of("/api/ops/traces/4bf9"), "/api/ops");
+        assert_eq!(
+            route_of(&format!("/api/{}/x", "a".repeat(33))),
+            "/api/{other}"
+        );
+        assert_eq!(route_of("/api/eyJhbGciOi.J9_x/orders"), "/api/{other}");
+        assert_eq!(route_of("/api/"), "/api/{other}");
     }
 }

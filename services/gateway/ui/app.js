@@ -254,9 +254,10 @@ const routes = [
   [/^\/orders\/([0-9a-f-]{36}|AG-[0-9A-Za-z]{4}-[0-9A-Za-z]{4})$/, orderPage, "Order"],
   [/^\/mailbox$/, mailboxPage, "Mailbox"],
   [/^\/ops$/, opsPage, "Ops console"],
+  [/^\/traces\/([0-9a-f]{32})$/, tracePage, "Trace"],
 ];
 
-const NEEDS_SIGN_IN = new Set([accountPage, checkoutPage, ordersPage, orderPage, mailboxPage, opsPage]);
+const NEEDS_SIGN_IN = new Set([accountPage, checkoutPage, ordersPage, orderPage, mailboxPage, opsPage, tracePage]);
 
 /** The page's path: "#/…"; any other fragment (say "#main") is the product list. */
 function currentPath() {
@@ -289,7 +290,7 @@ async function route() {
     return;
   }
   const view = h("div", {});
-  main.classList.toggle("wide", page === opsPage);
+  main.classList.toggle("wide", page === opsPage || page === tracePage);
   main.replaceChildren(view);
   // After a navigation inside the app, focus the new page (as a page load would);
   // on the first load, leave focus where the browser puts it.
@@ -738,14 +739,16 @@ async function orderPage(view, idOrReference) {
     let shipments = [];
     try { ({ data: shipments } = await api("GET", `/api/shipping/shipments?order_id=${id}`)); } catch { /* shown when it answers */ }
     let events = null;
+    let traces = null;
     if (session.isAdmin()) {
       try { ({ data: events } = await api("GET", `/api/ops/events?correlation_id=${id}&limit=100`)); } catch { /* optional */ }
+      try { ({ data: traces } = await api("GET", `/api/ops/traces?correlation_id=${id}`)); } catch { /* kept by `agora up` only */ }
     }
     if (order.settled) settled += 1;
-    const key = JSON.stringify([order, shipments, events]);
+    const key = JSON.stringify([order, shipments, events, traces]);
     if (key === last) return;
     last = key;
-    fill(content, renderOrder(order, shipments, events));
+    fill(content, renderOrder(order, shipments, events, traces));
   });
 }
 
@@ -785,7 +788,7 @@ function orderSteps(order) {
   return h("ol", { class: "steps", id: "order-history" }, items);
 }
 
-function renderOrder(order, shipments, events) {
+function renderOrder(order, shipments, events, traces) {
   const cancelled = order.history.find((s) => s.status === "cancelled");
   const parts = [
     h("p", { class: "row" }, h("span", { id: "order-status", "data-status": order.status }, statusBadge(order.status)),
@@ -812,15 +815,21 @@ function renderOrder(order, shipments, events) {
         h("tfoot", {}, h("tr", {}, h("td", {}, "Total"), h("td", {}),
           h("td", { class: "num" }, money(order.total_cents, order.currency)))))),
   ];
-  if (events) parts.push(eventTimeline(events));
+  if (events) parts.push(eventTimeline(events, traces));
   return parts;
 }
 
-/** The events about one flow, oldest first, each with what caused it. */
-function eventTimeline(events) {
+/** The events about one flow, oldest first, each with what caused it; then its traces. */
+function eventTimeline(events, traces) {
   const typeOf = Object.fromEntries(events.map((e) => [e.id, e.type]));
   return h("section", { class: "card", "aria-labelledby": "o-events" },
     h("h2", { id: "o-events" }, "Event timeline (admin)"),
+    traces && traces.length ? h("div", { id: "order-traces" },
+      h("h3", {}, "Traces"),
+      h("ul", {}, traces.map((t, i) => h("li", {},
+        h("a", { href: `#/traces/${t.trace_id}`, "data-trace": t.trace_id },
+          i === 0 ? "Waterfall of the checkout's trace" : `Waterfall of trace …${t.trace_id.slice(-8)}`),
+        h("span", { class: "muted" }, ` — ${t.root}, ${t.spans} spans, ${when(t.start)}`))))) : "",
     events.length ? h("table", { id: "event-timeline" },
       h("thead", {}, h("tr", {}, h("th", {}, "Time"), h("th", {}, "Event"), h("th", {}, "From"),
         h("th", {}, "Caused by"))),
@@ -829,6 +838,109 @@ function eventTimeline(events) {
         h("td", {}, e.type), h("td", {}, e.source),
         h("td", { class: "muted" }, e.causation_id ? (typeOf[e.causation_id] || `request ${shortId(e.causation_id)}`) : "")))))
       : h("p", { class: "muted" }, "No events recorded yet."));
+}
+
+// ---------------------------------------------------------------- page: a trace
+
+/** Colours of the services' bars, in the order they appear in a trace. */
+const SERVICE_COLOURS = [
+  "#1f4e79", "#1a7f37", "#8250df", "#9a6700", "#cf222e",
+  "#0969da", "#bf3989", "#953800", "#116329", "#6e7781",
+];
+
+const KIND_TEXT = {
+  server: "request", client: "call", producer: "event", consumer: "delivery", internal: "work",
+};
+
+function ms(micros) {
+  const value = micros / 1000;
+  return `${value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : Math.round(value)} ms`;
+}
+
+/**
+ * The spans in tree order (each after its parent, siblings by start), with their depth
+ * and, for a delivery (or the relay's send) whose parent is an event's creation, the
+ * time the message spent between the two: the bus hop.
+ */
+function treeOrder(spans) {
+  const byId = new Map(spans.map((s) => [s.span_id, s]));
+  const children = new Map();
+  const roots = [];
+  for (const span of spans) {
+    if (span.parent_span_id && byId.has(span.parent_span_id)) {
+      if (!children.has(span.parent_span_id)) children.set(span.parent_span_id, []);
+      children.get(span.parent_span_id).push(span);
+    } else {
+      roots.push(span);
+    }
+  }
+  const rows = [];
+  const visit = (span, depth) => {
+    const parent = byId.get(span.parent_span_id);
+    const hop = parent && parent.kind === "producer"
+      ? Math.max(0, span.start_offset_us - (parent.start_offset_us + parent.duration_us)) : null;
+    rows.push({ span, depth, hop, hopFrom: parent ? parent.start_offset_us + parent.duration_us : 0 });
+    for (const child of (children.get(span.span_id) || []).sort((a, b) => a.start_offset_us - b.start_offset_us)) {
+      visit(child, depth + 1);
+    }
+  };
+  roots.sort((a, b) => a.start_offset_us - b.start_offset_us).forEach((root) => visit(root, 0));
+  return rows;
+}
+
+function waterfall(trace) {
+  const total = Math.max(trace.duration_us, 1);
+  const colour = Object.fromEntries(trace.services.map((s, i) => [s, SERVICE_COLOURS[i % SERVICE_COLOURS.length]]));
+  const percent = (micros) => `${Math.min(100, (micros / total) * 100).toFixed(3)}%`;
+  const swatch = (service) => {
+    const el = h("span", { class: "swatch", "aria-hidden": "true" });
+    el.style.setProperty("background", colour[service]);
+    return el;
+  };
+  const rows = treeOrder(trace.spans).map(({ span, depth, hop, hopFrom }) => {
+    const track = h("div", { class: "track", "aria-hidden": "true" });
+    if (hop !== null && hop > 0) {
+      const gap = h("div", { class: "hop", title: `${ms(hop)} between the event and this` });
+      gap.style.setProperty("left", percent(hopFrom));
+      gap.style.setProperty("width", percent(hop));
+      track.append(gap);
+    }
+    const bar = h("div", { class: `bar${span.error ? " failed" : ""}` });
+    bar.style.setProperty("left", percent(span.start_offset_us));
+    bar.style.setProperty("width", percent(span.duration_us));
+    bar.style.setProperty("background", colour[span.service]);
+    track.append(bar);
+    const operation = h("td", { class: "operation" },
+      h("span", { class: "op-name" }, span.name),
+      " ", h("span", { class: `kind ${span.kind}` }, KIND_TEXT[span.kind] || span.kind),
+      span.error ? [" ", badge("failed", "bad")] : "",
+      hop !== null && span.kind === "consumer" ? h("span", { class: "muted hop-note" }, ` after ${ms(hop)} on the bus`) : "");
+    operation.style.setProperty("--depth", String(Math.min(depth, 12)));
+    return h("tr", { "data-service": span.service, "data-kind": span.kind, "data-span": span.span_id },
+      h("td", { class: "service" }, swatch(span.service), span.service),
+      operation,
+      h("td", { class: "num" }, `+${ms(span.start_offset_us)}`),
+      h("td", { class: "num" }, ms(span.duration_us)),
+      h("td", { class: "bars" }, track));
+  });
+  return [
+    h("p", {}, `${trace.spans.length} spans in ${trace.services.length} services, ${ms(trace.duration_us)} from the first span's start to the last one's end, `,
+      h("time", { datetime: trace.start }, when(trace.start)), ". Trace id ", h("code", {}, trace.trace_id), "."),
+    h("p", { class: "muted" }, "Each bar is one span at its start and for its duration; a dashed stretch before a delivery is the time its event spent between being written and being handled (commit, relay, bus)."),
+    h("ul", { class: "legend", "aria-label": "Services" }, trace.services.map((s) => h("li", {}, swatch(s), s))),
+    h("div", { class: "card waterfall-card" },
+      h("table", { id: "trace-waterfall", class: "waterfall" },
+        h("caption", { class: "visually-hidden" }, "The trace's spans, each under the one that caused it"),
+        h("thead", {}, h("tr", {}, h("th", {}, "Service"), h("th", {}, "Operation"),
+          h("th", { class: "num" }, "Start"), h("th", { class: "num" }, "Duration"), h("th", { class: "bars" }, "Timeline"))),
+        h("tbody", {}, rows))),
+  ];
+}
+
+async function tracePage(view, traceId) {
+  view.append(h("h1", {}, `Trace …${traceId.slice(-8)}`));
+  const { data: trace } = await api("GET", `/api/ops/traces/${traceId}`);
+  append(view, waterfall(trace));
 }
 
 /** A message's text as written: blank lines part paragraphs, newlines break lines. */

@@ -105,6 +105,8 @@ async fn openapi_health_readiness_and_metrics() {
         "/api/identity/users/me/password",
         "/api/identity/jwks",
         "/api/ops/status",
+        "/api/ops/traces",
+        "/api/ops/traces/{trace_id}",
         "/healthz",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");

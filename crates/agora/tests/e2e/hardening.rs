@@ -14,38 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use crate::support::{PASSWORD, TestShop};
-
-/// The status and body of a request sent exactly as `head` (request line and
-/// headers, without the blank line) and `body`, on a connection of its own.
-async fn raw(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "{head}\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut answer = Vec::new();
-        // A reset after the answer is fine: what was read is the answer.
-        let _ = stream.read_to_end(&mut answer).await;
-        answer
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .unwrap_or_else(|_| panic!("no answer to {head:?} in 10 s"));
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in the answer to {head:?}: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+use crate::support::{PASSWORD, TestShop, raw};
 
 /// Every public prefix the gateway forwards under.
 const PREFIXES: &[&str] = &[

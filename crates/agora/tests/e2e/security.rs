@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{PASSWORD, TestShop, b64url, b64url_decode, eventually};
+use crate::support::{PASSWORD, TestShop, b64url, b64url_decode, eventually, raw};
 
 fn now() -> i64 {
     i64::try_from(
@@ -146,6 +146,104 @@ async fn a_customer_on_an_admin_route_is_forbidden() {
     let shop = TestShop::start().await;
     let (_, _, token) = shop.customer().await;
     assert_eq!(status_with(&shop, &token).await, StatusCode::FORBIDDEN);
+    shop.stop().await;
+}
+
+/// The trace routes are the admin's, however they are asked: without a token 401, as
+/// a customer 403, and no spelling of their path reaches them or anything else.
+#[tokio::test]
+async fn the_trace_routes_are_for_the_admin_only_however_they_are_spelled() {
+    let shop = TestShop::start().await;
+    let (_, _, customer) = shop.customer().await;
+    let admin = shop.admin_token().await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let routes = [
+        format!("/api/ops/traces/{trace}"),
+        format!("/api/ops/traces?correlation_id={}", Uuid::now_v7()),
+    ];
+    for route in &routes {
+        let anonymous = shop.client.get(shop.url(route)).send().await.unwrap();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{route}");
+        let forged = shop
+            .client
+            .get(shop.url(route))
+            .bearer_auth("eyJhbGciOiJub25lIn0.e30.")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), StatusCode::UNAUTHORIZED, "{route}");
+        let answer = shop
+            .client
+            .get(shop.url(route))
+            .bearer_auth(&customer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{route}");
+        let body = answer.text().await.unwrap();
+        assert!(!body.contains("span"), "{route}: {body}");
+    }
+    // The admin's: a trace id is 32 lower-case hex digits, a query names what it is
+    // about; this shop keeps no spans (no tracer in this test binary), so 404.
+    for (route, status) in [
+        (format!("/api/ops/traces/{trace}"), StatusCode::NOT_FOUND),
+        (
+            format!("/api/ops/traces/{}", trace.to_uppercase()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/ops/traces/{}", &trace[1..]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/ops/traces/{}", "0".repeat(32)),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/ops/traces/%20or%201=1".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/api/ops/traces".to_owned(), StatusCode::BAD_REQUEST),
+        (
+            format!("/api/ops/traces?correlation_id={}", "x".repeat(101)),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/ops/traces?correlation_id={}", Uuid::now_v7()),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let answer = shop
+            .client
+            .get(shop.url(&route))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{route}");
+    }
+    // Spellings that a reader of URLs might take for another path: refused before
+    // routing, token or not; the customer's token reaches nothing with them.
+    let addr = shop.shop.addr();
+    for path in [
+        "/api/ops/traces/%2e%2e/status".to_owned(),
+        "/api/ops/traces/..%2f..%2finternal%2fordering%2fsettings".to_owned(),
+        format!("/api/ops//traces/{trace}"),
+        format!("/api/ops/traces/{trace};x=1"),
+        format!("/api/ops/traces%2f{trace}"),
+    ] {
+        for token in [None, Some(&customer)] {
+            let auth = token.map_or(String::new(), |t| format!("\r\nAuthorization: Bearer {t}"));
+            let (status, body) = raw(addr, &format!("GET {path} HTTP/1.1{auth}"), "").await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(!body.contains("span_id"), "{path}: {body}");
+        }
+    }
+    // An encoded letter is not decoded into the route's name: nothing is there.
+    let path = format!("/api/ops/%74races/{trace}");
+    let auth = format!("\r\nAuthorization: Bearer {admin}");
+    let (status, body) = raw(addr, &format!("GET {path} HTTP/1.1{auth}"), "").await;
+    assert_eq!(status, 404, "{path}: {body}");
     shop.stop().await;
 }
 
