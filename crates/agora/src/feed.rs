@@ -233,7 +233,12 @@ impl Feed for HttpFeed {
     async fn page(&self, after: u64) -> Result<FeedPage, Error> {
         let page: ReadPage = self
             .client
-            .get_json(&format!("{}?after={after}", path(&self.owner)))
+            .request(
+                axum::http::Method::GET,
+                &format!("{}?after={after}", path(&self.owner)),
+            )
+            .route("/internal/{service}/events")
+            .json()
             .await
             .map_err(|error: CallError| Error::Feed(format!("{}: {error}", self.owner)))?;
         Ok(FeedPage {

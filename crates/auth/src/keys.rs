@@ -78,7 +78,12 @@ impl HttpKeySource {
 impl KeySource for HttpKeySource {
     async fn fetch(&self) -> Result<Jwks, Error> {
         agora_resilience::Deadline::after(JWKS_FETCH_TIMEOUT)
-            .scope(self.client.get_json::<Jwks>(&self.path))
+            .scope(
+                self.client
+                    .request(axum::http::Method::GET, &self.path)
+                    .route("/api/identity/jwks")
+                    .json::<Jwks>(),
+            )
             .await
             .map_err(|e| Error::KeySource(e.to_string()))
     }

@@ -159,13 +159,29 @@ const CLIENT_METHODS: [&str; 8] = [
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other",
 ];
 
-/// The metrics of one resilient client: `service` calling `target`. Each counter is
-/// registered the first time its (method, outcome) occurs, then kept.
+/// The route label of a call whose caller named no route template: never the raw
+/// path (a path may hold ids, or, for the gateway's forwarding, anything a client sent).
+pub const OTHER_ROUTE: &str = "other";
+
+/// Route templates one client records apart; calls on further routes count under
+/// [`OTHER_ROUTE`]. A client calls a handful of routes of its target.
+const CLIENT_ROUTES: usize = 8;
+
+/// The handles of one route of one client.
+struct RouteCells {
+    route: &'static str,
+    duration: Histogram,
+    requests: [[OnceLock<Counter>; CLIENT_OUTCOMES.len()]; CLIENT_METHODS.len()],
+}
+
+/// The metrics of one resilient client: `service` calling `target`, by route template.
+/// Each handle is registered the first time its (route, method, outcome) occurs, then
+/// kept: no lock and no allocation on a call after that.
 pub struct ClientMetrics {
     service: SharedString,
     target: SharedString,
-    duration: Histogram,
-    requests: [[OnceLock<Counter>; CLIENT_OUTCOMES.len()]; CLIENT_METHODS.len()],
+    routes: [OnceLock<RouteCells>; CLIENT_ROUTES],
+    other: OnceLock<RouteCells>,
 }
 
 impl std::fmt::Debug for ClientMetrics {
@@ -179,21 +195,43 @@ impl std::fmt::Debug for ClientMetrics {
 
 impl ClientMetrics {
     pub fn new(service: &str, target: &str) -> Self {
-        let service = SharedString::from(Arc::<str>::from(service));
-        let target = SharedString::from(Arc::<str>::from(target));
         Self {
-            duration: metrics::histogram!(names::HTTP_CLIENT_DURATION,
-                "service" => service.clone(), "target" => target.clone()),
-            service,
-            target,
-            requests: Default::default(),
+            service: SharedString::from(Arc::<str>::from(service)),
+            target: SharedString::from(Arc::<str>::from(target)),
+            routes: Default::default(),
+            other: OnceLock::new(),
         }
     }
 
-    /// Records a call: `method` from [`crate::method_label`], `outcome` one of
+    fn cells(&self, route: &'static str) -> &RouteCells {
+        let make = |route: &'static str| RouteCells {
+            route,
+            duration: metrics::histogram!(names::HTTP_CLIENT_DURATION,
+                "service" => self.service.clone(), "target" => self.target.clone(),
+                "route" => route),
+            requests: Default::default(),
+        };
+        for slot in &self.routes {
+            let cells = slot.get_or_init(|| make(route));
+            if cells.route == route {
+                return cells;
+            }
+        }
+        self.other.get_or_init(|| make(OTHER_ROUTE))
+    }
+
+    /// Records a call on `route` (a template such as `/internal/customers/{id}`, or
+    /// [`OTHER_ROUTE`]): `method` from [`crate::method_label`], `outcome` one of
     /// [`CLIENT_OUTCOMES`].
-    pub fn record(&self, method: &'static str, outcome: &'static str, elapsed: Duration) {
-        self.duration.record(elapsed.as_secs_f64());
+    pub fn record(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        let cells = self.cells(route);
+        cells.duration.record(elapsed.as_secs_f64());
         let m = CLIENT_METHODS
             .iter()
             .position(|&known| known == method)
@@ -202,10 +240,11 @@ impl ClientMetrics {
             .iter()
             .position(|&known| known == outcome)
             .unwrap_or(CLIENT_OUTCOMES.len() - 1);
-        self.requests[m][o]
+        cells.requests[m][o]
             .get_or_init(|| {
                 metrics::counter!(names::HTTP_CLIENT_REQUESTS,
                     "service" => self.service.clone(), "target" => self.target.clone(),
+                    "route" => cells.route,
                     "method" => CLIENT_METHODS[m], "outcome" => CLIENT_OUTCOMES[o])
             })
             .increment(1);
@@ -251,5 +290,46 @@ mod tests {
         );
         assert!(!text.contains("/api/orders/1"), "{text}");
         assert!(!text.contains("/nothing/here"), "{text}");
+    }
+
+    /// A client's calls by route template: two routes apart, a ninth route and after
+    /// under `route="other"`, never a raw path.
+    #[test]
+    fn a_client_labels_by_the_route_its_caller_names() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let text = {
+            let _local = metrics::set_default_local_recorder(&recorder);
+            let client = ClientMetrics::new("ordering", "customer");
+            let elapsed = Duration::from_millis(3);
+            client.record("/internal/customers/{id}", "GET", "2xx", elapsed);
+            client.record("/internal/customers/{id}", "GET", "2xx", elapsed);
+            client.record("/internal/payment/authorizations", "POST", "5xx", elapsed);
+            let many = ["/a", "/b", "/c", "/d", "/e", "/f", "/g", "/h"];
+            for route in many {
+                client.record(route, "GET", "2xx", elapsed);
+            }
+            handle.render()
+        };
+        let customers = r#"agora_http_client_requests_total{service="ordering",target="customer",route="/internal/customers/{id}",method="GET",outcome="2xx"} 2"#;
+        assert!(text.contains(customers), "{text}");
+        assert!(
+            text.contains(
+                r#"route="/internal/payment/authorizations",method="POST",outcome="5xx"} 1"#
+            ),
+            "{text}"
+        );
+        // Eight routes fit: the two above and the first six of `many`; the last two
+        // are "other".
+        assert!(text.contains(r#"route="/f",method="GET""#), "{text}");
+        assert!(!text.contains(r#"route="/g""#), "{text}");
+        assert!(
+            text.contains(r#"route="other",method="GET",outcome="2xx"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"agora_http_client_request_duration_seconds_count{service="ordering",target="customer",route="/internal/customers/{id}"} 2"#),
+            "{text}"
+        );
     }
 }

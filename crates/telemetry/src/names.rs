@@ -36,10 +36,10 @@ families! {
         ["service", "route", "method"],
         "Time a service took to answer, by route template.";
     HTTP_CLIENT_REQUESTS = "agora_http_client_requests_total", Counter,
-        ["service", "target", "method", "outcome"],
-        "Calls through a resilient client, by target and outcome (status class or the error).";
+        ["service", "target", "route", "method", "outcome"],
+        "Calls through a resilient client, by target, route template and outcome (status class or the error).";
     HTTP_CLIENT_DURATION = "agora_http_client_request_duration_seconds", Histogram,
-        ["service", "target"],
+        ["service", "target", "route"],
         "Time a call through a resilient client took, retries included.";
     GATEWAY_REQUESTS = "agora_gateway_requests_total", Counter,
         ["service", "status"],

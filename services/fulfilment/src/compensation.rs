@@ -82,12 +82,14 @@ impl HttpCompensator {
     async fn post(
         client: &ResilientClient,
         operation: &'static str,
+        route: &'static str,
         path: String,
         key: String,
         body: serde_json::Value,
     ) -> Result<(), CompensationError> {
         client
             .request(Method::POST, &path)
+            .route(route)
             .idempotency_key(&key)
             .json_body(&body)
             .send()
@@ -116,6 +118,7 @@ impl Compensator for HttpCompensator {
         Self::post(
             &self.payment,
             "refund",
+            "/internal/payment/authorizations/{id}/refund",
             format!("/internal/payment/authorizations/{authorization_id}/refund"),
             format!("fulfilment-refund-{order_id}"),
             json!({ "order_id": order_id, "reason": reason.as_str() }),
@@ -132,6 +135,7 @@ impl Compensator for HttpCompensator {
         Self::post(
             &self.payment,
             "void",
+            "/internal/payment/authorizations/{id}/void",
             format!("/internal/payment/authorizations/{authorization_id}/void"),
             format!("fulfilment-void-{order_id}"),
             json!({ "order_id": order_id, "reason": reason.as_str() }),
@@ -147,6 +151,7 @@ impl Compensator for HttpCompensator {
         Self::post(
             &self.inventory,
             "release",
+            "/internal/inventory/reservations/{order_id}/release",
             format!("/internal/inventory/reservations/{order_id}/release"),
             format!("fulfilment-release-{order_id}"),
             json!({ "reason": reason.as_str() }),

@@ -156,6 +156,7 @@ impl PaymentClient for ResilientPaymentClient {
         let call = self
             .client
             .request(Method::POST, "/internal/payment/authorizations")
+            .route("/internal/payment/authorizations")
             .idempotency_key(&request.request_id.to_string())
             .json_body(request)
             .json::<Authorization>();
@@ -221,7 +222,12 @@ impl CustomerClient for ResilientCustomerClient {
     async fn fetch(&self, customer_id: Uuid) -> Result<Option<CustomerRecord>, CustomerError> {
         let path = format!("/internal/customers/{customer_id}");
         let fetched = Deadline::after(self.deadline)
-            .scope(self.client.get_json::<CustomerRecord>(&path))
+            .scope(
+                self.client
+                    .request(Method::GET, &path)
+                    .route("/internal/customers/{id}")
+                    .json::<CustomerRecord>(),
+            )
             .await;
         match fetched {
             Ok(record) => Ok(Some(record)),
