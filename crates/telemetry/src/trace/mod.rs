@@ -149,13 +149,18 @@ fn root_at(
     fallback_span_id: impl FnOnce() -> String,
 ) -> Span {
     let remote = traceparent.and_then(parse_traceparent);
-    let parent = match &remote {
-        Some(remote) => opentelemetry::Context::new().with_remote_span_context(remote.clone()),
-        None => opentelemetry::Context::new(),
-    };
-    let _ = span.set_parent(parent);
+    let _ = span.set_parent(context_of(remote.clone()));
     record_ids(&span, remote.as_ref(), fallback_span_id);
     span
+}
+
+/// A context whose span is `remote` (another process's), or an empty one: a parent
+/// that starts a new trace.
+fn context_of(remote: Option<SpanContext>) -> opentelemetry::Context {
+    match remote {
+        Some(remote) => opentelemetry::Context::new().with_remote_span_context(remote),
+        None => opentelemetry::Context::new(),
+    }
 }
 
 /// Records the span's own ids (or, without a tracer, the remote trace id and a span id
@@ -273,12 +278,7 @@ pub fn producer_span(
     }
     let current = Span::current().context();
     if !current.span().span_context().is_valid() {
-        let remote = traceparent.and_then(parse_traceparent);
-        let parent = match remote {
-            Some(remote) => opentelemetry::Context::new().with_remote_span_context(remote),
-            None => opentelemetry::Context::new(),
-        };
-        let _ = span.set_parent(parent);
+        let _ = span.set_parent(context_of(traceparent.and_then(parse_traceparent)));
     }
     traceparent_of(&span)
 }
@@ -296,7 +296,7 @@ pub fn send_span(service: &str, subject: &str, traceparent: Option<&str>) -> Spa
         messaging.destination.name = %subject,
     );
     if let Some(remote) = traceparent.and_then(parse_traceparent) {
-        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        let _ = span.set_parent(context_of(Some(remote)));
     }
     span
 }
